@@ -1,0 +1,82 @@
+"""Engine settings: validated once at start, from flags, then environment, then defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "EASEL_"
+
+
+class SettingsError(ValueError):
+    """Raised when a setting has a bad value; the message names each bad setting."""
+
+
+class Settings(BaseModel):
+    """Everything an engine needs to start. Immutable once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    """SQLAlchemy URL; ``None`` means SQLite at ``<data_dir>/easel.db``."""
+    log_level: str = "INFO"
+    shutdown_timeout: float = Field(default=10.0, gt=0)
+    loop_lag_interval: float = Field(default=0.1, gt=0)
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def sql_url(self) -> str:
+        """The database URL in force (the embedded SQLite file by default)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'easel.db'}"
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build settings: explicit ``flags`` win over ``EASEL_*`` variables, which win over defaults.
+
+    Raises ``SettingsError`` with one line per bad value.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = value
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(part) for part in err["loc"])
+            source = "flag or " + ENV_PREFIX + name.upper()
+            lines.append(f"{name} ({source}): {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
