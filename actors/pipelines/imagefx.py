@@ -71,7 +71,8 @@ def _edges(image: Image.Image, params: ImageFxParams) -> Image.Image:
 
 def _sketch(image: Image.Image, params: ImageFxParams) -> Image.Image:
     # Pencil sketch: colour-dodge the grey image with its blurred negative, which
-    # reduces to gray * 256 / blur(gray): flat areas go white, edges stay dark.
+    # reduces to gray * 256 / blur(gray): flat areas go white (pure black stays
+    # black), the darker side of an edge stays dark.
     gray = image.convert("L")
     blurred = gray.filter(ImageFilter.GaussianBlur(max(params.radius, 0.5)))
     dodged = ImageMath.lambda_eval(
