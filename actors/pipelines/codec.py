@@ -56,11 +56,11 @@ def decode(
         image = Image.open(io.BytesIO(payload), formats=[image_format])
         _check_size(image.width, image.height, max_pixels)
         image.load()
+        return _as_rgb_or_rgba(image)
     except BadContent:
         raise
     except Exception as exc:  # any failure to parse client bytes is about the content
         raise BadContent(f"could not decode {content_type}: {exc}") from None
-    return _as_rgb_or_rgba(image)
 
 
 def encode(image: Image.Image, content_type: str, *, quality: int = 85) -> FrameOut:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from actors.pipelines import FrameOut, ImageFx, ImageFxParams, PipelineConfig
+from actors.pipelines import FrameIn, FrameOut, ImageFx, ImageFxParams, PipelineConfig
 from engine.errors import BadContent, BadParams
 
 from .frames import Pixel, encoded_frame, opened, pixels_of, raw_frame
@@ -137,8 +137,7 @@ def test_jpeg_in_defaults_to_jpeg_out(fx: ImageFx) -> None:
 def test_undecodable_frame_fails_alone(fx: ImageFx) -> None:
     params = ImageFx.parse_params({"effect": "invert"})
     good = raw_frame([[PIXEL]], params)
-    bad = encoded_frame(Image.new("RGB", (2, 2)), "PNG", params)
-    broken = type(bad)(b"\x89PNG not really", "image/png", None, None, params)
+    broken = FrameIn(b"\x89PNG not really", "image/png", None, None, params)
     answers = fx.process([good, broken, good])
     assert len(answers) == 3
     assert isinstance(answers[1], BadContent)
@@ -170,7 +169,7 @@ def test_frames_over_max_pixels_are_refused() -> None:
 def test_random_bytes_only_ever_give_bad_content(content_type: str, payload: bytes) -> None:
     fx = ImageFx(PipelineConfig(name="fx", kind="imagefx"))
     params = ImageFxParams(effect="invert")
-    answers = fx.process([type(raw_frame([[PIXEL]], params))(payload, content_type, 3, 3, params)])
+    answers = fx.process([FrameIn(payload, content_type, 3, 3, params)])
     assert len(answers) == 1
     assert isinstance(answers[0], BadContent | FrameOut)
     if content_type != "raw/rgb8" or len(payload) != 27:
