@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,14 +164,52 @@ def test_frames_over_max_pixels_are_refused() -> None:
     assert isinstance(large, BadContent)
 
 
+def _encoded(image_format: str) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), PIXEL).save(out, format=image_format)
+    return out.getvalue()
+
+
+MAGIC = {
+    "image/jpeg": b"\xff\xd8\xff\xe0",
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/webp": b"RIFF",
+}
+VALID = {ct: _encoded(ct.split("/")[1].upper()) for ct in MAGIC}
+
+
+@st.composite
+def hostile_payloads(draw: st.DrawFn, content_type: str) -> bytes:
+    """Random bytes, random bytes behind the format's magic, or a real image cut and flipped."""
+    noise = draw(st.binary(max_size=256))
+    if content_type not in MAGIC:
+        return noise
+    valid = VALID[content_type]
+    cut = draw(st.integers(0, len(valid) - 1))
+    flip = draw(st.integers(0, len(valid) - 1))
+    mangled = bytearray(valid)
+    mangled[flip] ^= 0xFF
+    return draw(st.sampled_from([noise, MAGIC[content_type] + noise, valid[:cut], bytes(mangled)]))
+
+
 @pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "image/webp", "raw/rgb8"])
-@given(payload=st.binary(max_size=256))
-@settings(max_examples=60, deadline=None)
-def test_random_bytes_only_ever_give_bad_content(content_type: str, payload: bytes) -> None:
+@given(data=st.data())
+@settings(max_examples=80, deadline=None)
+def test_hostile_bytes_never_raise(content_type: str, data: st.DataObject) -> None:
+    payload = data.draw(hostile_payloads(content_type))
     fx = ImageFx(PipelineConfig(name="fx", kind="imagefx"))
     params = ImageFxParams(effect="invert")
     answers = fx.process([FrameIn(payload, content_type, 3, 3, params)])
     assert len(answers) == 1
     assert isinstance(answers[0], BadContent | FrameOut)
-    if content_type != "raw/rgb8" or len(payload) != 27:
+    if content_type == "raw/rgb8" and len(payload) != 27:
         assert isinstance(answers[0], BadContent)
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "image/png", "image/webp"])
+@given(payload=st.binary(max_size=256))
+@settings(max_examples=60, deadline=None)
+def test_random_bytes_give_bad_content(content_type: str, payload: bytes) -> None:
+    fx = ImageFx(PipelineConfig(name="fx", kind="imagefx"))
+    [answer] = fx.process([FrameIn(payload, content_type, None, None, ImageFxParams())])
+    assert isinstance(answer, BadContent)
