@@ -76,8 +76,9 @@ class LoopActor(_Behaviour[M, R]):
 class ThreadActor(_Behaviour[M, R]):
     """An actor on its own thread. Every hook runs on that thread, never on the loop."""
 
-    max_batch: ClassVar[int] = 1
-    """Largest micro-batch handed to ``receive_batch`` from the mailbox."""
+    max_batch: int = 1
+    """Largest micro-batch handed to ``receive_batch``; read before each batch, so an
+    incarnation may set it in ``on_start``."""
 
     def on_start(self) -> None:
         """Runs on the actor's thread before the first message. Raising fails the start."""

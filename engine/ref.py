@@ -202,6 +202,11 @@ class ActorRef(Generic[M, R]):
         return self._cell.state
 
     @property
+    def pending(self) -> int:
+        """Messages waiting in the mailbox (not counting one being handled)."""
+        return len(self._cell.mailbox)
+
+    @property
     def alive(self) -> bool:
         return self._cell.state not in (ActorState.STOPPING, ActorState.STOPPED)
 
