@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine import errors
 from transport import protocol as p
 from transport.protocol import (
     Call,
@@ -106,8 +107,8 @@ def test_public_names_are_pinned() -> None:
         "ErrorCode", "EventName", "Frame", "FrameType", "Hello", "InputFrame", "Limits",
         "ParamsUpdate", "ProtocolViolation", "Timings", "ViolationCounter",
         "decode", "decode_client", "encode", "encode_call", "encode_error", "encode_event",
-        "encode_frame", "encode_hello", "encode_params", "encode_reply",
-        "encode_reply_error", "encode_result", "encode_welcome",
+        "encode_exception", "encode_frame", "encode_hello", "encode_params", "encode_reply",
+        "encode_reply_error", "encode_result", "encode_welcome", "error_for",
         "parse_call", "parse_client", "parse_frame", "parse_hello", "parse_params",
     }  # fmt: skip
 
@@ -454,6 +455,33 @@ def test_call_violations_are_answered_by_reply_error(
     assert reply.type is FrameType.REPLY
     assert reply.header["id"] == 4
     assert reply.header["error"]["code"] == code.value
+
+
+# --- engine errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "message"),
+    [
+        (errors.PipelineError("model failed"), ErrorCode.PIPELINE_ERROR, "model failed"),
+        (errors.BadContent(), ErrorCode.BAD_CONTENT, "Content could not be decoded"),
+        (errors.MailboxFull(), ErrorCode.OVERLOADED, "Mailbox full"),
+        (errors.NotFound("no session"), ErrorCode.NOT_FOUND, "no session"),
+        (errors.SessionClosed(), ErrorCode.SESSION_CLOSED, "Session closed"),
+        (errors.Invalid("strength > 1"), ErrorCode.BAD_PARAMS, "strength > 1"),
+        (errors.AskTimeout(), ErrorCode.OVERLOADED, "No reply in time"),
+        (errors.Unavailable(), ErrorCode.OVERLOADED, "Service unavailable"),
+        (errors.ActorCrashed("boom"), ErrorCode.INTERNAL, "boom"),
+        (errors.Conflict("taken"), ErrorCode.INTERNAL, "taken"),
+        (RuntimeError("/secret/path.py line 3"), ErrorCode.INTERNAL, "internal error"),
+    ],
+)
+def test_exceptions_map_to_protocol_codes_without_leaking(
+    exc: BaseException, code: ErrorCode, message: str
+) -> None:
+    assert p.error_for(exc) == (code, message)
+    error = decode(p.encode_exception(exc, seq=5))
+    assert error.header == {"code": code.value, "message": message, "seq": 5, "fatal": False}
 
 
 # --- violation counter ------------------------------------------------------------------
