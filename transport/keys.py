@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from actors.services import Services
 from engine.engine import Engine
 
-__all__ = ["ENGINE"]
+__all__ = ["ENGINE", "SERVICES"]
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
