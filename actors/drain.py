@@ -54,6 +54,8 @@ class Drain:
 
     def __init__(self, on_superseded: Callable[[], None] | None = None) -> None:
         self.closed = False
+        self.peak = 0
+        """The most frames this drain ever held at once."""
         self._superseded = 0
         self._on_superseded = on_superseded
         self._getter: asyncio.Future[None] | None = None
@@ -112,6 +114,7 @@ class LatestDrain(Drain):
             if self._on_superseded is not None:
                 self._on_superseded()
         self._frame = frame
+        self.peak = 1
         _wake(self._getter)
 
     def _pop(self) -> InboundFrame | None:
@@ -129,7 +132,6 @@ class AllDrain(Drain):
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
-        self.high_water = 0
         self._frames: deque[InboundFrame] = deque()
         self._putter: asyncio.Future[None] | None = None
 
@@ -146,7 +148,7 @@ class AllDrain(Drain):
         if self.closed:
             raise SessionClosed("drain closed")
         self._frames.append(frame)
-        self.high_water = max(self.high_water, len(self._frames))
+        self.peak = max(self.peak, len(self._frames))
         _wake(self._getter)
 
     def _pop(self) -> InboundFrame | None:

@@ -273,7 +273,9 @@ class SessionActor(LoopActor[Message, Any]):
 
     def _call(self, call: Call) -> Any:
         if call.method == "session.stats":
-            return self.record.stats.as_dict()
+            drain = self._drain
+            queued = {} if drain is None else {"queued": len(drain), "queued_peak": drain.peak}
+            return {**self.record.stats.as_dict(), **queued}
         if call.method == "session.params":
             patch = call.args.get("set")
             if isinstance(patch, dict):
