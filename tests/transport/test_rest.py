@@ -11,7 +11,14 @@ from tests.transport.test_realtime import collect
 from transport.protocol import ContentType
 
 
-async def problem(easel: Easel, method: str, path: str, body: Any, status: int, code: str) -> Any:
+async def problem(
+    easel: Easel,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    code: str,
+) -> Any:
     async with easel.http.request(method, easel.url + path, data=body) as response:
         assert response.status == status, await response.text()
         assert response.content_type == "application/problem+json"
