@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.transport.conftest import Easel, ServerFactory, png
 from tests.transport.test_realtime import collect, refused
-from transport.client import Client, Result, ServerError
+from transport.client import Client, ConnectionClosed, Result, ServerError
 from transport.protocol import (
     CloseCode,
     ContentType,
@@ -224,3 +225,33 @@ async def test_many_clients_at_once(easel: Easel, drain: str) -> None:
         answers = await collect(client, 1)
         assert isinstance(answers[0], Result)
         await client.close()
+
+
+async def test_a_crashed_session_closes_1011_and_no_other_session_notices(
+    easel: Easel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.session import SessionActor
+
+    calls = SessionActor._call
+
+    def buggy(self: SessionActor, call: Any) -> Any:
+        if call.args.get("bug"):
+            raise RuntimeError("a bug in a handler")
+        return calls(self, call)
+
+    monkeypatch.setattr(SessionActor, "_call", buggy)
+    victim_info = await easel.session(pipeline="imagefx", params={"effect": "invert"})
+    victim = await Client.connect(easel.url, token=victim_info["token"], session=victim_info["id"])
+    bystander = await easel.connect(pipeline="passthrough", drain="all")
+    with pytest.raises(ConnectionClosed) as closed:
+        await victim.call("session.stats", {"bug": True})
+    assert closed.value.code == CloseCode.INTERNAL
+    await victim.close()
+    await bystander.send_frame(1, ContentType.PNG, png())
+    (answer,) = await collect(bystander, 1)
+    assert isinstance(answer, Result)
+    # the session was restarted with what the user handed us, and can be resumed
+    again = await Client.connect(easel.url, token=victim_info["token"], session=victim_info["id"])
+    assert again.welcome.params == {"effect": "invert"}
+    await again.close()
+    await bystander.close()
