@@ -39,7 +39,13 @@ _PRELUDE: Final = struct.Struct(">BBBBI")
 
 
 class ProtocolViolation(Exception):
-    """A client broke protocol v1. ``close`` is set when the connection must close."""
+    """A client broke protocol v1; raised by decoding and parsing, never anything else.
+
+    ``code`` is the :class:`ErrorCode`; ``seq`` the offending FRAME's when known;
+    ``close`` the close code when the connection must close (only ``too_large``
+    messages: 1009); ``call_id`` the CALL's id when the answer is a REPLY error.
+    Send :meth:`encode` and count it on the connection's :class:`ViolationCounter`.
+    """
 
     def __init__(
         self,
@@ -111,7 +117,7 @@ def encode(type: FrameType, header: Mapping[str, Any], payload: bytes | memoryvi
 
 
 def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
-    """Decode one message; the payload stays a view of ``data``.
+    """Decode one message (a contiguous buffer); the payload stays a view of ``data``.
 
     Raises :class:`ProtocolViolation` (only) when the message breaks the envelope rules.
     """
