@@ -234,7 +234,12 @@ def encode_frame(
     params: Mapping[str, Any] | None = None,
 ) -> bytes:
     header = _header(
-        seq=seq, ct=ct, w=w, h=h, ts=ts, params=None if params is None else dict(params)
+        seq=seq,
+        ct=ct,
+        w=w,
+        h=h,
+        ts=None if ts is None else float(ts),
+        params=None if params is None else dict(params),
     )
     return encode(FrameType.FRAME, header, payload)
 

@@ -158,4 +158,4 @@ class Timings:
     total_ms: float
 
     def to_header(self) -> dict[str, float]:
-        return asdict(self)
+        return {name: float(ms) for name, ms in asdict(self).items()}
