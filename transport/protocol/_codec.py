@@ -111,7 +111,11 @@ class ViolationCounter:
 
 
 def encode(type: FrameType, header: Mapping[str, Any], payload: bytes | memoryview = b"") -> bytes:
-    """One frame as bytes; an empty header is sent as ``header_len`` 0."""
+    """One frame as bytes; an empty header is sent as ``header_len`` 0.
+
+    Raises ``TypeError`` or ``OverflowError`` (from msgpack) for a header value msgpack
+    cannot carry, such as an integer outside the 64-bit range.
+    """
     packed = msgpack.packb(header if isinstance(header, dict) else dict(header)) if header else b""
     return b"".join((_PRELUDE.pack(MAGIC, VERSION, type, 0, len(packed)), packed, payload))
 

@@ -1,0 +1,17 @@
+"""The codec benchmark runs and prints one row per case."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.bench import codec
+
+
+def test_benchmark_prints_a_ratio_table(capsys: pytest.CaptureFixture[str]) -> None:
+    codec.main(["--size", "1024", "--repeat", "1", "--number", "10"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("payload 1024 bytes")
+    rows = lines[2:]
+    assert len(rows) == len(codec.cases(b"x"))
+    assert rows[0].endswith("1.00x")
+    assert all(row.endswith("x") for row in rows)
