@@ -12,6 +12,5 @@ def test_benchmark_prints_a_ratio_table(capsys: pytest.CaptureFixture[str]) -> N
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("payload 1024 bytes")
     rows = lines[2:]
-    assert len(rows) == len(codec.cases(b"x"))
-    assert rows[0].endswith("1.00x")
+    assert [row.split("  ")[0] for row in rows] == [case.name for case in codec.cases(b"x")]
     assert all(row.endswith("x") for row in rows)
