@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote
 
 import aiohttp
 
@@ -39,6 +40,7 @@ from transport.protocol import (
     CloseCode,
     ContentType,
     Drain,
+    ErrorCode,
     Frame,
     FrameType,
     Limits,
@@ -177,7 +179,7 @@ class Event:
 
 def ws_path(session: str | None) -> str:
     """The endpoint: the session's own, or the one where HELLO picks the session."""
-    return "/api/v1/ws" if session is None else f"/api/v1/sessions/{session}/ws"
+    return "/api/v1/ws" if session is None else f"/api/v1/sessions/{quote(session, safe='')}/ws"
 
 
 class Client:
@@ -384,15 +386,18 @@ class Client:
         frame = await queue.get()
         if frame is None:
             queue.put_nowait(None)  # every later reader sees the end too
-            raise ConnectionClosed(self._ws.close_code)
+            raise ConnectionClosed(self._ws.close_code) from self._failure
         return frame
 
     async def _read(self) -> None:
         """Route every incoming frame until the connection closes (background task)."""
         try:
             async for message in self._ws:
+                if message.type is aiohttp.WSMsgType.ERROR:
+                    self._failure = message.data
+                    break
                 if message.type is not aiohttp.WSMsgType.BINARY:
-                    break  # text or a transport error: the server broke the protocol
+                    raise ProtocolViolation(ErrorCode.BINARY_ONLY, "server sent a text message")
                 frame = decode(message.data, self._limits)
                 if frame.type is FrameType.REPLY:
                     self._resolve(frame)

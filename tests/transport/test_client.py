@@ -52,6 +52,8 @@ async def fake_session(request: web.Request) -> web.StreamResponse:
             limits=Limits(max_frame=1024),
         )
     )
+    if session == "chatty":
+        await ws.send_str("text is not protocol v1")
     async for message in ws:
         try:
             msg = p.decode_client(message.data)
@@ -161,6 +163,16 @@ async def test_close_before_welcome_carries_the_close_code(base_url: str) -> Non
     with pytest.raises(ConnectionClosed) as info:
         await Client.connect(base_url, token="secret", session="gone")
     assert info.value.code == p.CloseCode.UNKNOWN_SESSION
+
+
+async def test_text_from_the_server_ends_the_connection(base_url: str) -> None:
+    async with await Client.connect(base_url, token="secret", session="chatty") as client:
+        with pytest.raises(ConnectionClosed) as info:
+            await client.receive()
+        assert isinstance(info.value.__cause__, p.ProtocolViolation)
+        assert [a async for a in client.results()] == []
+        with pytest.raises(ConnectionClosed):
+            await client.call("session.stats")
 
 
 def test_results_view_tolerates_missing_timings() -> None:

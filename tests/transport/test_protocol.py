@@ -34,6 +34,7 @@ from transport.protocol import (
 )
 
 JPEG = b"\xff\xd8\xff\xe0 not really a jpeg"
+msgpack_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 
 
 def raw_message(type_byte: int, header: bytes, payload: bytes = b"", **prelude: int) -> bytes:
@@ -457,6 +458,41 @@ def test_call_violations_are_answered_by_reply_error(
     assert reply.header["error"]["code"] == code.value
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(0, 2**64 - 1),
+    ct=st.sampled_from(list(ContentType)),
+    w=st.integers(1, 16),
+    h=st.integers(1, 16),
+    ts=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    params=st.none() | st.dictionaries(st.text(max_size=8), msgpack_ints | st.text(max_size=8)),
+)
+def test_any_valid_frame_round_trips(
+    *,
+    seq: int,
+    ct: ContentType,
+    w: int,
+    h: int,
+    ts: float | None,
+    params: dict[str, Any] | None,
+) -> None:
+    size = w * h * (ct.channels or 1)
+    payload = bytes(i % 251 for i in range(size))
+    raw = ct.channels is not None
+    data = p.encode_frame(
+        seq, ct, payload, w=w if raw else None, h=h if raw else None, ts=ts, params=params
+    )
+    assert decode_client(data) == InputFrame(
+        seq=seq,
+        ct=ct,
+        payload=memoryview(payload),
+        w=w if raw else None,
+        h=h if raw else None,
+        ts=ts,
+        params=params,
+    )
+
+
 # --- engine errors ------------------------------------------------------------------------
 
 
@@ -509,7 +545,7 @@ SMALL = Limits(max_frame=4096, max_header=1024)
 msgpack_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | msgpack_ints
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=20)

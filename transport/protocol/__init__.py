@@ -41,6 +41,23 @@ closes with 1008.
 (:func:`encode_exception` builds the ERROR frame), so the handler never leaks a
 traceback.
 
+The WebSocket handler's receive loop, in outline::
+
+    counter = ViolationCounter()
+    async for message in ws:
+        try:
+            if message.type is not WSMsgType.BINARY:
+                raise ProtocolViolation(ErrorCode.BINARY_ONLY, "frames are binary")
+            msg = decode_client(message.data, limits)  # Hello | InputFrame | ...
+        except ProtocolViolation as exc:
+            await ws.send_bytes(exc.encode())
+            if exc.close is not None or counter.violation():
+                await ws.close(code=exc.close or CloseCode.POLICY)
+                break
+            continue
+        counter.valid()
+        ...  # hand msg to the session
+
 Not checked here, because they need connection state: ``seq`` increasing, and
 which frame may come first; the WebSocket handler owns those.
 

@@ -39,7 +39,13 @@ _PRELUDE: Final = struct.Struct(">BBBBI")
 
 
 class ProtocolViolation(Exception):
-    """A client broke protocol v1. ``close`` is set when the connection must close."""
+    """A client broke protocol v1; raised by decoding and parsing, never anything else.
+
+    ``code`` is the :class:`ErrorCode`; ``seq`` the offending FRAME's when known;
+    ``close`` the close code when the connection must close (only ``too_large``
+    messages: 1009); ``call_id`` the CALL's id when the answer is a REPLY error.
+    Send :meth:`encode` and count it on the connection's :class:`ViolationCounter`.
+    """
 
     def __init__(
         self,
@@ -105,13 +111,17 @@ class ViolationCounter:
 
 
 def encode(type: FrameType, header: Mapping[str, Any], payload: bytes | memoryview = b"") -> bytes:
-    """One frame as bytes; an empty header is sent as ``header_len`` 0."""
+    """One frame as bytes; an empty header is sent as ``header_len`` 0.
+
+    Raises ``TypeError`` or ``OverflowError`` (from msgpack) for a header value msgpack
+    cannot carry, such as an integer outside the 64-bit range.
+    """
     packed = msgpack.packb(header if isinstance(header, dict) else dict(header)) if header else b""
     return b"".join((_PRELUDE.pack(MAGIC, VERSION, type, 0, len(packed)), packed, payload))
 
 
 def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Frame:
-    """Decode one message; the payload stays a view of ``data``.
+    """Decode one message (a contiguous buffer); the payload stays a view of ``data``.
 
     Raises :class:`ProtocolViolation` (only) when the message breaks the envelope rules.
     """
@@ -228,7 +238,12 @@ def encode_frame(
     params: Mapping[str, Any] | None = None,
 ) -> bytes:
     header = _header(
-        seq=seq, ct=ct, w=w, h=h, ts=ts, params=None if params is None else dict(params)
+        seq=seq,
+        ct=ct,
+        w=w,
+        h=h,
+        ts=None if ts is None else float(ts),
+        params=None if params is None else dict(params),
     )
     return encode(FrameType.FRAME, header, payload)
 

@@ -39,7 +39,11 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class InputFrame:
-    """FRAME: one image to process. ``payload`` is a zero-copy view."""
+    """FRAME: one image to process. ``payload`` is a zero-copy view of the message.
+
+    ``w`` and ``h`` are set for raw content only; ``ts`` is the client's clock in ms;
+    ``params`` override the session's for this frame only.
+    """
 
     seq: int
     ct: ContentType
@@ -70,24 +74,26 @@ ClientMessage = Hello | InputFrame | ParamsUpdate | Call
 
 
 def parse_hello(frame: Frame) -> Hello:
+    """Validate HELLO: ``proto`` must be 1 (else ``unsupported_version``)."""
     h = frame.header
     proto = h.get("proto")
     if not is_uint(proto) or proto != VERSION:
         raise ProtocolViolation(ErrorCode.UNSUPPORTED_VERSION, f"proto {proto!r} is not 1")
-    drain = h.get("drain")
-    if drain is not None and member(DRAINS, drain) is None:
+    drain = member(DRAINS, h.get("drain"))
+    if drain is None and h.get("drain") is not None:
         raise ProtocolViolation(ErrorCode.BAD_FRAME, "drain must be 'latest' or 'all'")
     return Hello(
         client=_opt_str(h, "client"),
         session=_opt_str(h, "session"),
         resume=_opt_str(h, "resume"),
         pipeline=_opt_str(h, "pipeline"),
-        drain=None if drain is None else Drain(drain),
+        drain=drain,
         params=_opt_params(h.get("params")),
     )
 
 
 def parse_frame(frame: Frame) -> InputFrame:
+    """Validate FRAME. Violations after a valid ``seq`` carry it, so ERROR can too."""
     h = frame.header
     seq = h.get("seq")
     if not is_uint(seq):
@@ -131,6 +137,7 @@ def parse_frame(frame: Frame) -> InputFrame:
 
 
 def parse_params(frame: Frame) -> ParamsUpdate:
+    """Validate PARAMS: ``params`` must be a map with string keys (``bad_params``)."""
     params = _opt_params(frame.header.get("params"))
     if params is None:
         raise ProtocolViolation(ErrorCode.BAD_PARAMS, "PARAMS needs a params map")
@@ -138,6 +145,7 @@ def parse_params(frame: Frame) -> ParamsUpdate:
 
 
 def parse_call(frame: Frame) -> Call:
+    """Validate CALL. Once ``id`` is valid, violations carry ``call_id`` (REPLY error)."""
     h = frame.header
     call_id = h.get("id")
     if not (is_uint(call_id) or type(call_id) is str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard, TypeVar
@@ -118,34 +118,34 @@ CALL_METHODS: Final[Mapping[object, CallMethod]] = MappingProxyType({m: m for m 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Sizes one connection accepts, announced in WELCOME ``limits``."""
+    """Sizes one connection accepts, announced in WELCOME ``limits``.
+
+    ``max_frame`` bounds a whole message (larger: close 1009), ``max_header`` its
+    msgpack header; ``max_inflight`` is how many frames a client may have unanswered
+    before the server stops reading (the bound of the ``all`` drain).
+    """
 
     max_frame: int = 8 * 1024 * 1024
     max_header: int = 64 * 1024
     max_inflight: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("max_frame", "max_header", "max_inflight"):
-            if not is_uint(getattr(self, name)) or getattr(self, name) < 1:
+        for name, value in self.to_header().items():
+            if not is_uint(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer")
 
     def to_header(self) -> dict[str, int]:
-        return {
-            "max_frame": self.max_frame,
-            "max_header": self.max_header,
-            "max_inflight": self.max_inflight,
-        }
+        return asdict(self)
 
     @classmethod
     def from_header(cls, value: object) -> Limits:
         """Read WELCOME ``limits``; absent or malformed entries keep their defaults."""
         if not isinstance(value, dict):
             return cls()
-        known = {k: v for k, v in value.items() if k in _LIMIT_KEYS and is_uint(v) and v > 0}
-        return cls(**known)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names and is_uint(v) and v > 0})
 
 
-_LIMIT_KEYS: Final = frozenset({"max_frame", "max_header", "max_inflight"})
 DEFAULT_LIMITS: Final = Limits()
 
 
@@ -158,8 +158,4 @@ class Timings:
     total_ms: float
 
     def to_header(self) -> dict[str, float]:
-        return {
-            "queue_ms": self.queue_ms,
-            "pipeline_ms": self.pipeline_ms,
-            "total_ms": self.total_ms,
-        }
+        return {name: float(ms) for name, ms in asdict(self).items()}
