@@ -12,7 +12,7 @@ from actors.tree import root_children
 from engine.engine import Engine
 from engine.errors import EaselError
 from engine.settings import Settings
-from transport import ws
+from transport import openapi, ws
 from transport.keys import ENGINE, SERVICES
 from transport.problem import error_middleware
 from transport.rest import health, pipelines, sessions
@@ -25,7 +25,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=8 * 1024 * 1024)
     engine = Engine(settings, root_children())
     app[ENGINE] = engine
-    for table in (health.routes, pipelines.routes, sessions.routes, ws.routes):
+    for table in (health.routes, openapi.routes, pipelines.routes, sessions.routes, ws.routes):
         app.add_routes(table)
 
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,188 @@
+"""The OpenAPI 3.1 document for ``/api/v1``, built from the same models the routes use.
+
+Each operation is declared once here; a test checks that the document and the router
+list the same routes and that every example validates against its model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from actors.pipelines import PipelineConfig
+from transport.rest.pipelines import ReloadBody
+from transport.rest.sessions import CreateSession, PatchSession
+
+__all__ = ["OPERATIONS", "Operation", "document", "routes"]
+
+routes = web.RouteTableDef()
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    responses: dict[int, str]
+    body: type[BaseModel] | None = None
+    example: dict[str, Any] = field(default_factory=dict)
+    tag: str = "engine"
+
+
+_PROBLEMS = {
+    400: "Malformed body",
+    404: "Not found",
+    409: "Conflict",
+    422: "Invalid input",
+    503: "Unavailable or overloaded",
+}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/health", "Liveness", {200: "Alive", 503: "Root supervisor failed"}),
+    Operation("get", "/api/v1/ready", "Readiness", {200: "Ready", 503: "A dependency is down"}),
+    Operation("get", "/api/v1/openapi.json", "This document", {200: "OpenAPI 3.1"}),
+    Operation("get", "/api/v1/pipelines", "List pipelines", {200: "Pipelines"}, tag="pipelines"),
+    Operation(
+        "post",
+        "/api/v1/pipelines",
+        "Start a pipeline",
+        {201: "Started", 400: "", 409: "", 422: "", 503: ""},
+        PipelineConfig,
+        {"name": "sketchy", "kind": "imagefx", "replicas": 2, "options": {}},
+        "pipelines",
+    ),
+    Operation("get", "/api/v1/pipelines/{name}", "A pipeline", {200: "", 404: ""}, tag="pipelines"),
+    Operation(
+        "post",
+        "/api/v1/pipelines/{name}/reload",
+        "Blue/green reload",
+        {200: "Reloaded", 400: "", 404: "", 422: "", 503: ""},
+        ReloadBody,
+        {"replicas": 2},
+        "pipelines",
+    ),
+    Operation(
+        "delete", "/api/v1/pipelines/{name}", "Stop a pipeline", {204: "", 404: ""}, tag="pipelines"
+    ),
+    Operation(
+        "post",
+        "/api/v1/sessions",
+        "Create a session",
+        {201: "Created: id, token, ws_url", 400: "", 422: "", 503: "At the session limit"},
+        CreateSession,
+        {"pipeline": "imagefx", "drain": "latest", "params": {"effect": "sketch"}},
+        "sessions",
+    ),
+    Operation("get", "/api/v1/sessions", "List sessions", {200: "Sessions"}, tag="sessions"),
+    Operation(
+        "get", "/api/v1/sessions/{session_id}", "A session", {200: "", 404: ""}, tag="sessions"
+    ),
+    Operation(
+        "patch",
+        "/api/v1/sessions/{session_id}",
+        "Merge params",
+        {200: "Updated", 400: "", 404: "", 422: ""},
+        PatchSession,
+        {"params": {"strength": 0.5}},
+        "sessions",
+    ),
+    Operation(
+        "delete",
+        "/api/v1/sessions/{session_id}",
+        "End a session",
+        {204: "", 404: ""},
+        tag="sessions",
+    ),
+    Operation(
+        "get",
+        "/api/v1/sessions/{session_id}/ws",
+        "Realtime WebSocket (subprotocol easel.v1, see PROTOCOL.md)",
+        {101: "Switching protocols", 400: "Subprotocol easel.v1 not offered"},
+        tag="realtime",
+    ),
+    Operation(
+        "get",
+        "/api/v1/ws",
+        "Realtime WebSocket; HELLO creates or resumes a session",
+        {101: "Switching protocols", 400: "Subprotocol easel.v1 not offered"},
+        tag="realtime",
+    ),
+)
+
+
+def _parameters(path: str) -> list[dict[str, Any]]:
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [
+        {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+    ]
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, text in op.responses.items():
+        if status in _PROBLEMS:
+            out[str(status)] = {
+                "description": text or _PROBLEMS[status],
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        else:
+            out[str(status)] = {"description": text or "OK"}
+    return out
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details with a stable code",
+            "required": ["type", "title", "status", "detail", "code"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "code": {"type": "string"},
+            },
+        }
+    }
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": f"{op.method}_{op.path}".replace("/", "_")
+            .replace("{", "")
+            .replace("}", ""),
+            "parameters": _parameters(op.path),
+            "responses": _responses(op),
+        }
+        if op.body is not None:
+            name = op.body.__name__
+            schemas[name] = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            entry["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{name}"},
+                        "example": op.example,
+                    }
+                },
+            }
+        paths.setdefault(op.path, {})[op.method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Easel", "version": "1", "description": "Realtime canvas engine API"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(_request: web.Request) -> web.Response:
+    return web.json_response(document())
