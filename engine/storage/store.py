@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from engine.errors import Unavailable
 from engine.settings import Settings
@@ -115,9 +117,10 @@ async def _prepare_schema(settings: Settings, url: str) -> None:
         if auto:
             await migrations.upgrade(url)
             return
-        at = await migrations.current(url)
-    except (OSError, TimeoutError) as exc:
-        raise Unavailable(f"database unavailable: {exc}") from exc
+        async with asyncio.timeout(settings.db_timeout):
+            at = await migrations.current(url)
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
     if at != migrations.head():
         raise Unavailable(
             f"database schema is at {at or 'no revision'}, expected {migrations.head()}: "

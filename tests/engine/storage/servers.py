@@ -79,8 +79,8 @@ class PgCluster:
         log = str(self._dir / "log")
         self._run("pg_ctl", "-D", str(self._dir / "data"), "-o", options, "-l", log, "-w", "start")
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self._dir / "data"), "-m", "immediate", "-w", "stop")
+    def stop(self, mode: str = "immediate") -> None:
+        self._run("pg_ctl", "-D", str(self._dir / "data"), "-m", mode, "-w", "stop")
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
