@@ -9,7 +9,7 @@ errors; the client's ``timeoutMS`` bounds each operation, so none hangs.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -38,11 +38,13 @@ class _PoolCounter(ConnectionPoolListener):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.checked_out = 0
-        self.wait_started: dict[int, float] = {}
+        self.observe_wait: Callable[[float], None] = lambda _seconds: None
 
     def connection_checked_out(self, event: ConnectionCheckedOutEvent) -> None:
         with self._lock:
             self.checked_out += 1
+        if event.duration is not None:
+            self.observe_wait(event.duration)
 
     def connection_checked_in(self, event: ConnectionCheckedInEvent) -> None:
         with self._lock:
@@ -87,6 +89,7 @@ class MongoBackend:
         self._specs: dict[str, TableSpec[Any]] = {}
         self._closed = False
         self.metrics = StoreMetrics(registry, self.pool_status)
+        self._pool.observe_wait = self.metrics.wait_seconds.observe
 
     def pool_status(self) -> PoolStatus:
         """Pool size and connections in use (from driver events; any thread)."""

@@ -7,20 +7,19 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.settings import Settings
 from engine.storage import Store, open_store
-from tests.engine.storage.servers import PgCluster, Secantus
+from tests.engine.storage.servers import PgCluster, Secantus, new_pg_cluster
 
 BACKENDS = ("sqlite", "postgresql", "mongodb")
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    cluster = PgCluster()
+    cluster = new_pg_cluster()
     try:
         cluster.start()
         yield cluster
@@ -42,18 +41,7 @@ def mongodb_uri() -> Iterator[str]:
 
 async def create_database(cluster: PgCluster) -> str:
     """A fresh, empty database on ``cluster``; returns its SQLAlchemy URL."""
-    name = "t_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(cluster.url().replace("+asyncpg", ""))
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return cluster.url(name)
-
-
-@pytest.fixture
-async def pg_url(pg_cluster: PgCluster) -> str:
-    return await create_database(pg_cluster)
+    return await cluster.create_database()
 
 
 @pytest.fixture

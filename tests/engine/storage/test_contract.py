@@ -266,3 +266,4 @@ async def test_ping_and_operation_metrics(store: Store, registry: CollectorRegis
     assert registry.get_sample_value("easel_db_errors_total", conflict) == 1
     assert registry.get_sample_value("easel_db_pool_checked_out") == 0
     assert (registry.get_sample_value("easel_db_pool_size") or 0) > 0
+    assert (registry.get_sample_value("easel_db_pool_wait_seconds_count") or 0) > 0

@@ -13,14 +13,14 @@ from engine.errors import NotFound, Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, Store, open_store
 from tests.engine.storage.conftest import create_database
-from tests.engine.storage.servers import PgCluster
+from tests.engine.storage.servers import PgCluster, new_pg_cluster
 
 WORKERS = 16
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[PgCluster]:
-    cluster = PgCluster()
+    cluster = new_pg_cluster()
     try:
         cluster.start()
         yield cluster
