@@ -41,6 +41,18 @@ class Settings(BaseModel):
     log_level: str = "INFO"
     shutdown_timeout: float = Field(default=10.0, gt=0)
     loop_lag_interval: float = Field(default=0.1, gt=0)
+    max_sessions: int = Field(default=256, ge=1)
+    session_idle_timeout: float = Field(default=60.0, gt=0)
+    """Seconds a detached session waits for its client to resume before it ends."""
+    drain_capacity: int = Field(default=16, ge=1, le=4096)
+    """Frames an ``all`` drain holds before the socket stops being read."""
+    max_inflight: int = Field(default=1, ge=1, le=64)
+    """Frames a session may have in its pipeline at once."""
+    frame_timeout: float = Field(default=30.0, gt=0)
+    max_frame: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_header: int = Field(default=64 * 1024, ge=64)
+    pipelines: str = "passthrough,imagefx"
+    """Built-in pipelines started at boot (name = kind), comma-separated."""
 
     @field_validator("host")
     @classmethod

@@ -1,0 +1,169 @@
+"""Drain strategies: what a session does when its client outruns its pipeline.
+
+A drain is the session's frame mailbox. ``latest`` keeps at most one pending frame; a
+newer one replaces it and the replaced frame is counted as superseded (reported in the
+next RESULT, never answered). ``all`` keeps every frame in order in a bounded FIFO; a
+``put`` on a full drain waits, and since the WebSocket reader awaits that ``put``
+before reading the next message, TCP pushes back on the client. Nothing is dropped.
+
+Drains live on the loop; every method runs there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from engine.errors import SessionClosed
+
+__all__ = ["AllDrain", "Drain", "DrainKind", "InboundFrame", "LatestDrain", "make_drain"]
+
+
+class DrainKind(StrEnum):
+    LATEST = "latest"
+    ALL = "all"
+
+
+@dataclass(slots=True)
+class InboundFrame:
+    """A FRAME as the session sees it: validated header fields and a zero-copy payload."""
+
+    seq: int
+    content_type: str
+    width: int | None
+    height: int | None
+    payload: bytes | memoryview
+    params: dict[str, Any] | None
+    received: float
+    """``time.perf_counter()`` when the message was read off the socket."""
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class Drain:
+    """Base of both strategies: one waiting consumer, closeable."""
+
+    kind: DrainKind
+
+    def __init__(self, on_superseded: Callable[[], None] | None = None) -> None:
+        self.closed = False
+        self._superseded = 0
+        self._on_superseded = on_superseded
+        self._getter: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def take_superseded(self) -> int:
+        """Frames replaced since the last call (for a RESULT's ``superseded``)."""
+        count, self._superseded = self._superseded, 0
+        return count
+
+    async def put(self, frame: InboundFrame) -> None:
+        raise NotImplementedError
+
+    def _pop(self) -> InboundFrame | None:
+        raise NotImplementedError
+
+    async def get(self) -> InboundFrame:
+        """The next frame to process; waits for one. Raises ``SessionClosed`` once closed."""
+        while True:
+            if self.closed:
+                raise SessionClosed("drain closed")
+            frame = self._pop()
+            if frame is not None:
+                return frame
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+
+    def close(self) -> None:
+        """Refuse further frames and release whoever waits."""
+        self.closed = True
+        _wake(self._getter)
+
+
+class LatestDrain(Drain):
+    """At most one pending frame; a newer one supersedes it."""
+
+    kind = DrainKind.LATEST
+
+    def __init__(self, on_superseded: Callable[[], None] | None = None) -> None:
+        super().__init__(on_superseded)
+        self._frame: InboundFrame | None = None
+
+    def __len__(self) -> int:
+        return 0 if self._frame is None else 1
+
+    async def put(self, frame: InboundFrame) -> None:
+        if self.closed:
+            raise SessionClosed("drain closed")
+        if self._frame is not None:
+            self._superseded += 1
+            if self._on_superseded is not None:
+                self._on_superseded()
+        self._frame = frame
+        _wake(self._getter)
+
+    def _pop(self) -> InboundFrame | None:
+        frame, self._frame = self._frame, None
+        return frame
+
+
+class AllDrain(Drain):
+    """Every frame, in order, in a FIFO of at most ``capacity``; ``put`` waits when full."""
+
+    kind = DrainKind.ALL
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.high_water = 0
+        self._frames: deque[InboundFrame] = deque()
+        self._putter: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    async def put(self, frame: InboundFrame) -> None:
+        while len(self._frames) >= self.capacity and not self.closed:
+            self._putter = asyncio.get_running_loop().create_future()
+            try:
+                await self._putter
+            finally:
+                self._putter = None
+        if self.closed:
+            raise SessionClosed("drain closed")
+        self._frames.append(frame)
+        self.high_water = max(self.high_water, len(self._frames))
+        _wake(self._getter)
+
+    def _pop(self) -> InboundFrame | None:
+        if not self._frames:
+            return None
+        frame = self._frames.popleft()
+        _wake(self._putter)
+        return frame
+
+    def close(self) -> None:
+        super().close()
+        _wake(self._putter)
+
+
+def make_drain(
+    kind: DrainKind, capacity: int, on_superseded: Callable[[], None] | None = None
+) -> Drain:
+    if kind is DrainKind.LATEST:
+        return LatestDrain(on_superseded)
+    return AllDrain(capacity)

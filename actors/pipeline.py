@@ -1,0 +1,219 @@
+"""Pipeline actors: a thread actor per replica, and the handle sessions send frames to.
+
+Each replica is a ``ThreadActor`` that owns one plug-in instance (``load`` in its
+``on_start``, ``close`` when it stops or crashes) and takes frames from its mailbox in
+micro-batches of up to the plug-in's ``max_batch``. A ``PipelineHandle`` is what a
+session holds: it spreads frames over the live replicas, survives replica restarts and
+blue/green reloads (``switch``), and tells subscribers when the pipeline restarts and
+is ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actors.metrics import RealtimeMetrics
+from actors.pipelines import FrameIn, FrameOut, Pipeline, PipelineConfig, check_answers
+from actors.pipelines.catalog import PipelineKind
+from engine.actor import ThreadActor
+from engine.errors import EaselError, Unavailable
+from engine.ref import ActorRef
+
+__all__ = ["PipelineAnswer", "PipelineHandle", "PipelineJob", "PipelineReplica"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str], None]
+"""Receives ``pipeline.restarting`` and ``pipeline.ready``, on the loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineJob:
+    frame: FrameIn[Any]
+    enqueued: float
+    """``time.perf_counter()`` when the job was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineAnswer:
+    out: FrameOut
+    queue_ms: float
+    pipeline_ms: float
+
+
+class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
+    """One replica of a pipeline. Every hook runs on the replica's own thread."""
+
+    kind = "pipeline"
+
+    def __init__(
+        self, plugin: PipelineKind, config: PipelineConfig, handle: PipelineHandle
+    ) -> None:
+        self.plugin = plugin
+        self.config = config
+        self.handle = handle
+        self.instance: Pipeline[Any] | None = None
+        self._batch = handle.metrics.batch_size.labels(config.name).observe
+        self._process = handle.metrics.process_seconds.labels(config.name).observe
+
+    def on_start(self) -> None:
+        instance = self.plugin(self.config)
+        try:
+            instance.load()
+        except BaseException:
+            self._close(instance)
+            raise
+        self.instance = instance
+        self.max_batch = instance.max_batch
+        self.handle.notify_from_thread(ready=True)
+
+    def receive_batch(
+        self, messages: Sequence[PipelineJob]
+    ) -> Sequence[PipelineAnswer | EaselError]:
+        instance = self.instance
+        assert instance is not None  # on_start succeeded before any message
+        started = time.perf_counter()
+        frames = [job.frame for job in messages]
+        answers = check_answers(frames, instance.process(frames))
+        finished = time.perf_counter()
+        self._batch(len(frames))
+        self._process(finished - started)
+        pipeline_ms = (finished - started) * 1000.0
+        return [
+            answer
+            if isinstance(answer, EaselError)
+            else PipelineAnswer(answer, (started - job.enqueued) * 1000.0, pipeline_ms)
+            for job, answer in zip(messages, answers, strict=True)
+        ]
+
+    def receive(self, message: PipelineJob) -> PipelineAnswer:
+        answer = self.receive_batch([message])[0]
+        if isinstance(answer, EaselError):
+            raise answer
+        return answer
+
+    def on_stop(self) -> None:
+        self._close(self.instance)
+
+    def on_failure(self, error: BaseException) -> None:
+        self._close(self.instance)
+        self.handle.notify_from_thread(ready=False)
+
+    def _close(self, instance: Pipeline[Any] | None) -> None:
+        if instance is None:
+            return
+        try:
+            instance.close()
+        except Exception:
+            log.exception("pipeline %s: close failed", self.config.name)
+
+
+class PipelineHandle:
+    """The stable face of one named pipeline. Methods run on the loop unless noted."""
+
+    def __init__(
+        self, config: PipelineConfig, plugin: PipelineKind, metrics: RealtimeMetrics
+    ) -> None:
+        self.config = config
+        self.plugin = plugin
+        self.metrics = metrics
+        self.generation = 0
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._replicas: list[ActorRef[PipelineJob, PipelineAnswer]] = []
+        self._inflight: dict[int, int] = {}
+        self._next = 0
+        self._listeners: set[Listener] = set()
+        self._failed = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def replicas(self) -> list[ActorRef[PipelineJob, PipelineAnswer]]:
+        return list(self._replicas)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._replicas) and self._failed == 0 and not self.closed
+
+    def switch(
+        self,
+        config: PipelineConfig,
+        plugin: PipelineKind,
+        replicas: list[ActorRef[PipelineJob, PipelineAnswer]],
+    ) -> list[ActorRef[PipelineJob, PipelineAnswer]]:
+        """Route new frames to ``replicas`` from now on; return the previous ones."""
+        old = self._replicas
+        self.config, self.plugin, self._replicas = config, plugin, list(replicas)
+        self.generation += 1
+        self._failed = 0
+        return old
+
+    async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:
+        """Send one frame to the least busy replica and await its answer.
+
+        Raises the frame's own error (``BadContent`` …), ``ActorCrashed`` when the
+        replica crashed on it, ``Unavailable`` when the pipeline is gone.
+        """
+        replicas = self._replicas
+        if self.closed or not replicas:
+            raise Unavailable(f"pipeline {self.name} is not available")
+        ref = replicas[0] if len(replicas) == 1 else self._pick(replicas)
+        key = id(ref)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            return await ref.ask(PipelineJob(frame, time.perf_counter()), timeout)
+        finally:
+            self._inflight[key] -= 1
+
+    def _pick(self, replicas: list[ActorRef[PipelineJob, PipelineAnswer]]) -> ActorRef[Any, Any]:
+        self._next = (self._next + 1) % len(replicas)
+        best = replicas[self._next]
+        load = best.pending + self._inflight.get(id(best), 0)
+        for ref in replicas:
+            ref_load = ref.pending + self._inflight.get(id(ref), 0)
+            if ref_load < load:
+                best, load = ref, ref_load
+        return best
+
+    def busy(self, refs: Sequence[ActorRef[Any, Any]]) -> bool:
+        """Whether any of ``refs`` still has frames waiting or being processed."""
+        return any(ref.pending or self._inflight.get(id(ref), 0) for ref in refs)
+
+    # --- restart notifications -----------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with pipeline events; returns the unsubscribe function."""
+        self._listeners.add(listener)
+        return lambda: self._listeners.discard(listener)
+
+    def notify_from_thread(self, *, ready: bool) -> None:
+        """From a replica's thread: it failed (``ready=False``) or (re)started."""
+        try:
+            self._loop.call_soon_threadsafe(self._replica_changed, ready)
+        except RuntimeError:  # loop closed: the engine is shutting down
+            pass
+
+    def _replica_changed(self, ready: bool) -> None:
+        if not ready:
+            self._failed += 1
+            if self._failed == 1:
+                self._emit("pipeline.restarting")
+        elif self._failed > 0:
+            self._failed -= 1
+            if self._failed == 0:
+                self._emit("pipeline.ready")
+
+    def _emit(self, event: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("pipeline %s: listener failed", self.name)

@@ -1,0 +1,176 @@
+"""The pipeline registry: init, get, reload (blue/green) and shutdown of named pipelines.
+
+Each pipeline lives under ``/pipelines/<name>`` as a ``one_for_one`` supervisor whose
+children are its replicas (``g<generation>-r<index>``). Runs on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from actors.metrics import RealtimeMetrics
+from actors.pipeline import PipelineAnswer, PipelineHandle, PipelineJob, PipelineReplica
+from actors.pipelines import PipelineCatalog, PipelineConfig
+from actors.pipelines.catalog import PipelineKind
+from engine.errors import Conflict, Invalid, NotFound, Unavailable
+from engine.ref import ActorRef
+from engine.supervisor import ActorSpec, Backoff, Strategy, Supervisor, SupervisorSpec
+
+__all__ = ["PipelineRegistry"]
+
+log = logging.getLogger(__name__)
+
+Replicas = list[ActorRef[PipelineJob, PipelineAnswer]]
+
+
+class PipelineRegistry:
+    """Named pipelines under one supervisor. Every method runs on the loop."""
+
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        catalog: PipelineCatalog,
+        metrics: RealtimeMetrics,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.supervisor = supervisor
+        self.catalog = catalog
+        self.metrics = metrics
+        self.drain_timeout = drain_timeout
+        self._handles: dict[str, PipelineHandle] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def names(self) -> list[str]:
+        return sorted(self._handles)
+
+    def get(self, name: str) -> PipelineHandle:
+        """The live pipeline called ``name``; raises ``NotFound``."""
+        handle = self._handles.get(name)
+        if handle is None:
+            raise NotFound(f"no pipeline named {name!r}")
+        return handle
+
+    def _plugin(self, config: PipelineConfig) -> PipelineKind:
+        try:
+            plugin = self.catalog.get(config.kind)
+        except NotFound:
+            raise Invalid(
+                f"unknown pipeline kind {config.kind!r}; known: {', '.join(self.catalog.kinds())}"
+            ) from None
+        plugin.parse_options(config.options)
+        return plugin
+
+    async def init(self, config: PipelineConfig) -> PipelineHandle:
+        """Start a new pipeline and wait until every replica has loaded.
+
+        Raises ``Conflict`` if the name is taken, ``Invalid`` for a bad kind or options,
+        ``Unavailable`` when the plug-in fails to load.
+        """
+        plugin = self._plugin(config)
+        async with self._lock(config.name):
+            if config.name in self._handles:
+                raise Conflict(f"a pipeline named {config.name!r} exists")
+            group = await self.supervisor.start_child(
+                SupervisorSpec(
+                    id=config.name,
+                    strategy=Strategy.ONE_FOR_ONE,
+                    max_restarts=20,
+                    period=60,
+                    backoff=Backoff(initial=0.05, maximum=5.0),
+                )
+            )
+            assert isinstance(group, Supervisor)
+            handle = PipelineHandle(config, plugin, self.metrics)
+            try:
+                replicas = await self._start_generation(group, handle, config, plugin, 1)
+            except BaseException:
+                await self.supervisor.terminate_child(config.name)
+                raise
+            handle.switch(config, plugin, replicas)
+            self._handles[config.name] = handle
+            return handle
+
+    async def reload(self, name: str, config: PipelineConfig | None = None) -> PipelineHandle:
+        """Blue/green: warm new replicas, switch, drain the old ones, stop them.
+
+        Sessions keep their handle throughout and no frame is lost: frames already
+        queued on the old replicas finish there. If the new replicas fail to load, the
+        old ones stay in service and ``Unavailable`` is raised.
+        """
+        async with self._lock(name):
+            handle = self.get(name)
+            config = config or handle.config
+            if config.name != name:
+                raise Invalid("a reload cannot rename a pipeline")
+            plugin = self._plugin(config)
+            group = self.supervisor.child(name)
+            assert isinstance(group, Supervisor)
+            generation = handle.generation + 1
+            replicas = await self._start_generation(group, handle, config, plugin, generation)
+            old = handle.switch(config, plugin, replicas)
+            await self._drain(handle, old)
+            for ref in old:
+                await group.terminate_child(ref.path.rsplit("/", 1)[1])
+            return handle
+
+    async def shutdown(self, name: str) -> None:
+        """Stop a pipeline for good; sessions bound to it get ``Unavailable`` per frame."""
+        async with self._lock(name):
+            handle = self.get(name)
+            handle.closed = True
+            del self._handles[name]
+            await self.supervisor.terminate_child(name)
+        self._locks.pop(name, None)
+
+    async def check_ready(self) -> None:
+        """Readiness: raises ``Unavailable`` naming pipelines that are restarting."""
+        down = [name for name, handle in self._handles.items() if not handle.ready]
+        if down:
+            raise Unavailable(f"pipelines not ready: {', '.join(sorted(down))}")
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def _start_generation(
+        self,
+        group: Supervisor,
+        handle: PipelineHandle,
+        config: PipelineConfig,
+        plugin: PipelineKind,
+        generation: int,
+    ) -> Replicas:
+        started: Replicas = []
+        try:
+            for index in range(config.replicas):
+                ref = await group.start_child(
+                    ActorSpec(
+                        id=f"g{generation}-r{index}",
+                        factory=_replica_factory(plugin, config, handle),
+                        kind="pipeline",
+                        shutdown_timeout=30.0,
+                    )
+                )
+                assert not isinstance(ref, Supervisor)
+                started.append(ref)
+        except Exception as error:
+            for ref in started:
+                await group.terminate_child(ref.path.rsplit("/", 1)[1])
+            raise Unavailable(f"pipeline {config.name} failed to load: {error}") from error
+        return started
+
+    async def _drain(self, handle: PipelineHandle, old: Replicas) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout
+        while handle.busy(old):
+            if loop.time() > deadline:
+                log.warning("pipeline %s: old replicas still busy after drain", handle.name)
+                return
+            await asyncio.sleep(0.005)
+
+
+def _replica_factory(
+    plugin: PipelineKind, config: PipelineConfig, handle: PipelineHandle
+) -> Callable[[], PipelineReplica]:
+    return lambda: PipelineReplica(plugin, config, handle)

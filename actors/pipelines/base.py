@@ -1,0 +1,246 @@
+"""The pipeline plug-in contract: frames in, answers out, and the lifecycle around them.
+
+A pipeline is a class with a params model (validated per session and per frame), an
+options model (validated once, from its config), and three hooks the hosting pipeline
+actor calls on **its own thread**, never on the event loop::
+
+    p = Kind(config)        # cheap; may run on any thread; raises Invalid on bad options
+    p.load()                # once, heavy init (weights, warm-up)
+    p.process(batch)  ...   # many times, one answer per frame, same order
+    p.close()               # once, when the actor stops, also after load/process raised
+
+``process`` reports a failure of **one frame** by putting an ``EaselError`` in that
+frame's slot; the other frames and the pipeline are fine. Any exception *raised* from
+``load`` or ``process`` means the pipeline's state can't be trusted: the actor crashes
+and its supervisor restarts it with a fresh instance.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import BadParams, EaselError, Invalid
+
+__all__ = [
+    "Answer",
+    "FrameIn",
+    "FrameOut",
+    "NoOptions",
+    "NoParams",
+    "Params",
+    "Pipeline",
+    "PipelineConfig",
+    "check_answers",
+    "each_frame",
+]
+
+P = TypeVar("P", bound=BaseModel)
+M = TypeVar("M", bound=BaseModel)
+
+
+class Params(BaseModel):
+    """Convenient base for params and options models: immutable, unknown keys rejected.
+
+    Rejecting unknown keys turns a typo (``strenght``) into a ``bad_params`` error
+    instead of a silently ignored setting.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoParams(Params):
+    """Params model of a pipeline that takes none."""
+
+
+class NoOptions(Params):
+    """Options model of a pipeline that takes none."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameIn(Generic[P]):
+    """One input frame, as the pipeline actor hands it to ``process``.
+
+    ``width``/``height`` are required for ``raw/*`` content types and optional
+    otherwise. ``params`` is the validated params model for this frame (the session's
+    params merged with the frame's overrides).
+    """
+
+    payload: bytes | memoryview
+    content_type: str
+    width: int | None
+    height: int | None
+    params: P
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOut:
+    """One result frame. ``width``/``height`` are set for ``raw/*`` content types."""
+
+    payload: bytes | memoryview
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+
+
+Answer: TypeAlias = FrameOut | EaselError
+"""What ``process`` returns per frame: a result, or the error about that frame alone."""
+
+
+class PipelineConfig(BaseModel):
+    """How an operator declares a pipeline (stored by the pipeline-config repository).
+
+    - ``name``: the instance's name, unique per engine; the actor path is
+      ``/pipelines/<name>``. Several instances may share a kind with other options.
+    - ``kind``: the plug-in, as the catalog knows it (``imagefx``, an entry point…).
+    - ``replicas``: how many actors (each with its own instance and thread) to run.
+    - ``max_batch``: the largest micro-batch handed to ``process``; ``None`` keeps the
+      kind's default (``Pipeline.max_batch``).
+    - ``options``: kind-specific settings, validated by the kind's ``options_model``
+      when the pipeline is constructed (or earlier, by ``Kind.parse_options``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    kind: str = Field(min_length=1, max_length=100)
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_batch: int | None = Field(default=None, ge=1, le=1024)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Pipeline(ABC, Generic[P]):
+    """Base of every pipeline plug-in, generic over its params model ``P``.
+
+    Subclasses set the class attributes ``name`` (the kind), ``params_model`` and, if
+    they take options, ``options_model`` (narrowing the ``options`` annotation to it),
+    and may change ``max_batch``. They implement ``process`` and, when they hold
+    resources, ``load`` and ``close``.
+
+    An instance is used by one actor thread at a time; it needs no locking.
+    """
+
+    name: ClassVar[str]
+    """The kind: how configs and the catalog name this plug-in."""
+    params_model: type[P]
+    options_model: type[BaseModel] = NoOptions
+    max_batch: int = 1
+    """The class value is the kind's default; an instance holds the effective limit."""
+
+    options: BaseModel
+
+    def __init__(self, config: PipelineConfig) -> None:
+        """Keep the config and validate its options. Cheap: do heavy work in ``load``.
+
+        Runs on any thread. Raises ``Invalid`` naming each bad option.
+        """
+        self.config = config
+        self.options = self.parse_options(config.options)
+        if config.max_batch is not None:
+            self.max_batch = config.max_batch
+
+    @classmethod
+    def parse_params(cls, raw: Mapping[str, Any]) -> P:
+        """Validate a params mapping into the params model.
+
+        Pure and thread-safe: sessions call it on the event loop when params change.
+        Raises ``BadParams`` whose message names each bad field; ``extra["fields"]``
+        maps each dotted field path to its problem.
+        """
+        return _validate(cls.params_model, raw, BadParams, "params")
+
+    @classmethod
+    def parse_options(cls, raw: Mapping[str, Any]) -> BaseModel:
+        """Validate config options (REST calls it before storing a config).
+
+        Raises ``Invalid`` naming each bad option.
+        """
+        return _validate(cls.options_model, raw, Invalid, "options")
+
+    @classmethod
+    def params_schema(cls) -> dict[str, Any]:
+        """The JSON schema of the params model (for ``pipeline.info`` and the API docs)."""
+        return cls.params_model.model_json_schema()
+
+    @classmethod
+    def options_schema(cls) -> dict[str, Any]:
+        """The JSON schema of the options model."""
+        return cls.options_model.model_json_schema()
+
+    def load(self) -> None:
+        """Heavy initialisation (weights, warm-up); called once before any ``process``.
+
+        Runs on the pipeline actor's thread. Raising means the pipeline can't start:
+        the actor fails, ``close`` is still called, and the supervisor retries with
+        back-off (escalating if it keeps failing).
+        """
+
+    @abstractmethod
+    def process(self, batch: Sequence[FrameIn[P]]) -> list[Answer]:
+        """Answer a micro-batch of 1..``max_batch`` frames: one answer each, same order.
+
+        Runs on the pipeline actor's thread and may block (inference, codecs).
+        A frame that can't be handled gets an ``EaselError`` in its slot
+        (``BadContent``, ``PipelineError``…), see ``each_frame``. Raising instead means
+        the pipeline is broken: the actor crashes, every frame of the batch is
+        answered ``pipeline_error``, and a fresh instance is loaded.
+        """
+
+    def close(self) -> None:
+        """Release what ``load`` acquired; called once when the actor stops.
+
+        Runs on the pipeline actor's thread, also after ``load`` or ``process`` raised,
+        so it must cope with a partial load. An exception is logged and ignored.
+        """
+
+
+def each_frame(
+    batch: Sequence[FrameIn[P]], handle: Callable[[FrameIn[P]], FrameOut]
+) -> list[Answer]:
+    """Answer each frame with ``handle``; an ``EaselError`` it raises answers that frame only.
+
+    The one mechanism for pipelines whose frames are independent. Any other exception
+    propagates: it means the pipeline is broken.
+    """
+    answers: list[Answer] = []
+    for frame in batch:
+        try:
+            answers.append(handle(frame))
+        except EaselError as exc:
+            answers.append(exc)
+    return answers
+
+
+def check_answers(batch: Sequence[FrameIn[Any]], answers: object) -> list[Answer]:
+    """Check that ``answers`` keep the ``process`` contract and return them typed.
+
+    For the hosting actor, right after ``process``. Raises ``TypeError`` (a broken
+    pipeline, so the actor should crash) when it isn't a list with exactly one
+    ``FrameOut`` or ``EaselError`` per frame.
+    """
+    if not isinstance(answers, list):
+        raise TypeError(f"process must return a list, got {type(answers).__name__}")
+    if len(answers) != len(batch):
+        raise TypeError(f"process returned {len(answers)} answers for {len(batch)} frames")
+    for index, answer in enumerate(answers):
+        if not isinstance(answer, FrameOut | EaselError):
+            raise TypeError(
+                f"answer {index} is a {type(answer).__name__}, not FrameOut or EaselError"
+            )
+    return answers
+
+
+def _validate(model: type[M], raw: Mapping[str, Any], error: type[EaselError], what: str) -> M:
+    try:
+        return model.model_validate(raw if isinstance(raw, dict) else dict(raw))
+    except ValidationError as exc:
+        fields = {
+            ".".join(str(part) for part in err["loc"]) or "(root)": err["msg"]
+            for err in exc.errors()
+        }
+        listing = "; ".join(f"{field}: {problem}" for field, problem in fields.items())
+        raise error(f"bad {what}: {listing}", fields=fields) from None

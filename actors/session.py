@@ -1,0 +1,388 @@
+"""The session actor: one per canvas session, on the loop.
+
+A session owns its params, its pipeline binding, its drain strategy, its stats and
+its one attached connection. Frames do not go through the session's mailbox: the
+WebSocket reader puts them into the session's drain (the session's frame mailbox,
+with the drain's overflow rule) through the ``Attachment`` the session hands out, and
+the session's pump moves them to the pipeline and the answers back, in order.
+
+What a user handed us lives in ``SessionRecord``, which outlives incarnations: a
+crashed session closes its socket (1011), restarts with the same params and can be
+resumed with its token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from actors.drain import Drain, DrainKind, InboundFrame, make_drain
+from actors.pipeline import PipelineAnswer
+from actors.pipelines import FrameIn, FrameOut
+from engine.actor import LoopActor
+from engine.errors import ActorError, Conflict, EaselError, Invalid, PipelineError, SessionClosed
+
+if TYPE_CHECKING:
+    from actors.session_registry import SessionRegistry
+
+__all__ = [
+    "Attach",
+    "Attachment",
+    "Call",
+    "Close",
+    "Connection",
+    "Describe",
+    "Detach",
+    "SessionActor",
+    "SessionRecord",
+    "SessionStats",
+    "UpdateParams",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Connection(Protocol):
+    """The session's view of its client; implemented by the transport. Loop only."""
+
+    async def send_result(
+        self, seq: int, out: FrameOut, timings: dict[str, float], superseded: int
+    ) -> None: ...
+
+    async def send_error(
+        self, error: EaselError, seq: int | None = None, fatal: bool = False
+    ) -> None: ...
+
+    async def send_event(self, name: str, data: dict[str, Any]) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass
+class SessionStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    superseded: int = 0
+    errors: int = 0
+    last_total_ms: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "superseded": self.superseded,
+            "errors": self.errors,
+            "last_total_ms": self.last_total_ms,
+        }
+
+
+@dataclass
+class SessionRecord:
+    """Everything about a session that must survive its actor's restarts."""
+
+    id: str
+    token: str
+    pipeline: str
+    drain: DrainKind
+    params: dict[str, Any]
+    created_at: float
+    stats: SessionStats = field(default_factory=SessionStats)
+    attached: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "drain": str(self.drain),
+            "params": dict(self.params),
+            "attached": self.attached,
+            "created_at": self.created_at,
+            "stats": self.stats.as_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    connection: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    connection: Connection
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateParams:
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: int = 1000
+    reason: str = "session closed"
+
+
+@dataclass(frozen=True, slots=True)
+class _Expire:
+    detached_at: float
+
+
+class Attachment:
+    """The connection's port into its session: where the reader puts frames."""
+
+    def __init__(self, record: SessionRecord, drain: Drain, on_in: Any) -> None:
+        self.record = record
+        self.drain = drain
+        self._on_in = on_in
+
+    async def submit(self, frame: InboundFrame) -> None:
+        """Hand a frame to the session; under ``all`` this waits while the drain is full."""
+        self.record.stats.frames_in += 1
+        self._on_in()
+        await self.drain.put(frame)
+
+
+Outcome = tuple[InboundFrame, PipelineAnswer | EaselError]
+
+Message = Attach | Detach | UpdateParams | Describe | Call | Close | _Expire
+
+
+class SessionActor(LoopActor[Message, Any]):
+    kind = "session"
+
+    def __init__(self, record: SessionRecord, registry: SessionRegistry) -> None:
+        self.record = record
+        self.registry = registry
+        self.connection: Connection | None = None
+        self._drain: Drain | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._unsubscribe: Any = None
+        self._closing: Close | None = None
+
+    async def on_start(self) -> None:
+        self.record.attached = False
+        self._schedule_expiry()
+
+    async def receive(self, message: Message) -> Any:
+        if isinstance(message, Attach):
+            return self._attach(message.connection)
+        if isinstance(message, Detach):
+            if message.connection is self.connection:
+                self._detach()
+            return None
+        if isinstance(message, UpdateParams):
+            return self._update_params(message.params)
+        if isinstance(message, Describe):
+            return self.record.describe()
+        if isinstance(message, Call):
+            return self._call(message)
+        if isinstance(message, Close):
+            self._closing = message
+            self.context.stop()
+            return None
+        if isinstance(message, _Expire):
+            if self.connection is None and message.detached_at == self._detached_at:
+                log.info("session %s expired after %.1fs idle", self.record.id, self._idle)
+                self._closing = Close(1000, "idle timeout")
+                self.context.stop()
+            return None
+        raise Invalid(f"unknown session message {type(message).__name__}")
+
+    # --- attach / detach -------------------------------------------------------------
+
+    def _attach(self, connection: Connection) -> Attachment:
+        if self.connection is not None:
+            raise Conflict("session is attached to another connection")
+        self.registry.pipelines.get(self.record.pipeline)
+        self.connection = connection
+        self.record.attached = True
+        self.registry.attached_changed(+1)
+        labels = self.registry.metrics.frames
+        superseded = labels.labels(self.record.pipeline, "superseded").inc
+        frames_in = labels.labels(self.record.pipeline, "in").inc
+        self._drain = make_drain(
+            self.record.drain, self.registry.settings.drain_capacity, superseded
+        )
+        self._pump = asyncio.get_running_loop().create_task(
+            self._run_pump(self._drain, connection), name=f"pump:{self.record.id}"
+        )
+        handle = self.registry.pipelines.get(self.record.pipeline)
+        self._unsubscribe = handle.subscribe(self._pipeline_event)
+        return Attachment(self.record, self._drain, frames_in)
+
+    def _detach(self) -> None:
+        if self.connection is None:
+            return
+        self.connection = None
+        self.record.attached = False
+        self.registry.attached_changed(-1)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._drain is not None:
+            self.record.stats.superseded += self._drain.take_superseded()
+            self._drain.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        self._schedule_expiry()
+
+    @property
+    def _idle(self) -> float:
+        timeout: float = self.registry.settings.session_idle_timeout
+        return timeout
+
+    def _schedule_expiry(self) -> None:
+        self._detached_at = time.monotonic()
+        loop = asyncio.get_running_loop()
+        loop.call_later(self._idle, self._tell_quietly, _Expire(self._detached_at))
+
+    def _tell_quietly(self, message: Message) -> None:
+        with contextlib.suppress(ActorError):
+            self.context.ref.tell(message)
+
+    def _pipeline_event(self, event: str) -> None:
+        connection = self.connection
+        if connection is not None:
+            data = {"pipeline": self.record.pipeline}
+            asyncio.get_running_loop().create_task(connection.send_event(event, data))
+
+    # --- params and calls ----------------------------------------------------------
+
+    def _update_params(self, patch: dict[str, Any]) -> dict[str, Any]:
+        merged = {**self.record.params, **patch}
+        self.registry.pipelines.get(self.record.pipeline).plugin.parse_params(merged)
+        self.record.params = merged
+        return dict(merged)
+
+    def _call(self, call: Call) -> Any:
+        if call.method == "session.stats":
+            return self.record.stats.as_dict()
+        if call.method == "session.params":
+            patch = call.args.get("set")
+            if isinstance(patch, dict):
+                return self._update_params(patch)
+            return dict(self.record.params)
+        if call.method == "pipeline.info":
+            handle = self.registry.pipelines.get(self.record.pipeline)
+            return {
+                "name": handle.name,
+                "kind": handle.config.kind,
+                "replicas": handle.config.replicas,
+                "ready": handle.ready,
+                "params_schema": handle.plugin.params_schema(),
+            }
+        raise Invalid(f"unknown method {call.method!r}")
+
+    # --- the pump: drain → pipeline → connection, in order -----------------------------
+
+    async def _run_pump(self, drain: Drain, connection: Connection) -> None:
+        limit = self.registry.settings.max_inflight
+        slots = asyncio.Semaphore(limit)
+        order: deque[asyncio.Task[Outcome]] = deque()
+        ready = asyncio.Event()
+        sender = asyncio.get_running_loop().create_task(
+            self._send_in_order(order, ready, slots, drain, connection)
+        )
+        try:
+            while True:
+                await slots.acquire()
+                frame = await drain.get()
+                order.append(asyncio.ensure_future(self._process(frame)))
+                ready.set()
+        except SessionClosed:
+            pass
+        finally:
+            sender.cancel()
+            for task in order:
+                task.cancel()
+
+    async def _process(self, frame: InboundFrame) -> Outcome:
+        record = self.record
+        try:
+            handle = self.registry.pipelines.get(record.pipeline)
+            raw = record.params if not frame.params else {**record.params, **frame.params}
+            params = handle.plugin.parse_params(raw)
+            job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
+            return frame, await handle.process(job, self.registry.settings.frame_timeout)
+        except ActorError as error:
+            failed = PipelineError(f"pipeline {record.pipeline} failed on this frame: {error}")
+            failed.__cause__ = error
+            return frame, failed
+        except EaselError as error:
+            return frame, error
+
+    async def _send_in_order(
+        self,
+        order: deque[asyncio.Task[Outcome]],
+        ready: asyncio.Event,
+        slots: asyncio.Semaphore,
+        drain: Drain,
+        connection: Connection,
+    ) -> None:
+        record, metrics = self.record, self.registry.metrics
+        pipeline = record.pipeline
+        out_count = metrics.frames.labels(pipeline, "out").inc
+        err_count = metrics.frames.labels(pipeline, "errored").inc
+        latency = metrics.latency.labels(pipeline).observe
+        while True:
+            while not order:
+                ready.clear()
+                await ready.wait()
+            frame, answer = await order[0]
+            order.popleft()
+            slots.release()
+            if isinstance(answer, EaselError):
+                record.stats.errors += 1
+                err_count()
+                await connection.send_error(answer, frame.seq)
+                continue
+            superseded = drain.take_superseded()
+            record.stats.superseded += superseded
+            total = time.perf_counter() - frame.received
+            timings = {
+                "queue_ms": answer.queue_ms,
+                "pipeline_ms": answer.pipeline_ms,
+                "total_ms": total * 1000.0,
+            }
+            await connection.send_result(frame.seq, answer.out, timings, superseded)
+            record.stats.frames_out += 1
+            record.stats.last_total_ms = timings["total_ms"]
+            out_count()
+            latency(total)
+
+    # --- endings -------------------------------------------------------------------
+
+    async def _say_goodbye(self, code: int, reason: str, event: bool) -> None:
+        connection = self.connection
+        self._detach()
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            if event:
+                await connection.send_event("session.closed", {"reason": reason})
+            await connection.close(code, reason)
+
+    async def on_stop(self) -> None:
+        closing = self._closing or Close(1001, "server going away")
+        await self._say_goodbye(closing.code, closing.reason, event=True)
+        self.registry.forget(self.record.id)
+
+    async def on_failure(self, error: BaseException) -> None:
+        await self._say_goodbye(1011, "internal error", event=False)

@@ -1,0 +1,136 @@
+"""Sessions: create, find, authenticate, update and end them. Runs on the loop.
+
+Each session is a transient child of the ``/sessions`` supervisor at
+``/sessions/<id>``: restarted after a crash (same record, same params), gone after a
+normal end (idle timeout, delete).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from typing import Any
+
+from actors.drain import DrainKind
+from actors.metrics import RealtimeMetrics
+from actors.pipeline_registry import PipelineRegistry
+from actors.session import Close, SessionActor, SessionRecord, UpdateParams
+from engine.errors import Invalid, NotFound, Overloaded, Unauthorized
+from engine.mailbox import MailboxSpec
+from engine.ref import ActorRef
+from engine.settings import Settings
+from engine.supervisor import ActorSpec, Restart, Supervisor
+
+__all__ = ["SessionRegistry"]
+
+
+class SessionRegistry:
+    def __init__(
+        self,
+        supervisor: Supervisor,
+        pipelines: PipelineRegistry,
+        settings: Settings,
+        metrics: RealtimeMetrics,
+    ) -> None:
+        self.supervisor = supervisor
+        self.pipelines = pipelines
+        self.settings = settings
+        self.metrics = metrics
+        self._records: dict[str, SessionRecord] = {}
+        self._attached = 0
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    async def create(
+        self,
+        pipeline: str,
+        drain: DrainKind = DrainKind.LATEST,
+        params: dict[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Start a session. Raises ``Overloaded`` at the session limit (retry later),
+        ``Invalid`` for an unknown pipeline, ``BadParams`` for params it rejects."""
+        if len(self._records) >= self.settings.max_sessions:
+            raise Overloaded(
+                f"the engine is at its limit of {self.settings.max_sessions} sessions",
+                retry_after=max(1.0, self.settings.session_idle_timeout / 4),
+            )
+        try:
+            handle = self.pipelines.get(pipeline)
+        except NotFound:
+            raise Invalid(f"no pipeline named {pipeline!r}") from None
+        params = dict(params or {})
+        handle.plugin.parse_params(params)
+        record = SessionRecord(
+            id=secrets.token_hex(8),
+            token=secrets.token_urlsafe(24),
+            pipeline=pipeline,
+            drain=drain,
+            params=params,
+            created_at=time.time(),
+        )
+        self._records[record.id] = record
+        try:
+            await self.supervisor.start_child(
+                ActorSpec(
+                    id=record.id,
+                    factory=lambda: SessionActor(record, self),
+                    restart=Restart.TRANSIENT,
+                    kind="session",
+                    mailbox=MailboxSpec(capacity=256),
+                    shutdown_timeout=5.0,
+                )
+            )
+        except BaseException:
+            self._records.pop(record.id, None)
+            raise
+        self._count()
+        return record
+
+    def get(self, session_id: str) -> SessionRecord:
+        record = self._records.get(session_id)
+        if record is None:
+            raise NotFound(f"no session {session_id!r}")
+        return record
+
+    def ref(self, session_id: str) -> ActorRef[Any, Any]:
+        self.get(session_id)
+        return self.supervisor.system.lookup(f"{self.supervisor.path}/{session_id}")
+
+    def records(self) -> list[SessionRecord]:
+        return sorted(self._records.values(), key=lambda r: (r.created_at, r.id))
+
+    def authenticate(self, session_id: str, token: str | None) -> SessionRecord:
+        """The session if ``token`` is its token; ``NotFound`` or ``Unauthorized`` otherwise."""
+        record = self.get(session_id)
+        if token is None or not hmac.compare_digest(record.token, token):
+            raise Unauthorized("a valid session token is required")
+        return record
+
+    async def update_params(self, session_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.ref(session_id).ask(UpdateParams(patch))
+        return result
+
+    async def delete(self, session_id: str) -> None:
+        """End a session: its client gets EVENT ``session.closed`` and a 1000 close."""
+        ref = self.ref(session_id)
+        await ref.ask(Close(1000, "session deleted"))
+        try:
+            await self.supervisor.terminate_child(session_id)
+        except NotFound:
+            pass  # it already ended by itself
+        self.forget(session_id)
+
+    def forget(self, session_id: str) -> None:
+        """Called by a session when it ends for good."""
+        if self._records.pop(session_id, None) is not None:
+            self._count()
+
+    def attached_changed(self, delta: int) -> None:
+        self._attached += delta
+        self._count()
+
+    def _count(self) -> None:
+        self.metrics.sessions.labels("attached").set(self._attached)
+        self.metrics.sessions.labels("detached").set(len(self._records) - self._attached)

@@ -1,0 +1,111 @@
+"""The ``Engine``: owns the actor system, the root supervisor and the metrics registry.
+
+No module-level state: a process may run as many engines as it likes (tests do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from engine.looplag import LoopLagMonitor
+from engine.metrics import ActorMetrics, new_registry
+from engine.settings import Settings
+from engine.supervisor import ChildSpec, Supervisor, SupervisorSpec
+from engine.system import ActorSystem
+
+__all__ = ["Engine", "Health", "ReadinessCheck"]
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""Returns when the dependency is ready; raises (any exception) when it is not."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    alive: bool
+    detail: str
+
+
+class Engine:
+    """Build with settings and the root's children; ``start``/``stop`` on the loop."""
+
+    def __init__(self, settings: Settings, children: Sequence[ChildSpec] = ()) -> None:
+        self.settings = settings
+        self.registry: CollectorRegistry = new_registry()
+        self.metrics = ActorMetrics(self.registry)
+        self.root_spec = SupervisorSpec(id="root", children=tuple(children))
+        self._system: ActorSystem | None = None
+        self._root: Supervisor | None = None
+        self._lag: LoopLagMonitor | None = None
+        self.root_failure: BaseException | None = None
+        self._readiness: dict[str, ReadinessCheck] = {}
+
+    @property
+    def system(self) -> ActorSystem:
+        if self._system is None:
+            raise RuntimeError("the engine is not started")
+        return self._system
+
+    @property
+    def root(self) -> Supervisor:
+        if self._root is None:
+            raise RuntimeError("the engine is not started")
+        return self._root
+
+    @property
+    def lag(self) -> LoopLagMonitor:
+        if self._lag is None:
+            raise RuntimeError("the engine is not started")
+        return self._lag
+
+    async def start(self) -> None:
+        """Start the actor system and the supervision tree (children in order)."""
+        self._system = ActorSystem(self.metrics)
+        self._lag = LoopLagMonitor(self.metrics.loop_lag, self.settings.loop_lag_interval)
+        self._lag.start()
+        self._root = Supervisor(self._system, self.root_spec, "")
+        self._root.on_exit = self._root_failed
+        await self._root.start()
+
+    def _root_failed(self, _root: object, _incarnation: int, error: BaseException | None) -> None:
+        self.root_failure = error or RuntimeError("root supervisor exited")
+        log.critical("ENGINE UNHEALTHY: the root supervisor failed: %s", self.root_failure)
+
+    def health(self) -> Health:
+        if self._root is None:
+            return Health(False, "not started")
+        if self.root_failure is not None:
+            return Health(False, f"root supervisor failed: {self.root_failure}")
+        return Health(True, "ok")
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Register a dependency that ``ready()`` must find working."""
+        self._readiness[name] = check
+
+    async def ready(self, timeout: float = 2.0) -> dict[str, Health]:
+        """Check the root supervisor and every readiness check (each within ``timeout``)."""
+        report = {"supervision": self.health()}
+        for name, check in self._readiness.items():
+            try:
+                await asyncio.wait_for(check(), timeout)
+            except Exception as error:
+                report[name] = Health(False, f"{type(error).__name__}: {error}")
+            else:
+                report[name] = Health(True, "ok")
+        return report
+
+    async def stop(self) -> None:
+        """Shut the tree down in reverse start order, then anything left unsupervised."""
+        timeout = self.settings.shutdown_timeout
+        if self._root is not None:
+            await self._root.terminate(timeout)
+        if self._system is not None:
+            await self._system.shutdown(timeout)
+        if self._lag is not None:
+            await self._lag.stop()

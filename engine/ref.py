@@ -1,0 +1,252 @@
+"""Actor cells and the references that point at them.
+
+A *cell* is the stable home of an actor: its path, its mailbox and its current
+incarnation (a behaviour instance plus the runner that drives it). Supervisors restart
+an actor by starting a new incarnation in the same cell, so every ``ActorRef`` handed
+out stays valid and messages sent during the restart wait in the mailbox.
+
+State machine (checked on every transition)::
+
+    NEW ─► STARTING ─► RUNNING ─► RESTARTING ─► STARTING …
+              │           │            │
+              └───────────┴────────────┴─► STOPPING ─► STOPPED
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from engine.actor import ActorContext, LoopActor, ThreadActor
+from engine.errors import ActorStopped, AskTimeout, Undeliverable
+from engine.mailbox import Envelope, FutureReply, LoopReply, Mailbox, MailboxSpec
+from engine.runners import LoopRunner, ThreadRunner
+
+if TYPE_CHECKING:
+    from engine.system import ActorSystem
+
+__all__ = ["ActorRef", "ActorState", "Behaviour", "Cell", "ExitListener"]
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+R = TypeVar("R")
+
+Behaviour = LoopActor[Any, Any] | ThreadActor[Any, Any]
+ExitListener = Callable[["Cell[Any, Any]", int, BaseException | None], None]
+"""Called on the loop when an incarnation ends by itself: (cell, incarnation, error)."""
+
+
+class ActorState(StrEnum):
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+_TRANSITIONS: dict[ActorState, frozenset[ActorState]] = {
+    ActorState.NEW: frozenset({ActorState.STARTING, ActorState.STOPPING}),
+    ActorState.STARTING: frozenset(
+        {ActorState.RUNNING, ActorState.RESTARTING, ActorState.STOPPING}
+    ),
+    ActorState.RUNNING: frozenset({ActorState.RESTARTING, ActorState.STOPPING}),
+    ActorState.RESTARTING: frozenset({ActorState.STARTING, ActorState.STOPPING}),
+    ActorState.STOPPING: frozenset({ActorState.STOPPED}),
+    ActorState.STOPPED: frozenset(),
+}
+
+
+class Cell(Generic[M, R]):
+    """The stable home of one actor. Lifecycle methods run on the loop thread."""
+
+    def __init__(
+        self,
+        system: ActorSystem,
+        path: str,
+        factory: Callable[[], LoopActor[M, R] | ThreadActor[M, R]],
+        mailbox: MailboxSpec,
+        kind: str,
+    ) -> None:
+        self.system = system
+        self.path = path
+        self.factory = factory
+        self.kind = kind
+        self.mailbox = Mailbox(mailbox)
+        self.state = ActorState.NEW
+        self.incarnation = 0
+        self.on_exit: ExitListener | None = None
+        self.ref: ActorRef[M, R] = ActorRef(self)
+        self._runner: LoopRunner | ThreadRunner | None = None
+
+    def _move(self, target: ActorState) -> None:
+        if target not in _TRANSITIONS[self.state]:
+            raise RuntimeError(f"{self.path}: cannot go from {self.state} to {target}")
+        self.state = target
+
+    # --- sending (any thread) ---------------------------------------------------
+
+    def post(self, envelope: Envelope) -> None:
+        """Queue ``envelope``; raises ``ActorStopped`` or ``MailboxFull``."""
+        wake, dropped = self.mailbox.put(envelope)
+        if dropped is not None:
+            self.system.undeliverable(self, dropped, "mailbox_overflow")
+        if wake:
+            runner = self._runner
+            if runner is not None:
+                runner.wake()
+
+    # --- lifecycle (loop thread) ------------------------------------------------
+
+    async def start(self) -> None:
+        """Start a new incarnation; raises what its ``on_start`` raises."""
+        if self.mailbox.closed:
+            raise ActorStopped(f"{self.path} is stopped")
+        self._move(ActorState.STARTING)
+        self.incarnation += 1
+        incarnation = self.incarnation
+        behaviour = self.factory()
+        behaviour.context = ActorContext(self.ref, incarnation, self._stop_from_inside)
+        runner: LoopRunner | ThreadRunner
+        observe = self.system.metrics.message_observer(self.kind)
+        if isinstance(behaviour, ThreadActor):
+            runner = ThreadRunner(behaviour, self.mailbox, self.path, observe, self._ended)
+        else:
+            runner = LoopRunner(behaviour, self.mailbox, self.path, observe, self._ended)
+        try:
+            await runner.start()
+        except BaseException:
+            if self.state is ActorState.STARTING:
+                self._move(ActorState.RESTARTING)
+            raise
+        if self.state is not ActorState.STARTING:  # stopped while starting
+            await runner.stop(1.0)
+            return
+        self._runner = runner
+        self._move(ActorState.RUNNING)
+        if self.mailbox.reschedule():
+            runner.wake()
+
+    def _stop_from_inside(self) -> None:
+        runner = self._runner
+        if runner is not None:
+            runner.request_stop()
+
+    def _ended(self, runner: Any, error: BaseException | None) -> None:
+        if runner is not self._runner:
+            return  # a stop we asked for, or a stale incarnation
+        self._runner = None
+        if self.state is ActorState.RUNNING:
+            self._move(ActorState.RESTARTING)
+        listener = self.on_exit
+        if listener is not None:
+            listener(self, self.incarnation, error)
+        else:
+            self.system.loop.create_task(self.terminate(0.0))
+
+    async def stop_incarnation(self, timeout: float) -> None:
+        """Stop the running incarnation but keep the cell: messages wait for the next one."""
+        runner, self._runner = self._runner, None
+        if self.state in (ActorState.RUNNING, ActorState.STARTING):
+            self._move(ActorState.RESTARTING)
+        if runner is not None:
+            await runner.stop(timeout)
+
+    async def terminate(self, timeout: float) -> None:
+        """Stop for good: waiting messages are reported undeliverable. Idempotent."""
+        if self.state in (ActorState.STOPPING, ActorState.STOPPED):
+            return
+        self._move(ActorState.STOPPING)
+        left = self.mailbox.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.stop(timeout)
+        left += self.mailbox.close()
+        for envelope in left:
+            self.system.undeliverable(self, envelope, "actor_stopped")
+        self._move(ActorState.STOPPED)
+        self.system.forget(self)
+
+
+class ActorRef(Generic[M, R]):
+    """A stable, typed handle to an actor, valid across restarts.
+
+    ``tell`` is safe from any thread. ``ask`` is for the event loop (it never blocks
+    it); ``ask_blocking`` is for other threads.
+    """
+
+    __slots__ = ("_cell",)
+
+    def __init__(self, cell: Cell[M, R]) -> None:
+        self._cell = cell
+
+    def __repr__(self) -> str:
+        return f"<ActorRef {self._cell.path} {self._cell.state}>"
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    @property
+    def kind(self) -> str:
+        return self._cell.kind
+
+    @property
+    def state(self) -> ActorState:
+        return self._cell.state
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting in the mailbox (not counting one being handled)."""
+        return len(self._cell.mailbox)
+
+    @property
+    def alive(self) -> bool:
+        return self._cell.state not in (ActorState.STOPPING, ActorState.STOPPED)
+
+    def tell(self, message: M) -> None:
+        """Send without waiting. Raises ``ActorStopped`` or ``MailboxFull`` (policy ``reject``)."""
+        self._cell.post(Envelope(message))
+
+    async def ask(self, message: M, timeout: float = 5.0) -> R:
+        """Send and await the answer, on the loop. Raises what the handler raised
+        (an ``EaselError``), ``ActorCrashed``, ``AskTimeout``, ``ActorStopped``,
+        ``MailboxFull`` or ``Undeliverable``."""
+        cell = self._cell
+        system = cell.system
+        future: asyncio.Future[R] = system.loop.create_future()
+        cell.post(Envelope(message, LoopReply(future, system.loop_thread)))
+        timer = system.loop.call_later(timeout, _expire, future, cell.path, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def ask_blocking(self, message: M, timeout: float = 5.0) -> R:
+        """Send and wait, from a thread that is not the event loop's."""
+        cell = self._cell
+        if threading.get_ident() == cell.system.loop_thread:
+            raise RuntimeError("ask_blocking would block the event loop; use `await ask()`")
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        cell.post(Envelope(message, FutureReply(future)))
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise AskTimeout(f"{cell.path} did not answer within {timeout}s") from None
+
+
+def _expire(future: asyncio.Future[Any], path: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout(f"{path} did not answer within {timeout}s"))
+
+
+def undeliverable_error(path: str, reason: str) -> Undeliverable | ActorStopped:
+    if reason == "actor_stopped":
+        return ActorStopped(f"{path} stopped before handling the message")
+    return Undeliverable(f"{path}: message dropped ({reason})")

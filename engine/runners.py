@@ -1,0 +1,305 @@
+"""Incarnation runners: how one incarnation of a behaviour is driven.
+
+``LoopRunner`` drives a ``LoopActor`` as one asyncio task. ``ThreadRunner`` drives a
+``ThreadActor`` inside a ``pykka.ThreadingActor``: pykka owns the thread and its
+lifecycle; our mailbox owns the messages (bounded, with an overflow policy, surviving
+restarts), and pykka's own inbox only carries wake-ups.
+
+A runner reports its end once through ``on_exit(runner, reason)`` on the loop thread:
+``reason`` is ``None`` for a normal exit (``context.stop()`` or a requested stop) and
+the exception for a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from engine.actor import LoopActor, ThreadActor
+from engine.errors import ActorCrashed, EaselError
+from engine.mailbox import Envelope, Mailbox
+
+__all__ = ["ExitCallback", "LoopRunner", "Observer", "ThreadRunner"]
+
+log = logging.getLogger(__name__)
+
+ExitCallback = Callable[[Any, BaseException | None], None]
+Observer = Callable[[float], None]
+"""Called with the seconds one message (or batch) took to handle."""
+
+_WAKE = object()
+
+
+def _answer(envelope: Envelope, answer: Any) -> None:
+    if envelope.reply is None:
+        if isinstance(answer, EaselError):
+            log.debug("error for a told message dropped: %s", answer)
+        return
+    if isinstance(answer, BaseException):
+        envelope.reply.fail(answer)
+    else:
+        envelope.reply.resolve(answer)
+
+
+def _crash_error(path: str, error: BaseException) -> ActorCrashed:
+    crashed = ActorCrashed(f"{path} crashed: {type(error).__name__}: {error}")
+    crashed.__cause__ = error
+    return crashed
+
+
+class LoopRunner:
+    """Drives one ``LoopActor`` incarnation as a task on the loop. Loop thread only."""
+
+    def __init__(
+        self,
+        behaviour: LoopActor[Any, Any],
+        mailbox: Mailbox,
+        path: str,
+        observe: Observer,
+        on_exit: ExitCallback,
+    ) -> None:
+        self.behaviour = behaviour
+        self.mailbox = mailbox
+        self.path = path
+        self.observe = observe
+        self.on_exit = on_exit
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self.stopping = False
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Run ``on_start``; raises what it raises (the incarnation never runs then)."""
+        await self.behaviour.on_start()
+        self._task = self.loop.create_task(self._run(), name=f"actor:{self.path}")
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self._event.set()
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._event.set)
+            except RuntimeError:  # loop closed
+                pass
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self.wake()
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop after the current message; cancel if it takes longer than ``timeout``."""
+        self.request_stop()
+        task = self._task
+        if task is None or task.done():
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.2fs; cancelling it", self.path, timeout)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        return True
+
+    async def _run(self) -> None:
+        mailbox, behaviour = self.mailbox, self.behaviour
+        try:
+            while not self.stopping:
+                await self._event.wait()
+                self._event.clear()
+                while not self.stopping:
+                    batch = mailbox.take(1)
+                    if not batch:
+                        break
+                    envelope = batch[0]
+                    started = time.perf_counter()
+                    try:
+                        answer = await behaviour.receive(envelope.message)
+                    except EaselError as error:
+                        answer = error
+                    except Exception as error:
+                        self.observe(time.perf_counter() - started)
+                        _answer(envelope, _crash_error(self.path, error))
+                        await self._crashed(error)
+                        return
+                    self.observe(time.perf_counter() - started)
+                    _answer(envelope, answer)
+        except asyncio.CancelledError:
+            self.on_exit(self, None)
+            raise
+        try:
+            await behaviour.on_stop()
+        except Exception:
+            log.exception("%s: on_stop failed", self.path)
+        self.on_exit(self, None)
+
+    async def _crashed(self, error: Exception) -> None:
+        log.error("%s crashed", self.path, exc_info=error)
+        try:
+            await self.behaviour.on_failure(error)
+        except Exception:
+            log.exception("%s: on_failure failed", self.path)
+        self.on_exit(self, error)
+
+
+class _Host(pykka.ThreadingActor):
+    """The pykka actor that lends its thread to a ``ThreadRunner``."""
+
+    def __init__(self, runner: ThreadRunner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def on_start(self) -> None:
+        self.runner.thread_started()
+
+    def on_receive(self, message: Any) -> None:
+        self.runner.drain()
+
+    def on_stop(self) -> None:
+        self.runner.thread_stopped()
+
+
+class ThreadRunner:
+    """Drives one ``ThreadActor`` incarnation on a pykka thread.
+
+    ``start``/``stop``/``wake`` are called on the loop (``wake`` from any thread);
+    ``thread_started``/``drain``/``thread_stopped`` run on the actor's own thread.
+    """
+
+    def __init__(
+        self,
+        behaviour: ThreadActor[Any, Any],
+        mailbox: Mailbox,
+        path: str,
+        observe: Observer,
+        on_exit: ExitCallback,
+    ) -> None:
+        self.behaviour = behaviour
+        self.mailbox = mailbox
+        self.path = path
+        self.observe = observe
+        self.on_exit = on_exit
+        self.loop = asyncio.get_running_loop()
+        self.stopping = False
+        self._crash: BaseException | None = None
+        self._started: asyncio.Future[None] = self.loop.create_future()
+        self._stopped: asyncio.Future[None] = self.loop.create_future()
+        self._host: pykka.ActorRef[Any] | None = None
+
+    async def start(self) -> None:
+        """Start the thread and run ``on_start`` there; raises what ``on_start`` raises."""
+        self._host = _Host.start(self)
+        await self._started
+
+    def wake(self) -> None:
+        host = self._host
+        if host is None:
+            return
+        with contextlib.suppress(pykka.ActorDeadError):
+            host.tell(_WAKE)
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        host = self._host
+        if host is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                host.stop(block=False)
+
+    async def stop(self, timeout: float) -> bool:
+        """Stop after the current batch; give up waiting after ``timeout`` seconds."""
+        self.request_stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stopped), timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.2fs; abandoning its thread", self.path, timeout)
+            return False
+        return True
+
+    # --- on the actor's thread -------------------------------------------------
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed: the engine is gone
+            pass
+
+    def thread_started(self) -> None:
+        try:
+            self.behaviour.on_start()
+        except Exception as error:
+            self._crash = error
+            self._to_loop(_settle, self._started, error)
+            self.request_stop()
+            return
+        self._to_loop(_settle, self._started, None)
+
+    def drain(self) -> None:
+        mailbox, behaviour = self.mailbox, self.behaviour
+        limit = max(1, behaviour.max_batch)
+        while not self.stopping:
+            batch = mailbox.take(limit)
+            if not batch:
+                return
+            started = time.perf_counter()
+            try:
+                if len(batch) == 1 and limit == 1:
+                    try:
+                        answers: list[Any] = [behaviour.receive(batch[0].message)]
+                    except EaselError as error:
+                        answers = [error]
+                else:
+                    answers = list(behaviour.receive_batch([e.message for e in batch]))
+                    if len(answers) != len(batch):
+                        raise RuntimeError(
+                            f"receive_batch answered {len(answers)} of {len(batch)} messages"
+                        )
+            except Exception as error:
+                self.observe(time.perf_counter() - started)
+                crashed = _crash_error(self.path, error)
+                for envelope in batch:
+                    _answer(envelope, crashed)
+                self._crashed(error)
+                return
+            self.observe(time.perf_counter() - started)
+            for envelope, answer in zip(batch, answers, strict=True):
+                _answer(envelope, answer)
+
+    def _crashed(self, error: Exception) -> None:
+        log.error("%s crashed", self.path, exc_info=error)
+        self._crash = error
+        try:
+            self.behaviour.on_failure(error)
+        except Exception:
+            log.exception("%s: on_failure failed", self.path)
+        self.request_stop()
+
+    def thread_stopped(self) -> None:
+        if self._crash is None:
+            try:
+                self.behaviour.on_stop()
+            except Exception:
+                log.exception("%s: on_stop failed", self.path)
+        self._to_loop(self._finish)
+
+    def _finish(self) -> None:
+        if not self._stopped.done():
+            self._stopped.set_result(None)
+        if self._started.done() and self._started.exception() is None:
+            self.on_exit(self, self._crash)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -1,0 +1,105 @@
+"""``easel serve`` as a user runs it: a real process, real sockets, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from engine.settings import SettingsError, load_settings
+
+EASEL = [sys.executable, "-m", "transport.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"easel serve exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        try:
+            get(url)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("easel serve did not start listening")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_health_and_metrics_and_stops_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    port = free_port()
+    env = {**os.environ, "EASEL_PORT": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [*EASEL, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(base + "/api/v1/health", proc)
+        status, body = get(base + "/api/v1/health")
+        assert (status, body) == (200, b'{"status": "ok", "detail": "ok"}')
+        status, body = get(base + "/metrics")
+        assert status == 200
+        assert b'easel_actors{kind="supervisor"' not in body  # supervisors are not actors
+        assert b"easel_event_loop_lag_seconds_bucket" in body
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        assert (tmp_path / "d").is_dir()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "EASEL_LOG_LEVEL": "LOUD", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [*EASEL, "serve", "--port", "99999"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "port" in result.stderr
+    assert "less than or equal to 65535" in result.stderr
+    assert "log_level" in result.stderr
+    assert "EASEL_LOG_LEVEL" in result.stderr
+
+
+def test_flags_beat_environment_which_beats_defaults() -> None:
+    settings = load_settings({"port": 9001}, {"EASEL_PORT": "9000", "EASEL_HOST": "0.0.0.0"})
+    assert (settings.port, settings.host) == (9001, "0.0.0.0")
+    defaults = load_settings({}, {})
+    assert (defaults.host, defaults.port, str(defaults.data_dir)) == ("127.0.0.1", 8080, "data")
+    with pytest.raises(SettingsError, match="port"):
+        load_settings({}, {"EASEL_PORT": "eighty"})

@@ -1,0 +1,52 @@
+"""The composition root: ``create_app(settings)`` builds the engine, its tree and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from actors.services import start_services
+from actors.session import Close
+from actors.tree import root_children
+from engine.engine import Engine
+from engine.errors import EaselError
+from engine.settings import Settings
+from transport import ws
+from transport.keys import ENGINE, SERVICES
+from transport.problem import error_middleware
+from transport.rest import health, pipelines, sessions
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application; the engine starts and stops with it."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=8 * 1024 * 1024)
+    engine = Engine(settings, root_children())
+    app[ENGINE] = engine
+    for table in (health.routes, pipelines.routes, sessions.routes, ws.routes):
+        app.add_routes(table)
+
+    async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            app[SERVICES] = await start_services(engine)
+            yield
+        finally:
+            await engine.stop()
+
+    async def close_connections(app: web.Application) -> None:
+        # aiohttp waits for open handlers before cleanup: end sessions (1001) first.
+        services = app.get(SERVICES)
+        if services is None:
+            return
+        for record in services.sessions.records():
+            try:
+                await services.sessions.ref(record.id).ask(Close(1001, "server going away"))
+            except EaselError:
+                continue
+
+    app.cleanup_ctx.append(engine_lifetime)
+    app.on_shutdown.append(close_connections)
+    return app

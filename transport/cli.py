@@ -1,0 +1,65 @@
+"""The ``easel`` command line: ``easel serve`` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from engine.settings import SettingsError, load_settings
+from transport.app import create_app
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easel", description="Realtime engine for canvases.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the engine (flags beat EASEL_* variables)")
+    serve.add_argument("--host", help="address to listen on (EASEL_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", help="port to listen on (EASEL_PORT, default 8080)")
+    serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
+    serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(
+            {
+                "host": args.host,
+                "port": args.port,
+                "data_dir": args.data_dir,
+                "log_level": args.log_level,
+            }
+        )
+    except SettingsError as error:
+        print(f"easel: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # run_app turns SIGINT/SIGTERM into an orderly shutdown (cleanup_ctx stops the tree).
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=lambda message: print(message, flush=True),
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""An asyncio client for the Easel realtime protocol v1, on aiohttp.
+
+Used by the tests, the benchmark and the CLI; third-party code may use it too::
+
+    async with await Client.connect("http://localhost:8080", token=t, session=s) as c:
+        await c.send_frame(0, ContentType.JPEG, jpeg_bytes)
+        async for answer in c.results():
+            ...
+
+Incoming frames are read by one background task and routed: REPLY to the :meth:`call`
+waiting on its ``id``, EVENT to :meth:`events`, RESULT and ERROR to :meth:`receive`
+and :meth:`results`. Those two queues are unbounded: the server sends at most one
+answer per frame sent, so the caller bounds them by what it sends.
+
+Every method runs on the event loop that called :meth:`Client.connect`; a client is
+not thread-safe. Errors::
+
+    ClientError
+    ├── HandshakeError      the upgrade was refused, or no WELCOME came
+    ├── ServerError         an ERROR frame or a REPLY error (``code``, ``message``, ``seq``)
+    └── ConnectionClosed    the connection is gone (``code`` is the close code)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+
+from transport.protocol import (
+    DEFAULT_LIMITS,
+    SUBPROTOCOL,
+    CloseCode,
+    ContentType,
+    Drain,
+    Frame,
+    FrameType,
+    Limits,
+    ProtocolViolation,
+    Timings,
+    decode,
+    encode_call,
+    encode_frame,
+    encode_hello,
+    encode_params,
+)
+
+__all__ = [
+    "Client",
+    "ClientError",
+    "ConnectionClosed",
+    "Event",
+    "HandshakeError",
+    "Result",
+    "ServerError",
+    "Welcome",
+]
+
+CLIENT_NAME = "easel-py/1"
+
+
+class ClientError(Exception):
+    """Base of every error this client raises."""
+
+
+class HandshakeError(ClientError):
+    """The server refused the WebSocket upgrade or sent no WELCOME."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ServerError(ClientError):
+    """The server reported an error: an ERROR frame, or a REPLY ``error``."""
+
+    def __init__(
+        self, code: str, message: str, *, seq: int | None = None, fatal: bool = False
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.seq = seq
+        self.fatal = fatal
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> ServerError:
+        h = frame.header
+        seq = h.get("seq")
+        return cls(
+            str(h.get("code", "internal")),
+            str(h.get("message", "")),
+            seq=seq if type(seq) is int else None,
+            fatal=h.get("fatal") is True,
+        )
+
+
+class ConnectionClosed(ClientError):
+    """The connection is closed; ``code`` is the WebSocket close code if one was sent."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"connection closed (code {code})")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The session the server attached this connection to."""
+
+    session: str
+    resume: str
+    pipeline: str
+    drain: str
+    params: dict[str, Any]
+    limits: Limits
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> Welcome:
+        h = frame.header
+        return cls(
+            session=str(h.get("session", "")),
+            resume=str(h.get("resume", "")),
+            pipeline=str(h.get("pipeline", "")),
+            drain=str(h.get("drain", "")),
+            params=dict(h.get("params") or {}),
+            limits=Limits.from_header(h.get("limits")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One RESULT: the answer to the frame ``seq``. ``payload`` views the message."""
+
+    seq: int
+    ct: str
+    payload: memoryview
+    timings: Timings | None
+    superseded: int = 0
+    w: int | None = None
+    h: int | None = None
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> Result:
+        h = frame.header
+        t = h.get("t")
+        timings = None
+        if isinstance(t, dict):
+            timings = Timings(
+                float(t.get("queue_ms", 0.0)),
+                float(t.get("pipeline_ms", 0.0)),
+                float(t.get("total_ms", 0.0)),
+            )
+        return cls(
+            seq=int(h.get("seq", -1)),
+            ct=str(h.get("ct", "")),
+            payload=frame.payload,
+            timings=timings,
+            superseded=int(h.get("superseded", 0)),
+            w=h.get("w"),
+            h=h.get("h"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One EVENT, e.g. ``pipeline.restarting``."""
+
+    name: str
+    data: dict[str, Any]
+
+
+def ws_path(session: str | None) -> str:
+    """The endpoint: the session's own, or the one where HELLO picks the session."""
+    return "/api/v1/ws" if session is None else f"/api/v1/sessions/{session}/ws"
+
+
+class Client:
+    """One WebSocket connection to one session. Create it with :meth:`connect`."""
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        welcome: Welcome,
+        *,
+        limits: Limits,
+        http: aiohttp.ClientSession | None,
+    ) -> None:
+        self.welcome = welcome
+        self._ws = ws
+        self._limits = limits
+        self._http = http  # owned: closed with the client
+        self._answers: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._events: asyncio.Queue[Frame | None] = asyncio.Queue()
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self._call_ids = itertools.count(1)
+        self._failure: BaseException | None = None
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls,
+        base_url: str,
+        *,
+        token: str,
+        session: str | None = None,
+        hello: bool | None = None,
+        resume: str | None = None,
+        pipeline: str | None = None,
+        drain: Drain | None = None,
+        params: Mapping[str, Any] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        http: aiohttp.ClientSession | None = None,
+        handshake_timeout: float = 10.0,
+    ) -> Client:
+        """Open ``base_url`` + the WebSocket endpoint and wait for WELCOME.
+
+        ``session`` picks ``/api/v1/sessions/{session}/ws``; without it the client
+        connects to ``/api/v1/ws`` and HELLO creates the session. HELLO is sent when
+        ``hello`` is true, or when it is ``None`` and there is no ``session`` or any of
+        ``resume``, ``pipeline``, ``drain``, ``params`` is given. ``http`` is borrowed
+        if passed; otherwise the client makes its own session and closes it.
+
+        Raises :class:`HandshakeError` (refused upgrade, wrong subprotocol, no WELCOME
+        within ``handshake_timeout`` seconds), :class:`ServerError` (ERROR instead of WELCOME) or
+        :class:`ConnectionClosed` (closed instead of WELCOME, e.g. 4404).
+        """
+        if hello is None:
+            hello = session is None or any(v is not None for v in (resume, pipeline, drain, params))
+        owned = http is None
+        client_session = aiohttp.ClientSession() if http is None else http
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        try:
+            try:
+                ws = await client_session.ws_connect(
+                    base_url.rstrip("/") + ws_path(session),
+                    protocols=(SUBPROTOCOL,),
+                    headers={"Authorization": f"Bearer {token}"},
+                    compress=0,
+                    max_msg_size=limits.max_frame,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=handshake_timeout),
+                )
+            except aiohttp.WSServerHandshakeError as exc:
+                raise HandshakeError(f"upgrade refused: {exc.message}", status=exc.status) from exc
+            if ws.protocol != SUBPROTOCOL:
+                raise HandshakeError(f"server selected subprotocol {ws.protocol!r}")
+            if hello:
+                await ws.send_bytes(
+                    encode_hello(
+                        client=CLIENT_NAME,
+                        session=session,
+                        resume=resume,
+                        pipeline=pipeline,
+                        drain=drain,
+                        params=params,
+                    )
+                )
+            welcome = await asyncio.wait_for(_await_welcome(ws, limits), handshake_timeout)
+        except BaseException as exc:
+            if ws is not None:
+                await ws.close()
+            if owned:
+                await client_session.close()
+            if isinstance(exc, TimeoutError):
+                raise HandshakeError(f"no WELCOME within {handshake_timeout} s") from exc
+            raise
+        return cls(ws, welcome, limits=limits, http=client_session if owned else None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._reader.done()
+
+    async def send_frame(
+        self,
+        seq: int,
+        ct: ContentType,
+        payload: bytes | memoryview,
+        *,
+        w: int | None = None,
+        h: int | None = None,
+        ts: float | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send one FRAME; its answer arrives through :meth:`receive`/:meth:`results`.
+
+        Raises ``ValueError`` if the message exceeds the server's ``max_frame`` (the
+        server would close with 1009) and :class:`ConnectionClosed` once closed.
+        """
+        data = encode_frame(seq, ct, payload, w=w, h=h, ts=ts, params=params)
+        if len(data) > self.welcome.limits.max_frame:
+            raise ValueError(
+                f"frame of {len(data)} bytes exceeds max_frame {self.welcome.limits.max_frame}"
+            )
+        await self._send(data)
+
+    async def set_params(self, params: Mapping[str, Any]) -> None:
+        """Send PARAMS: merged into the session's params for the following frames."""
+        await self._send(encode_params(params))
+
+    async def call(self, method: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Send CALL and return the REPLY ``result``; bound it with ``asyncio.timeout``.
+
+        Raises :class:`ServerError` for a REPLY ``error`` (``not_found`` for a method
+        the server does not know) and :class:`ConnectionClosed` when closed.
+        """
+        call_id = next(self._call_ids)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._calls[call_id] = reply
+        try:
+            await self._send(encode_call(call_id, method, args))
+            return await reply
+        finally:
+            self._calls.pop(call_id, None)
+
+    async def receive(self) -> Frame:
+        """The next RESULT or ERROR frame; raises :class:`ConnectionClosed` when closed."""
+        return await self._next(self._answers)
+
+    async def results(self) -> AsyncIterator[Result | ServerError]:
+        """Answers to sent frames, in arrival order, until the connection closes.
+
+        A non-fatal ERROR (e.g. ``pipeline_error`` for one ``seq``) is *yielded* as a
+        :class:`ServerError` so one failed frame does not end the stream; a fatal
+        one is raised.
+        """
+        while True:
+            try:
+                frame = await self.receive()
+            except ConnectionClosed:
+                return
+            if frame.type is FrameType.RESULT:
+                yield Result.from_frame(frame)
+                continue
+            error = ServerError.from_frame(frame)
+            if error.fatal:
+                raise error
+            yield error
+
+    async def next_event(self) -> Event:
+        """The next EVENT; raises :class:`ConnectionClosed` when closed."""
+        frame = await self._next(self._events)
+        data = frame.header.get("data")
+        return Event(str(frame.header.get("event", "")), data if isinstance(data, dict) else {})
+
+    async def events(self) -> AsyncIterator[Event]:
+        """EVENTs in arrival order until the connection closes."""
+        while True:
+            try:
+                yield await self.next_event()
+            except ConnectionClosed:
+                return
+
+    async def close(self, code: int = CloseCode.NORMAL) -> None:
+        """Close the connection (idempotent) and the HTTP session if the client owns it."""
+        await self._ws.close(code=code)
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        if self._http is not None:
+            await self._http.close()
+
+    async def _send(self, data: bytes) -> None:
+        if self._ws.closed:
+            raise ConnectionClosed(self._ws.close_code)
+        await self._ws.send_bytes(data)
+
+    async def _next(self, queue: asyncio.Queue[Frame | None]) -> Frame:
+        frame = await queue.get()
+        if frame is None:
+            queue.put_nowait(None)  # every later reader sees the end too
+            raise ConnectionClosed(self._ws.close_code)
+        return frame
+
+    async def _read(self) -> None:
+        """Route every incoming frame until the connection closes (background task)."""
+        try:
+            async for message in self._ws:
+                if message.type is not aiohttp.WSMsgType.BINARY:
+                    break  # text or a transport error: the server broke the protocol
+                frame = decode(message.data, self._limits)
+                if frame.type is FrameType.REPLY:
+                    self._resolve(frame)
+                elif frame.type is FrameType.EVENT:
+                    self._events.put_nowait(frame)
+                else:
+                    self._answers.put_nowait(frame)
+        except ProtocolViolation as exc:
+            self._failure = exc
+            await self._ws.close(code=CloseCode.POLICY)
+        finally:
+            self._answers.put_nowait(None)
+            self._events.put_nowait(None)
+            for reply in self._calls.values():
+                if not reply.done():
+                    reply.set_exception(ConnectionClosed(self._ws.close_code))
+
+    def _resolve(self, frame: Frame) -> None:
+        call_id = frame.header.get("id")
+        reply = self._calls.get(call_id) if type(call_id) is int else None
+        if reply is None or reply.done():
+            return  # a late answer to a call that timed out
+        error = frame.header.get("error")
+        if isinstance(error, dict):
+            reply.set_exception(
+                ServerError(str(error.get("code", "internal")), str(error.get("message", "")))
+            )
+        else:
+            reply.set_result(frame.header.get("result"))
+
+
+async def _await_welcome(ws: aiohttp.ClientWebSocketResponse, limits: Limits) -> Welcome:
+    """Read until WELCOME; an ERROR or a close before it is raised."""
+    async for message in ws:
+        if message.type is not aiohttp.WSMsgType.BINARY:
+            break
+        frame = decode(message.data, limits)
+        if frame.type is FrameType.WELCOME:
+            return Welcome.from_frame(frame)
+        if frame.type is FrameType.ERROR:
+            raise ServerError.from_frame(frame)
+    raise ConnectionClosed(ws.close_code)

@@ -1,0 +1,72 @@
+"""RFC 9457 problem details: every error a REST caller sees is ``application/problem+json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import EaselError, Overloaded
+
+__all__ = ["PROBLEM_JSON", "error_middleware", "problem_response"]
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def problem_response(status: int, code: str, title: str, detail: str, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {
+        "type": f"https://easel.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    body.update(extra)
+    headers = {}
+    retry_after = extra.get("retry_after")
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(float(retry_after))))
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _from_error(error: EaselError) -> web.Response:
+    extra = dict(error.extra)
+    if isinstance(error, Overloaded):
+        extra["retry_after"] = error.retry_after
+    return problem_response(error.status, error.code, error.title, error.message, **extra)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn engine errors, aiohttp HTTP errors and surprises into problem+json."""
+    try:
+        return await handler(request)
+    except EaselError as error:
+        return _from_error(error)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        code = _HTTP_CODES.get(error.status, f"http_{error.status}")
+        return problem_response(error.status, code, error.reason, error.text or error.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(500, "internal", "Internal error", "an internal error occurred")

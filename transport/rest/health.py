@@ -1,0 +1,38 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from transport.keys import ENGINE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/health")
+async def health(request: web.Request) -> web.Response:
+    """Alive: the process answers and the root supervisor has not failed."""
+    report = request.app[ENGINE].health()
+    body = {"status": "ok" if report.alive else "failed", "detail": report.detail}
+    return web.json_response(body, status=200 if report.alive else 503)
+
+
+@routes.get("/api/v1/ready")
+async def ready(request: web.Request) -> web.Response:
+    """Ready: supervision healthy and every dependency (store, pipelines …) reachable."""
+    checks = await request.app[ENGINE].ready()
+    ok = all(check.alive for check in checks.values())
+    body = {
+        "ready": ok,
+        "checks": {name: {"ok": c.alive, "detail": c.detail} for name, c in checks.items()},
+    }
+    return web.json_response(body, status=200 if ok else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    payload = generate_latest(request.app[ENGINE].registry)
+    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

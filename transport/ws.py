@@ -1,0 +1,312 @@
+"""The realtime WebSocket endpoint (PROTOCOL.md): one connection, one session.
+
+The reader decodes each binary message, validates it, and hands frames to the
+session's drain (waiting there under ``all``, which is how TCP pushes back on a fast
+client). Answers come from the session's pump through ``WsConnection``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from actors.drain import DrainKind, InboundFrame
+from actors.pipelines import FrameOut
+from actors.services import Services
+from actors.session import Attach, Attachment, Call, Detach, SessionRecord, UpdateParams
+from engine.errors import ActorStopped, Conflict, EaselError, Forbidden, NotFound, Unauthorized
+from engine.settings import Settings
+from transport.keys import ENGINE, SERVICES
+from transport.problem import problem_response
+from transport.protocol import (
+    SUBPROTOCOL,
+    CloseCode,
+    ContentType,
+    Drain,
+    ErrorCode,
+    EventName,
+    Hello,
+    InputFrame,
+    Limits,
+    ParamsUpdate,
+    ProtocolViolation,
+    Timings,
+    ViolationCounter,
+    decode_client,
+    encode_error,
+    encode_event,
+    encode_exception,
+    encode_reply,
+    encode_reply_error,
+    encode_result,
+    encode_welcome,
+    error_for,
+)
+from transport.protocol import Call as CallFrame
+
+__all__ = ["routes"]
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+class WsConnection:
+    """A session's client, over one WebSocket. Loop only."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+
+    async def _send(self, data: bytes) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await self.ws.send_bytes(data)
+
+    async def send_result(
+        self, seq: int, out: FrameOut, timings: dict[str, float], superseded: int
+    ) -> None:
+        await self._send(
+            encode_result(
+                seq,
+                ContentType(out.content_type),
+                out.payload,
+                timings=Timings(**timings),
+                superseded=superseded,
+                w=out.width,
+                h=out.height,
+            )
+        )
+
+    async def send_error(
+        self, error: EaselError, seq: int | None = None, fatal: bool = False
+    ) -> None:
+        await self._send(encode_exception(error, seq=seq, fatal=fatal))
+
+    async def send_event(self, name: str, data: dict[str, Any]) -> None:
+        await self._send(encode_event(EventName(name), data))
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode())
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        max_frame=settings.max_frame,
+        max_header=settings.max_header,
+        max_inflight=settings.max_inflight,
+    )
+
+
+def _token(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query.get("token")
+
+
+def _offers_v1(request: web.Request) -> bool:
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    return SUBPROTOCOL in {part.strip() for part in offered.split(",")}
+
+
+async def _upgrade(request: web.Request) -> web.WebSocketResponse | web.Response:
+    if not _offers_v1(request):
+        return problem_response(
+            400,
+            "unsupported_version",
+            "Unsupported protocol",
+            f"offer the WebSocket subprotocol {SUBPROTOCOL!r}",
+        )
+    settings = request.app[ENGINE].settings
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),
+        compress=False,
+        max_msg_size=settings.max_frame,
+        heartbeat=30.0,
+    )
+    await ws.prepare(request)
+    return ws
+
+
+@routes.get("/api/v1/sessions/{session_id}/ws")
+async def session_ws(request: web.Request) -> web.StreamResponse:
+    """Attach to an existing session; WELCOME is sent on connect."""
+    ws = await _upgrade(request)
+    if not isinstance(ws, web.WebSocketResponse):
+        return ws
+    services = request.app[SERVICES]
+    try:
+        record = services.sessions.authenticate(request.match_info["session_id"], _token(request))
+    except NotFound as error:
+        return await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
+    except Unauthorized as error:
+        return await _refuse(ws, error, CloseCode.POLICY)
+    await _serve(ws, services, record, request.app[ENGINE].settings)
+    return ws
+
+
+@routes.get("/api/v1/ws")
+async def hello_ws(request: web.Request) -> web.StreamResponse:
+    """Create or resume a session with HELLO, then serve it."""
+    ws = await _upgrade(request)
+    if not isinstance(ws, web.WebSocketResponse):
+        return ws
+    services = request.app[SERVICES]
+    settings = request.app[ENGINE].settings
+    message = await ws.receive()
+    if message.type is not WSMsgType.BINARY:
+        return await _refuse(ws, ProtocolViolation(ErrorCode.BAD_FRAME, "send HELLO first"))
+    try:
+        hello = decode_client(message.data, _limits(settings))
+        if not isinstance(hello, Hello):
+            raise ProtocolViolation(ErrorCode.BAD_FRAME, "the first frame must be HELLO")
+        record = await _session_for(services, hello)
+    except ProtocolViolation as violation:
+        return await _refuse(ws, violation, violation.close or CloseCode.POLICY)
+    except NotFound as error:
+        return await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
+    except Unauthorized as error:
+        return await _refuse(ws, error, CloseCode.POLICY)
+    except EaselError as error:
+        return await _refuse(ws, error, CloseCode.POLICY)
+    await _serve(ws, services, record, settings)
+    return ws
+
+
+async def _session_for(services: Services, hello: Hello) -> SessionRecord:
+    if hello.session is not None:
+        return services.sessions.authenticate(hello.session, hello.resume)
+    return await services.sessions.create(
+        hello.pipeline or "passthrough",
+        DrainKind(hello.drain or DrainKind.LATEST),
+        hello.params or {},
+    )
+
+
+async def _refuse(
+    ws: web.WebSocketResponse, error: Exception, close: int = CloseCode.POLICY
+) -> web.WebSocketResponse:
+    if isinstance(error, ProtocolViolation):
+        await ws.send_bytes(encode_error(error.code, error.message, fatal=True))
+    else:
+        await ws.send_bytes(encode_exception(error, fatal=True))
+    await ws.close(code=close, message=str(error).encode()[:120])
+    return ws
+
+
+async def _serve(
+    ws: web.WebSocketResponse, services: Services, record: SessionRecord, settings: Settings
+) -> None:
+    connection = WsConnection(ws)
+    ref = services.sessions.ref(record.id)
+    try:
+        attachment: Attachment = await ref.ask(Attach(connection))
+    except Conflict as error:
+        await _refuse(ws, Forbidden(error.message), CloseCode.ALREADY_ATTACHED)
+        return
+    except (ActorStopped, NotFound) as error:
+        await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
+        return
+    limits = _limits(settings)
+    services.metrics.connections.inc()
+    try:
+        await ws.send_bytes(_welcome(record, limits))
+        await _read(ws, ref, attachment, limits)
+    finally:
+        services.metrics.connections.dec()
+        with contextlib.suppress(EaselError):
+            ref.tell(Detach(connection))
+
+
+def _welcome(record: SessionRecord, limits: Limits) -> bytes:
+    return encode_welcome(
+        session=record.id,
+        resume=record.token,
+        pipeline=record.pipeline,
+        drain=Drain(record.drain),
+        params=record.params,
+        limits=limits,
+    )
+
+
+async def _read(
+    ws: web.WebSocketResponse, ref: Any, attachment: Attachment, limits: Limits
+) -> None:
+    violations = ViolationCounter()
+    last_seq = -1
+    first = True
+    async for message in ws:
+        received = time.perf_counter()
+        try:
+            if message.type is WSMsgType.TEXT:
+                raise ProtocolViolation(ErrorCode.BINARY_ONLY, "frames are binary messages")
+            if message.type is not WSMsgType.BINARY:
+                continue
+            decoded = decode_client(message.data, limits)
+            if first and isinstance(decoded, Hello):
+                # A HELLO as the first frame on a session's own endpoint: apply its
+                # params and confirm with a fresh WELCOME.
+                first = False
+                violations.valid()
+                if decoded.params:
+                    await ref.ask(UpdateParams(decoded.params))
+                await ws.send_bytes(_welcome(attachment.record, limits))
+                continue
+            first = False
+            if isinstance(decoded, InputFrame):
+                if decoded.seq <= last_seq:
+                    raise ProtocolViolation(
+                        ErrorCode.BAD_FRAME,
+                        f"seq must increase (got {decoded.seq} after {last_seq})",
+                        seq=decoded.seq,
+                    )
+                last_seq = decoded.seq
+                violations.valid()
+                await attachment.submit(
+                    InboundFrame(
+                        decoded.seq,
+                        decoded.ct,
+                        decoded.w,
+                        decoded.h,
+                        decoded.payload,
+                        decoded.params,
+                        received,
+                    )
+                )
+                continue
+            violations.valid()
+            await _control(ws, ref, decoded)
+        except ProtocolViolation as violation:
+            await ws.send_bytes(violation.encode())
+            if violation.close is not None:
+                await ws.close(code=violation.close, message=violation.message.encode())
+                return
+            if violations.violation():
+                await ws.close(code=CloseCode.POLICY, message=b"too many protocol violations")
+                return
+        except EaselError as error:  # the session ended under us
+            await ws.send_bytes(encode_exception(error, fatal=True))
+            await ws.close(code=CloseCode.NORMAL, message=b"session closed")
+            return
+
+
+async def _control(ws: web.WebSocketResponse, ref: Any, decoded: Any) -> None:
+    if isinstance(decoded, ParamsUpdate):
+        try:
+            await ref.ask(UpdateParams(decoded.params))
+        except EaselError as error:
+            await ws.send_bytes(encode_exception(error))
+    elif isinstance(decoded, CallFrame):
+        try:
+            result = await ref.ask(Call(str(decoded.method), decoded.args))
+        except EaselError as error:
+            code, text = error_for(error)
+            await ws.send_bytes(encode_reply_error(decoded.id, code, text))
+        else:
+            await ws.send_bytes(encode_reply(decoded.id, result))
+    elif isinstance(decoded, Hello):
+        raise ProtocolViolation(ErrorCode.BAD_FRAME, "HELLO is only valid as the first frame")
