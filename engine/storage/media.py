@@ -27,7 +27,8 @@ MAX_MEDIA_BYTES = 256 * 1024 * 1024
 
 
 class MediaFiles:
-    """Bytes by media id under ``root`` (``root/<2 hex>/<id>``)."""
+    """Bytes by media id under ``root``: ``root/<last 2 hex digits>/<id>`` (the random end
+    of the id, so files spread evenly over 256 directories)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -35,7 +36,7 @@ class MediaFiles:
     def _path(self, media_id: str) -> Path:
         if not media_id.isalnum():
             raise NotFound(f"media/{media_id} not found")
-        return self.root / media_id[:2] / media_id
+        return self.root / media_id[-2:] / media_id
 
     def _write(self, media_id: str, data: bytes) -> None:
         path = self._path(media_id)
