@@ -190,13 +190,15 @@ class MongoTable(Generic[R]):
             total = await self._coll.count_documents(query)
         return Page(tuple(self._record(doc) for doc in docs), total, limit, offset)
 
-    async def update(self, record_id: str, changes: Where) -> R:
+    async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
+        query = {"_id": record_id, **(expect or {})}
         async with self._backend.unit():
             doc = await self._coll.find_one_and_update(
-                {"_id": record_id}, {"$set": dict(changes)}, return_document=ReturnDocument.AFTER
+                query, {"$set": dict(changes)}, return_document=ReturnDocument.AFTER
             )
         if doc is None:
-            raise self._missing(record_id)
+            await self.get(record_id)
+            raise Conflict(f"{self._spec.name}/{record_id} is not in the expected state")
         return self._record(doc)
 
     async def update_each(self, changes: Mapping[str, Where]) -> None:

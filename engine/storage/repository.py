@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from engine.errors import Conflict, Invalid
+from engine.errors import Invalid
 from engine.storage.metrics import StoreMetrics
 from engine.storage.records import (
     ComfyServer,
@@ -151,19 +151,11 @@ class Sessions(Repository[SessionRecord]):
 
     async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
         """Close a session with its final stats. Raises ``NotFound``, ``Conflict`` if closed."""
+        stamp = now()
+        changes = {"status": SessionStatus.CLOSED, "ended_at": stamp, "updated_at": stamp}
         async with self._op("finish"):
-            current = await self._table.get(record_id)
-            if current.status is SessionStatus.CLOSED:
-                raise Conflict(f"session {record_id} is already closed")
-            stamp = now()
             return await self._table.update(
-                record_id,
-                {
-                    "status": SessionStatus.CLOSED,
-                    "ended_at": stamp,
-                    "updated_at": stamp,
-                    "stats": stats,
-                },
+                record_id, {**changes, "stats": stats}, expect={"status": SessionStatus.OPEN}
             )
 
 

@@ -28,6 +28,7 @@ from engine.storage.repository import (
     Sessions,
 )
 from engine.storage.sql import SqlBackend
+from engine.storage.table import Backend
 
 __all__ = ["Store", "open_store"]
 
@@ -40,7 +41,7 @@ class Store:
     back, without reopening the store.
     """
 
-    def __init__(self, backend: SqlBackend | MongoBackend, media_root: Path) -> None:
+    def __init__(self, backend: Backend, media_root: Path) -> None:
         self._backend = backend
         metrics = backend.metrics
         projects = backend.table(PROJECTS)
@@ -114,11 +115,12 @@ async def _prepare_schema(settings: Settings, url: str) -> None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     auto = settings.db_auto_migrate if settings.db_auto_migrate is not None else is_sqlite
     try:
-        if auto:
-            await migrations.upgrade(url)
-            return
+        # Bounded: an unreachable database fails here within the timeout.
         async with asyncio.timeout(settings.db_timeout):
             at = await migrations.current(url)
+        if at != migrations.head() and auto:
+            await migrations.upgrade(url)
+            return
     except (DBAPIError, OSError, TimeoutError) as exc:
         raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
     if at != migrations.head():

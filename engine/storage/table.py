@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
+from engine.storage.metrics import PoolStatus, StoreMetrics
 from engine.storage.records import Page, Record
 
 __all__ = ["Backend", "Child", "Table", "TableSpec", "Where"]
@@ -58,8 +59,13 @@ class Table(Protocol[R]):
     async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
         """A page of the records matching ``where``, in the table's order."""
 
-    async def update(self, record_id: str, changes: Where) -> R:
-        """Set fields of one record and return it. Raises ``NotFound``, ``Conflict``."""
+    async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
+        """Set fields of one record and return it, atomically.
+
+        With ``expect``, only if the record's fields match it now. Raises
+        ``NotFound``; ``Conflict`` if ``expect`` does not match or a unique field
+        is taken.
+        """
 
     async def update_each(self, changes: Mapping[str, Where]) -> None:
         """Set fields of several records (``{id: changes}``) in one unit of work."""
@@ -70,6 +76,11 @@ class Table(Protocol[R]):
 
 class Backend(Protocol):
     """A database behind tables: opens them, reports health, closes."""
+
+    metrics: StoreMetrics
+
+    def pool_status(self) -> PoolStatus:
+        """The connection pool right now (any thread: it only reads counters)."""
 
     def table(self, spec: TableSpec[R]) -> Table[R]:
         """The table described by ``spec`` (no I/O)."""

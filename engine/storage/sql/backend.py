@@ -180,17 +180,18 @@ class SqlTable(Generic[R]):
             ).scalar_one()
         return Page(tuple(self._record(row) for row in rows), total, limit, offset)
 
-    async def update(self, record_id: str, changes: Where) -> R:
+    async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
         query = (
             self._table.update()
-            .where(self._table.c.id == record_id)
+            .where(self._table.c.id == record_id, *self._where(expect or {}))
             .values(dict(changes))
             .returning(*self._table.c)
         )
         async with self._backend.unit() as conn:
             row = (await conn.execute(query)).first()
         if row is None:
-            raise NotFound(f"{self._spec.name}/{record_id} not found")
+            await self.get(record_id)
+            raise Conflict(f"{self._spec.name}/{record_id} is not in the expected state")
         return self._record(row)
 
     async def update_each(self, changes: Mapping[str, Where]) -> None:
