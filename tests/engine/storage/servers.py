@@ -27,22 +27,23 @@ def new_pg_cluster() -> PgCluster:
     """A new throwaway cluster, or a skip (a failure on CI) without PostgreSQL."""
     try:
         return PgCluster()
-    except FileNotFoundError as exc:
-        missing(str(exc))
+    except FileNotFoundError:
+        missing("PostgreSQL (initdb)")
         raise
 
 
 class Secantus:
     """SecantusDB (a MongoDB-compatible server, test-only) in memory on a free port."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         binary = Path(sys.executable).parent / "secantusd-py"
         if not binary.exists():
             missing("SecantusDB (secantusd-py)")
-        port = free_port()
-        self.uri = f"mongodb://127.0.0.1:{port}"
+        self.port = port or free_port()
+        self.uri = f"mongodb://127.0.0.1:{self.port}"
+        command = [str(binary), "--host", "127.0.0.1", "--port", str(self.port)]
         self._proc = subprocess.Popen(
-            [str(binary), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:"],
+            [*command, "--storage-path", ":memory:"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

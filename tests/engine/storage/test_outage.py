@@ -13,7 +13,7 @@ from engine.errors import NotFound, Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, Store, open_store
 from tests.engine.storage.conftest import create_database
-from tests.engine.storage.servers import PgCluster, new_pg_cluster
+from tests.engine.storage.servers import PgCluster, Secantus, new_pg_cluster
 
 WORKERS = 16
 
@@ -109,3 +109,29 @@ async def test_stopping_postgres_under_load_gives_unavailable_then_recovers(
 
     assert counts["ok"] > ok_before > 0
     assert pool_after.checked_out == 0
+
+
+async def test_mongodb_outage_gives_unavailable_then_recovers(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    server = Secantus()
+    settings = Settings(
+        data_dir=tmp_path, store_backend="mongodb", mongodb_uri=server.uri, db_timeout=1
+    )
+    store = await open_store(settings, registry)
+    try:
+        await store.projects.create(NewProject(name="before"))
+        await asyncio.to_thread(server.stop)
+        with pytest.raises(Unavailable):
+            await store.projects.create(NewProject(name="during"))
+        with pytest.raises(Unavailable):
+            await store.ping()
+
+        server = await asyncio.to_thread(Secantus, server.port)
+        await _until_ready(store, asyncio.get_running_loop().time() + 30)
+        created = await store.projects.create(NewProject(name="after"))
+        assert await store.projects.get(created.id) == created
+        assert store.pool_status().checked_out == 0
+    finally:
+        await store.close()
+        await asyncio.to_thread(server.stop)
