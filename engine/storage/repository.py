@@ -100,7 +100,7 @@ class Repository(Generic[R]):
         async with self._op("list"):
             return await self._table.find(filters, limit=limit, offset=offset)
 
-    async def _patch(self, record_id: str, patch: BaseModel, operation: str = "update") -> R:
+    async def _patch(self, record_id: str, patch: BaseModel) -> R:
         # ``None`` leaves a field alone, unless the field itself may be null.
         fields = self._spec.record.model_fields
         changes = {
@@ -109,7 +109,7 @@ class Repository(Generic[R]):
             if value is not None or fields[key].default is None
         }
         changes["updated_at"] = now()
-        async with self._op(operation):
+        async with self._op("update"):
             return await self._table.update(record_id, changes)
 
 
