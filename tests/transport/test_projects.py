@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.engine.storage.servers import new_pg_cluster
+from tests.engine.storage.servers import running_pg_cluster
 from tests.transport.conftest import Easel, ServerFactory
 
 BASE = "/api/v1/projects"
@@ -89,9 +89,7 @@ async def test_ready_checks_the_store(easel: Easel) -> None:
 
 
 async def test_database_outage_is_503_then_recovers(easel_factory: ServerFactory) -> None:
-    cluster = new_pg_cluster()
-    try:
-        await asyncio.to_thread(cluster.start)
+    with running_pg_cluster() as cluster:
         url = await cluster.create_database()
         easel = await easel_factory(database_url=url, db_auto_migrate=True, db_timeout=2)
         assert (await easel.post(BASE, {"name": "before"}))[0] == 201
@@ -111,5 +109,3 @@ async def test_database_outage_is_503_then_recovers(easel_factory: ServerFactory
         assert status == 200
         status, page = await easel.request("GET", BASE)
         assert (status, [p["name"] for p in page["items"]]) == (200, ["before"])
-    finally:
-        cluster.destroy()

@@ -12,19 +12,15 @@ from prometheus_client import CollectorRegistry
 
 from engine.settings import Settings
 from engine.storage import Store, open_store
-from tests.engine.storage.servers import PgCluster, Secantus, new_pg_cluster
+from tests.engine.storage.servers import PgCluster, Secantus, running_pg_cluster
 
 BACKENDS = ("sqlite", "postgresql", "mongodb")
 
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
-    cluster = new_pg_cluster()
-    try:
-        cluster.start()
+    with running_pg_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="session")

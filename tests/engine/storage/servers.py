@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from pymongo import MongoClient
 
 from ops.pgcluster import PgCluster, free_port
 
-__all__ = ["PgCluster", "Secantus", "free_port", "missing", "new_pg_cluster"]
+__all__ = ["PgCluster", "Secantus", "free_port", "missing", "running_pg_cluster"]
 
 
 def missing(what: str) -> None:
@@ -23,13 +25,20 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} not available")
 
 
-def new_pg_cluster() -> PgCluster:
-    """A new throwaway cluster, or a skip (a failure on CI) without PostgreSQL."""
+@contextmanager
+def running_pg_cluster() -> Iterator[PgCluster]:
+    """A started throwaway cluster, destroyed on exit; a skip (a failure on CI) without
+    PostgreSQL."""
     try:
-        return PgCluster()
+        cluster = PgCluster()
     except FileNotFoundError:
         missing("PostgreSQL (initdb)")
         raise
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 class Secantus:

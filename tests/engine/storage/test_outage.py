@@ -13,19 +13,15 @@ from engine.errors import NotFound, Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, Store, open_store
 from tests.engine.storage.conftest import create_database
-from tests.engine.storage.servers import PgCluster, Secantus, new_pg_cluster
+from tests.engine.storage.servers import PgCluster, Secantus, running_pg_cluster
 
 WORKERS = 16
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[PgCluster]:
-    cluster = new_pg_cluster()
-    try:
-        cluster.start()
+    with running_pg_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 class Tally:
