@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,6 +28,16 @@ class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
     """SQLAlchemy URL; ``None`` means SQLite at ``<data_dir>/easel.db``."""
+    store_backend: Literal["sql", "mongodb"] = "sql"
+    """Where repositories live: the SQL database above, or MongoDB at ``mongodb_uri``."""
+    mongodb_uri: str = "mongodb://127.0.0.1:27017"
+    mongodb_database: str = "easel"
+    db_pool_size: int = Field(default=5, ge=1, le=1000)
+    db_max_overflow: int = Field(default=10, ge=0, le=1000)
+    db_timeout: float = Field(default=5.0, gt=0)
+    """Seconds one database operation may take (pool wait included) before ``Unavailable``."""
+    db_auto_migrate: bool | None = None
+    """Apply SQL migrations at start; ``None`` means only for SQLite (the embedded default)."""
     log_level: str = "INFO"
     shutdown_timeout: float = Field(default=10.0, gt=0)
     loop_lag_interval: float = Field(default=0.1, gt=0)

@@ -12,10 +12,11 @@ from actors.tree import root_children
 from engine.engine import Engine
 from engine.errors import EaselError
 from engine.settings import Settings
+from engine.storage import open_store
 from transport import openapi, ws
-from transport.keys import ENGINE, SERVICES
+from transport.keys import ENGINE, SERVICES, STORE
 from transport.problem import error_middleware
-from transport.rest import health, pipelines, sessions
+from transport.rest import health, pipelines, projects, sessions
 
 __all__ = ["create_app"]
 
@@ -25,16 +26,23 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=8 * 1024 * 1024)
     engine = Engine(settings, root_children())
     app[ENGINE] = engine
-    for table in (health.routes, openapi.routes, pipelines.routes, sessions.routes, ws.routes):
-        app.add_routes(table)
+    routes = (health, openapi, pipelines, projects, sessions, ws)
+    for module in routes:
+        app.add_routes(module.routes)
 
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
-        await engine.start()
+        store = await open_store(settings, engine.registry)
+        app[STORE] = store
+        engine.add_readiness_check("store", store.ping)
         try:
-            app[SERVICES] = await start_services(engine)
-            yield
+            await engine.start()
+            try:
+                app[SERVICES] = await start_services(engine)
+                yield
+            finally:
+                await engine.stop()
         finally:
-            await engine.stop()
+            await store.close()
 
     async def close_connections(app: web.Application) -> None:
         # aiohttp waits for open handlers before cleanup: end sessions (1001) first.

@@ -13,7 +13,16 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from actors.pipelines import PipelineConfig
+from engine.storage import (
+    ClipPatch,
+    NewClip,
+    NewProject,
+    NewScene,
+    ProjectPatch,
+    ScenePatch,
+)
 from transport.rest.pipelines import ReloadBody
+from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
 from transport.rest.sessions import CreateSession, PatchSession
 
 __all__ = ["OPERATIONS", "Operation", "document", "routes"]
@@ -40,7 +49,7 @@ _PROBLEMS = {
     503: "Unavailable or overloaded",
 }
 
-OPERATIONS: tuple[Operation, ...] = (
+_CORE: tuple[Operation, ...] = (
     Operation("get", "/api/v1/health", "Liveness", {200: "Alive", 503: "Root supervisor failed"}),
     Operation("get", "/api/v1/ready", "Readiness", {200: "Ready", 503: "A dependency is down"}),
     Operation("get", "/api/v1/openapi.json", "This document", {200: "OpenAPI 3.1"}),
@@ -111,6 +120,68 @@ OPERATIONS: tuple[Operation, ...] = (
         tag="realtime",
     ),
 )
+
+
+_ONE = {200: "", 404: ""}
+_MADE = {201: "Created", 400: "", 404: "", 409: "", 422: ""}
+_CHANGED = {200: "Changed", 400: "", 404: "", 409: "", 422: ""}
+_GONE = {204: "", 404: ""}
+_PAGE = {200: "A page: items, total, limit, offset", 404: "", 422: ""}
+
+_PROJECTS: tuple[Operation, ...] = (
+    Operation("get", "/api/v1/projects", "List projects", _PAGE, tag="projects"),
+    Operation(
+        "post",
+        "/api/v1/projects",
+        "Create a project",
+        _MADE,
+        NewProject,
+        {"name": "storyboard", "description": "a short"},
+        "projects",
+    ),
+    Operation("get", PROJECT, "A project", _ONE, tag="projects"),
+    Operation(
+        "patch", PROJECT, "Change a project", _CHANGED, ProjectPatch, {"name": "v2"}, "projects"
+    ),
+    Operation("delete", PROJECT, "Delete a project, its scenes and clips", _GONE, tag="projects"),
+    Operation("get", PROJECT + "/scenes", "Scenes in order", _PAGE, tag="projects"),
+    Operation(
+        "post",
+        PROJECT + "/scenes",
+        "Append a scene",
+        _MADE,
+        NewScene,
+        {"name": "opening"},
+        "projects",
+    ),
+    Operation(
+        "put",
+        PROJECT + "/scenes/order",
+        "Reorder scenes",
+        _CHANGED,
+        SceneOrder,
+        {"scene_ids": ["s2", "s1"]},
+        "projects",
+    ),
+    Operation("get", SCENE, "A scene", _ONE, tag="projects"),
+    Operation("patch", SCENE, "Rename a scene", _CHANGED, ScenePatch, {"name": "end"}, "projects"),
+    Operation("delete", SCENE, "Delete a scene and its clips", _GONE, tag="projects"),
+    Operation("get", SCENE + "/clips", "Clips by start", _PAGE, tag="projects"),
+    Operation(
+        "post",
+        SCENE + "/clips",
+        "Add a clip",
+        _MADE,
+        NewClip,
+        {"name": "pan", "start": 0.0, "duration": 2.5},
+        "projects",
+    ),
+    Operation("get", CLIP, "A clip", _ONE, tag="projects"),
+    Operation("patch", CLIP, "Change a clip", _CHANGED, ClipPatch, {"start": 1.0}, "projects"),
+    Operation("delete", CLIP, "Delete a clip", _GONE, tag="projects"),
+)
+
+OPERATIONS = _CORE + _PROJECTS
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:

@@ -1,0 +1,55 @@
+"""API keys: the secret is shown once at creation; only its SHA-256 is stored.
+
+A token reads ``<key id>.<secret>``. The secret is 256 random bits, so a plain
+SHA-256 (no salt, no stretching) can't be reversed or guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from engine.errors import NotFound, Unauthorized
+from engine.storage.records import ApiKey, NewApiKey, Page
+from engine.storage.repository import Repository
+from engine.storage.table import TableSpec
+
+__all__ = ["API_KEYS", "ApiKeys"]
+
+API_KEYS = TableSpec("api_keys", ApiKey, unique=(("name",),))
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeys(Repository[ApiKey]):
+    """Issue, verify, list and revoke (``delete``) API keys."""
+
+    async def create(self, new: NewApiKey) -> tuple[ApiKey, str]:
+        """Issue a key; returns its record and the token (the only time it is known).
+
+        Raises ``Conflict`` if the name is taken.
+        """
+        secret = secrets.token_urlsafe(32)
+        key = await self._create(secret_hash=_hash(secret), **new.model_dump())
+        return key, f"{key.id}.{secret}"
+
+    async def verify(self, token: str) -> ApiKey:
+        """The key a token belongs to. Raises ``Unauthorized`` for any bad token."""
+        key_id, _, secret = token.partition(".")
+        if not key_id or not secret:
+            raise Unauthorized("malformed API key")
+        async with self._op("verify"):
+            try:
+                key = await self._table.get(key_id)
+            except NotFound:
+                raise Unauthorized("unknown API key") from None
+        if not hmac.compare_digest(key.secret_hash, _hash(secret)):
+            raise Unauthorized("wrong API key")
+        return key
+
+    async def list(self, *, limit: int = 50, offset: int = 0) -> Page[ApiKey]:
+        """A page of keys (hashes only), oldest first. Raises ``Invalid``."""
+        return await self._list(limit, offset)

@@ -1,0 +1,167 @@
+"""Projects → scenes (ordered, reorderable) → clips (on a scene's timeline).
+
+Deleting a project deletes its scenes and clips; deleting a scene deletes its clips
+and closes the gap in its project's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.errors import Invalid
+from engine.storage.metrics import StoreMetrics
+from engine.storage.records import (
+    Clip,
+    ClipPatch,
+    Media,
+    NewClip,
+    NewProject,
+    NewScene,
+    Page,
+    Project,
+    ProjectPatch,
+    Scene,
+    ScenePatch,
+    now,
+)
+from engine.storage.repository import Repository
+from engine.storage.table import Child, Table, TableSpec
+
+__all__ = ["CLIPS", "MAX_SCENES", "PROJECTS", "SCENES", "Clips", "Projects", "Scenes"]
+
+MAX_SCENES = 1000
+"""Scenes one project may hold (reordering reads them all at once)."""
+
+PROJECTS = TableSpec(
+    "projects",
+    Project,
+    unique=(("name",),),
+    children=(Child("scenes", "project_id"), Child("clips", "project_id")),
+)
+SCENES = TableSpec(
+    "scenes",
+    Scene,
+    order=("position", "id"),
+    indexes=(("project_id", "position"),),
+    children=(Child("clips", "scene_id"),),
+)
+CLIPS = TableSpec(
+    "clips", Clip, order=("start", "id"), indexes=(("project_id",), ("scene_id", "start"))
+)
+
+
+class Projects(Repository[Project]):
+    """Projects; names are unique. ``delete`` cascades to scenes and clips."""
+
+    async def create(self, new: NewProject) -> Project:
+        """Create a project. Raises ``Conflict`` if the name is taken."""
+        return await self._create(**new.model_dump())
+
+    async def list(self, *, limit: int = 50, offset: int = 0) -> Page[Project]:
+        """A page of projects, oldest first. Raises ``Invalid``."""
+        return await self._list(limit, offset)
+
+    async def update(self, record_id: str, patch: ProjectPatch) -> Project:
+        """Rename or describe a project. Raises ``NotFound``, ``Conflict``."""
+        return await self._patch(record_id, patch)
+
+
+class Scenes(Repository[Scene]):
+    """The scenes of projects, kept in a dense 0-based order per project."""
+
+    def __init__(
+        self, table: Table[Scene], metrics: StoreMetrics, projects: Table[Project]
+    ) -> None:
+        super().__init__(table, metrics)
+        self._projects = projects
+
+    async def create(self, project_id: str, new: NewScene) -> Scene:
+        """Append a scene to a project. Raises ``NotFound`` if the project is missing."""
+        await self._projects.get(project_id)
+        count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
+        return await self._create(project_id=project_id, position=count, **new.model_dump())
+
+    async def list(self, project_id: str, *, limit: int = 50, offset: int = 0) -> Page[Scene]:
+        """A page of a project's scenes in order. Raises ``Invalid``."""
+        return await self._list(limit, offset, project_id=project_id)
+
+    async def update(self, record_id: str, patch: ScenePatch) -> Scene:
+        """Rename a scene. Raises ``NotFound``."""
+        return await self._patch(record_id, patch)
+
+    async def delete(self, record_id: str) -> None:
+        """Delete a scene and its clips, and close the gap. Raises ``NotFound``."""
+        scene = await self.get(record_id)
+        await super().delete(record_id)
+        remaining = await self._all(scene.project_id)
+        await self._renumber(tuple(s.id for s in remaining), remaining)
+
+    async def reorder(self, project_id: str, scene_ids: Sequence[str]) -> tuple[Scene, ...]:
+        """Put a project's scenes in the order given and return them in that order.
+
+        ``scene_ids`` must name every scene of the project exactly once: otherwise
+        raises ``Invalid``. Raises ``NotFound`` if the project is missing.
+        """
+        await self._projects.get(project_id)
+        current = await self._all(project_id)
+        if sorted(scene_ids) != sorted(scene.id for scene in current):
+            raise Invalid("scene_ids must list every scene of the project exactly once")
+        async with self._op("reorder"):
+            await self._renumber(tuple(scene_ids), current)
+        return await self._all(project_id)
+
+    async def _all(self, project_id: str) -> tuple[Scene, ...]:
+        page = await self._table.find({"project_id": project_id}, limit=MAX_SCENES, offset=0)
+        return page.items
+
+    async def _renumber(self, order: tuple[str, ...], scenes: tuple[Scene, ...]) -> None:
+        positions = {scene.id: scene.position for scene in scenes}
+        stamp = now()
+        changes = {
+            scene_id: {"position": index, "updated_at": stamp}
+            for index, scene_id in enumerate(order)
+            if positions[scene_id] != index
+        }
+        if changes:
+            await self._table.update_each(changes)
+
+
+class Clips(Repository[Clip]):
+    """Clips on scene timelines, each optionally referencing a media record."""
+
+    def __init__(
+        self,
+        table: Table[Clip],
+        metrics: StoreMetrics,
+        scenes: Table[Scene],
+        media: Table[Media],
+    ) -> None:
+        super().__init__(table, metrics)
+        self._scenes = scenes
+        self._media = media
+
+    async def create(self, scene_id: str, new: NewClip) -> Clip:
+        """Place a clip on a scene. Raises ``NotFound`` if the scene or the media is missing."""
+        scene = await self._scenes.get(scene_id)
+        if new.media_id is not None:
+            await self._media.get(new.media_id)
+        return await self._create(
+            project_id=scene.project_id, scene_id=scene_id, **new.model_dump()
+        )
+
+    async def list(
+        self,
+        *,
+        scene_id: str | None = None,
+        project_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Clip]:
+        """A page of clips by timeline position, of a scene and/or project. Raises ``Invalid``."""
+        return await self._list(limit, offset, scene_id=scene_id, project_id=project_id)
+
+    async def update(self, record_id: str, patch: ClipPatch) -> Clip:
+        """Move, resize or re-point a clip. Raises ``NotFound`` (clip or media)."""
+        if patch.media_id is not None:
+            await self._media.get(patch.media_id)
+        return await self._patch(record_id, patch)

@@ -1,0 +1,285 @@
+"""The typed records every repository stores and returns, on every backend.
+
+Records are frozen pydantic models. ``New*`` models are what a caller supplies to
+create a record; ``*Patch`` models carry the fields an update changes (unset fields
+are left alone). Timestamps are UTC with millisecond precision, the finest every
+backend keeps, so a record reads back equal to what was written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ApiKey",
+    "Clip",
+    "ClipPatch",
+    "ComfyServer",
+    "ComfyServerPatch",
+    "Job",
+    "JobOutput",
+    "JobPatch",
+    "JobStatus",
+    "Media",
+    "NewApiKey",
+    "NewClip",
+    "NewComfyServer",
+    "NewJob",
+    "NewPipelineConfig",
+    "NewProject",
+    "NewScene",
+    "NewSession",
+    "Page",
+    "PipelineConfig",
+    "PipelineConfigPatch",
+    "Project",
+    "ProjectPatch",
+    "Record",
+    "Scene",
+    "ScenePatch",
+    "SessionRecord",
+    "SessionStatus",
+    "new_id",
+    "now",
+]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored timestamp is UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def now() -> datetime:
+    """The current UTC time truncated to milliseconds (what MongoDB keeps)."""
+    stamp = datetime.now(UTC)
+    return stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
+
+
+def new_id() -> str:
+    """A fresh record id: 32 lowercase hex digits, increasing with time.
+
+    The first 16 digits are the wall clock in nanoseconds, so listings ordered by
+    ``(created_at, id)`` keep creation order even within one millisecond; the
+    last 16 are random.
+    """
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Record(_Model):
+    """Base of every stored record: an id and when it was created and last changed."""
+
+    id: str
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+R = TypeVar("R", bound=Record)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page(Generic[R]):
+    """One page of a listing: ``items`` from ``offset``, and how many match in all."""
+
+    items: tuple[R, ...]
+    total: int
+    limit: int
+    offset: int
+
+
+# -- pipeline configs ---------------------------------------------------------------
+
+
+class NewPipelineConfig(_Model):
+    name: Name
+    pipeline: Name
+    params: dict[str, Any] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=1, le=64)
+
+
+class PipelineConfigPatch(_Model):
+    pipeline: Name | None = None
+    params: dict[str, Any] | None = None
+    replicas: int | None = Field(default=None, ge=1, le=64)
+
+
+class PipelineConfig(Record, NewPipelineConfig):
+    """A named pipeline with its parameters; ``name`` is unique."""
+
+
+# -- sessions -----------------------------------------------------------------------
+
+
+class SessionStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class NewSession(_Model):
+    pipeline: Name
+    drain: str = "latest"
+    client: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionRecord(Record, NewSession):
+    """A canvas session's metadata; ``stats`` holds its final counters once closed."""
+
+    status: SessionStatus = SessionStatus.OPEN
+    ended_at: UtcDatetime | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- ComfyUI servers ----------------------------------------------------------------
+
+
+class NewComfyServer(_Model):
+    name: Name
+    url: Name
+    enabled: bool = True
+    max_jobs: int = Field(default=1, ge=1, le=1024)
+
+
+class ComfyServerPatch(_Model):
+    url: Name | None = None
+    enabled: bool | None = None
+    max_jobs: int | None = Field(default=None, ge=1, le=1024)
+
+
+class ComfyServer(Record, NewComfyServer):
+    """A ComfyUI server the dispatcher may send jobs to; ``name`` and ``url`` are unique."""
+
+
+# -- jobs ---------------------------------------------------------------------------
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobOutput(_Model):
+    """One output of a job: a media record, its kind and the node that produced it."""
+
+    media_id: str
+    kind: str = "image"
+    node: str = ""
+
+
+class NewJob(_Model):
+    workflow: Name
+    params: dict[str, Any] = Field(default_factory=dict)
+    server_id: str | None = None
+
+
+class JobPatch(_Model):
+    status: JobStatus | None = None
+    server_id: str | None = None
+    outputs: tuple[JobOutput, ...] | None = None
+    error: str | None = None
+
+
+class Job(Record, NewJob):
+    """A generation job, its status and its outputs."""
+
+    status: JobStatus = JobStatus.QUEUED
+    outputs: tuple[JobOutput, ...] = ()
+    error: str | None = None
+
+
+# -- media --------------------------------------------------------------------------
+
+
+class Media(Record):
+    """Metadata of stored bytes; the bytes live in the media store on disk."""
+
+    content_type: Name
+    filename: str = ""
+    size: int = Field(ge=0)
+    sha256: str
+
+
+# -- projects, scenes, clips --------------------------------------------------------
+
+
+class NewProject(_Model):
+    name: Name
+    description: str = ""
+
+
+class ProjectPatch(_Model):
+    name: Name | None = None
+    description: str | None = None
+
+
+class Project(Record, NewProject):
+    """A project: an ordered list of scenes; ``name`` is unique."""
+
+
+class NewScene(_Model):
+    name: Name
+
+
+class ScenePatch(_Model):
+    name: Name | None = None
+
+
+class Scene(Record, NewScene):
+    """A scene of a project at ``position`` (0-based, dense) in the project's order."""
+
+    project_id: str
+    position: int = Field(ge=0)
+
+
+class NewClip(_Model):
+    name: str = ""
+    start: float = Field(ge=0)
+    duration: float = Field(gt=0)
+    media_id: str | None = None
+
+
+class ClipPatch(_Model):
+    name: str | None = None
+    start: float | None = Field(default=None, ge=0)
+    duration: float | None = Field(default=None, gt=0)
+    media_id: str | None = None
+
+
+class Clip(Record, NewClip):
+    """A clip on a scene's timeline: ``start`` and ``duration`` in seconds, a media reference."""
+
+    project_id: str
+    scene_id: str
+
+
+# -- API keys -----------------------------------------------------------------------
+
+
+class NewApiKey(_Model):
+    name: Name
+    scopes: tuple[str, ...] = ()
+
+
+class ApiKey(Record, NewApiKey):
+    """An API key's metadata; only a hash of the secret is stored."""
+
+    secret_hash: str

@@ -1,0 +1,200 @@
+"""Repositories for the runtime aggregates, and the base every repository shares.
+
+A repository is written once over a :class:`~engine.storage.table.Table`, so every
+backend behaves the same. Every method runs on the event loop, is timed as
+``easel_db_query_seconds{operation="<repository>.<method>"}`` and may raise
+``Unavailable`` when the database can't be reached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from engine.errors import Invalid
+from engine.storage.metrics import StoreMetrics
+from engine.storage.records import (
+    ComfyServer,
+    ComfyServerPatch,
+    Job,
+    JobPatch,
+    JobStatus,
+    NewComfyServer,
+    NewJob,
+    NewPipelineConfig,
+    NewSession,
+    Page,
+    PipelineConfig,
+    PipelineConfigPatch,
+    Record,
+    SessionRecord,
+    SessionStatus,
+    new_id,
+    now,
+)
+from engine.storage.table import Table, TableSpec
+
+__all__ = [
+    "COMFY_SERVERS",
+    "JOBS",
+    "MAX_LIMIT",
+    "PIPELINE_CONFIGS",
+    "SESSIONS",
+    "ComfyServers",
+    "Jobs",
+    "PipelineConfigs",
+    "Repository",
+    "Sessions",
+]
+
+R = TypeVar("R", bound=Record)
+
+MAX_LIMIT = 500
+"""The largest page a caller may ask for."""
+
+PIPELINE_CONFIGS = TableSpec("pipeline_configs", PipelineConfig, unique=(("name",),))
+SESSIONS = TableSpec("sessions", SessionRecord, indexes=(("status",), ("pipeline",)))
+COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url",)))
+JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
+
+
+class Repository(Generic[R]):
+    """Get, page, patch and delete for one table; subclasses add creation and filters."""
+
+    def __init__(self, table: Table[R], metrics: StoreMetrics) -> None:
+        self._table = table
+        self._metrics = metrics
+        self._spec = table.spec
+
+    @asynccontextmanager
+    async def _op(self, operation: str) -> AsyncIterator[None]:
+        async with self._metrics.operation(f"{self._spec.name}.{operation}"):
+            yield
+
+    async def get(self, record_id: str) -> R:
+        """The record with this id. Raises ``NotFound``."""
+        async with self._op("get"):
+            return await self._table.get(record_id)
+
+    async def delete(self, record_id: str) -> None:
+        """Delete the record (and what belongs to it). Raises ``NotFound``."""
+        async with self._op("delete"):
+            await self._table.delete(record_id)
+
+    async def _create(self, **fields: Any) -> R:
+        stamp = now()
+        record = self._spec.record(
+            **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
+        )
+        async with self._op("create"):
+            await self._table.insert(record)
+        return record
+
+    async def _list(self, limit: int, offset: int, **where: Any) -> Page[R]:
+        if not 1 <= limit <= MAX_LIMIT or offset < 0:
+            raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset >= 0")
+        filters = {key: value for key, value in where.items() if value is not None}
+        async with self._op("list"):
+            return await self._table.find(filters, limit=limit, offset=offset)
+
+    async def _patch(self, record_id: str, patch: BaseModel) -> R:
+        # ``None`` leaves a field alone, unless the field itself may be null.
+        fields = self._spec.record.model_fields
+        changes = {
+            key: value
+            for key, value in patch.model_dump(exclude_unset=True).items()
+            if value is not None or fields[key].default is None
+        }
+        changes["updated_at"] = now()
+        async with self._op("update"):
+            return await self._table.update(record_id, changes)
+
+
+class PipelineConfigs(Repository[PipelineConfig]):
+    """Named pipeline configurations; names are unique."""
+
+    async def create(self, new: NewPipelineConfig) -> PipelineConfig:
+        """Store a new config. Raises ``Conflict`` if the name is taken."""
+        return await self._create(**new.model_dump())
+
+    async def list(
+        self, *, pipeline: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[PipelineConfig]:
+        """A page of configs, oldest first, optionally of one pipeline. Raises ``Invalid``."""
+        return await self._list(limit, offset, pipeline=pipeline)
+
+    async def update(self, record_id: str, patch: PipelineConfigPatch) -> PipelineConfig:
+        """Change a config. Raises ``NotFound``."""
+        return await self._patch(record_id, patch)
+
+
+class Sessions(Repository[SessionRecord]):
+    """Canvas sessions: metadata while open, final stats once closed."""
+
+    async def create(self, new: NewSession) -> SessionRecord:
+        """Record a session that just opened."""
+        return await self._create(**new.model_dump())
+
+    async def list(
+        self,
+        *,
+        status: SessionStatus | None = None,
+        pipeline: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[SessionRecord]:
+        """A page of sessions, oldest first, optionally filtered. Raises ``Invalid``."""
+        return await self._list(limit, offset, status=status, pipeline=pipeline)
+
+    async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
+        """Close a session with its final stats. Raises ``NotFound``, ``Conflict`` if closed."""
+        stamp = now()
+        changes = {"status": SessionStatus.CLOSED, "ended_at": stamp, "updated_at": stamp}
+        async with self._op("finish"):
+            return await self._table.update(
+                record_id, {**changes, "stats": stats}, expect={"status": SessionStatus.OPEN}
+            )
+
+
+class ComfyServers(Repository[ComfyServer]):
+    """ComfyUI servers; names and URLs are unique."""
+
+    async def create(self, new: NewComfyServer) -> ComfyServer:
+        """Register a server. Raises ``Conflict`` if its name or URL is taken."""
+        return await self._create(**new.model_dump())
+
+    async def list(
+        self, *, enabled: bool | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[ComfyServer]:
+        """A page of servers, oldest first. Raises ``Invalid``."""
+        return await self._list(limit, offset, enabled=enabled)
+
+    async def update(self, record_id: str, patch: ComfyServerPatch) -> ComfyServer:
+        """Change a server. Raises ``NotFound``, ``Conflict`` if the URL is taken."""
+        return await self._patch(record_id, patch)
+
+
+class Jobs(Repository[Job]):
+    """Generation jobs and their outputs."""
+
+    async def create(self, new: NewJob) -> Job:
+        """Queue a job (status ``queued``)."""
+        return await self._create(**new.model_dump())
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        server_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Job]:
+        """A page of jobs, oldest first, by status and/or server. Raises ``Invalid``."""
+        return await self._list(limit, offset, status=status, server_id=server_id)
+
+    async def update(self, record_id: str, patch: JobPatch) -> Job:
+        """Change a job's status, server, outputs or error. Raises ``NotFound``."""
+        return await self._patch(record_id, patch)

@@ -1,0 +1,155 @@
+"""The SQL schema as SQLAlchemy Core tables: what the queries use.
+
+Migrations (``engine/storage/migrations/versions``) build the same schema step by
+step; a test checks that the newest migration and these tables agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["METADATA"]
+
+METADATA = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _id() -> Column[str]:
+    return Column("id", String(32), primary_key=True)
+
+
+def _stamps() -> tuple[Column[object], Column[object]]:
+    return (
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+def _parent(name: str, table: str) -> Column[str]:
+    return Column(name, String(32), ForeignKey(f"{table}.id", ondelete="CASCADE"), nullable=False)
+
+
+Table(
+    "pipeline_configs",
+    METADATA,
+    _id(),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("replicas", Integer, nullable=False),
+    *_stamps(),
+)
+
+Table(
+    "sessions",
+    METADATA,
+    _id(),
+    Column("pipeline", String(200), nullable=False, index=True),
+    Column("drain", String(32), nullable=False),
+    Column("client", String(200), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("stats", JSON, nullable=False),
+    *_stamps(),
+)
+
+Table(
+    "comfy_servers",
+    METADATA,
+    _id(),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("url", String(200), nullable=False, unique=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("max_jobs", Integer, nullable=False),
+    *_stamps(),
+)
+
+Table(
+    "jobs",
+    METADATA,
+    _id(),
+    Column("workflow", String(200), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("server_id", String(32), nullable=True, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("outputs", JSON, nullable=False),
+    Column("error", Text, nullable=True),
+    *_stamps(),
+)
+
+Table(
+    "media",
+    METADATA,
+    _id(),
+    Column("content_type", String(200), nullable=False),
+    Column("filename", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    *_stamps(),
+)
+
+Table(
+    "projects",
+    METADATA,
+    _id(),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    *_stamps(),
+)
+
+Table(
+    "scenes",
+    METADATA,
+    _id(),
+    _parent("project_id", "projects"),
+    Column("name", String(200), nullable=False),
+    Column("position", Integer, nullable=False),
+    *_stamps(),
+    Index(None, "project_id", "position"),
+)
+
+Table(
+    "clips",
+    METADATA,
+    _id(),
+    _parent("project_id", "projects"),
+    _parent("scene_id", "scenes"),
+    Column("name", String(200), nullable=False),
+    Column("start", Float, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("media_id", String(32), nullable=True),
+    *_stamps(),
+    Index(None, "project_id"),
+    Index(None, "scene_id", "start"),
+)
+
+Table(
+    "api_keys",
+    METADATA,
+    _id(),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    *_stamps(),
+)

@@ -1,0 +1,92 @@
+"""The storage contract every backend implements: tables of records, and a backend.
+
+Repositories (``repositories.py``) are written once against these two protocols; the
+SQL backend (``sql/``) and the MongoDB backend (``mongo.py``) supply them. Every
+method runs on the event loop and never blocks it. Every method may raise
+``Unavailable`` when the database can't be reached within the backend's timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from engine.storage.metrics import PoolStatus, StoreMetrics
+from engine.storage.records import Page, Record
+
+__all__ = ["Backend", "Child", "Table", "TableSpec", "Where"]
+
+R = TypeVar("R", bound=Record)
+
+Where = Mapping[str, Any]
+"""Equality filters: ``{field: value}``; every pair must match."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Child:
+    """A table whose rows are deleted with their parent: ``table.field == parent.id``."""
+
+    table: str
+    field: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TableSpec(Generic[R]):
+    """What a backend needs to know about one table, independent of the backend."""
+
+    name: str
+    record: type[R]
+    order: tuple[str, ...] = ("created_at", "id")
+    unique: tuple[tuple[str, ...], ...] = ()
+    indexes: tuple[tuple[str, ...], ...] = ()
+    children: tuple[Child, ...] = ()
+
+
+class Table(Protocol[R]):
+    """One table (or collection) of records of one type."""
+
+    @property
+    def spec(self) -> TableSpec[R]:
+        """What this table holds."""
+
+    async def insert(self, record: R) -> None:
+        """Store a new record. Raises ``Conflict`` when a unique field is taken."""
+
+    async def get(self, record_id: str) -> R:
+        """The record with this id. Raises ``NotFound``."""
+
+    async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
+        """A page of the records matching ``where``, in the table's order."""
+
+    async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
+        """Set fields of one record and return it, atomically.
+
+        With ``expect``, only if the record's fields match it now. Raises
+        ``NotFound``; ``Conflict`` if ``expect`` does not match or a unique field
+        is taken.
+        """
+
+    async def update_each(self, changes: Mapping[str, Where]) -> None:
+        """Set fields of several records (``{id: changes}``) in one unit of work."""
+
+    async def delete(self, record_id: str) -> None:
+        """Delete a record and, recursively, its children. Raises ``NotFound``."""
+
+
+class Backend(Protocol):
+    """A database behind tables: opens them, reports health, closes."""
+
+    metrics: StoreMetrics
+
+    def pool_status(self) -> PoolStatus:
+        """The connection pool right now (any thread: it only reads counters)."""
+
+    def table(self, spec: TableSpec[R]) -> Table[R]:
+        """The table described by ``spec`` (no I/O)."""
+
+    async def ping(self) -> None:
+        """Return when the database answers. Raises ``Unavailable``."""
+
+    async def close(self) -> None:
+        """Release every connection. Safe to call twice."""

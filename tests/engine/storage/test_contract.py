@@ -1,0 +1,269 @@
+"""The repository contract, run against every backend (SQLite, PostgreSQL, MongoDB)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from engine.errors import Conflict, Invalid, NotFound, Unauthorized
+from engine.storage import (
+    ClipPatch,
+    ComfyServerPatch,
+    JobOutput,
+    JobPatch,
+    JobStatus,
+    NewApiKey,
+    NewClip,
+    NewComfyServer,
+    NewJob,
+    NewPipelineConfig,
+    NewProject,
+    NewScene,
+    NewSession,
+    PipelineConfigPatch,
+    Project,
+    ProjectPatch,
+    ScenePatch,
+    SessionStatus,
+    Store,
+)
+
+
+async def test_created_records_read_back_equal(store: Store) -> None:
+    config = await store.pipeline_configs.create(
+        NewPipelineConfig(name="sketch", pipeline="imagefx", params={"strength": 0.5, "n": [1, 2]})
+    )
+    session = await store.sessions.create(NewSession(pipeline="sketch", client="web"))
+    server = await store.comfy_servers.create(NewComfyServer(name="gpu1", url="http://gpu1:8188"))
+    job = await store.jobs.create(NewJob(workflow="txt2img", params={"seed": 3}))
+    project = await store.projects.create(NewProject(name="film", description="a film"))
+    scene = await store.scenes.create(project.id, NewScene(name="opening"))
+    clip = await store.clips.create(scene.id, NewClip(name="c", start=1.5, duration=2.25))
+    media = await store.media.put(b"\x89PNG...", "image/png", "a.png")
+    key, _ = await store.api_keys.create(NewApiKey(name="ci", scopes=("read", "write")))
+
+    assert await store.pipeline_configs.get(config.id) == config
+    assert await store.sessions.get(session.id) == session
+    assert await store.comfy_servers.get(server.id) == server
+    assert await store.jobs.get(job.id) == job
+    assert await store.projects.get(project.id) == project
+    assert await store.scenes.get(scene.id) == scene
+    assert await store.clips.get(clip.id) == clip
+    assert await store.media.get(media.id) == media
+    assert await store.api_keys.get(key.id) == key
+    assert job.status is JobStatus.QUEUED
+    assert clip.project_id == project.id
+
+
+async def test_missing_records_raise_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        await store.projects.get("nope")
+    with pytest.raises(NotFound):
+        await store.jobs.update("nope", JobPatch(status=JobStatus.RUNNING))
+    with pytest.raises(NotFound):
+        await store.comfy_servers.delete("nope")
+    with pytest.raises(NotFound):
+        await store.scenes.create("nope", NewScene(name="s"))
+    with pytest.raises(NotFound):
+        await store.clips.create("nope", NewClip(start=0, duration=1))
+    with pytest.raises(NotFound):
+        await store.media.read("nope")
+
+
+async def test_duplicates_raise_conflict(store: Store) -> None:
+    await store.projects.create(NewProject(name="same"))
+    with pytest.raises(Conflict):
+        await store.projects.create(NewProject(name="same"))
+    await store.pipeline_configs.create(NewPipelineConfig(name="p", pipeline="x"))
+    with pytest.raises(Conflict):
+        await store.pipeline_configs.create(NewPipelineConfig(name="p", pipeline="y"))
+    await store.comfy_servers.create(NewComfyServer(name="a", url="http://a"))
+    with pytest.raises(Conflict):
+        await store.comfy_servers.create(NewComfyServer(name="b", url="http://a"))
+    other = await store.comfy_servers.create(NewComfyServer(name="c", url="http://c"))
+    with pytest.raises(Conflict):
+        await store.comfy_servers.update(other.id, ComfyServerPatch(url="http://a"))
+    await store.api_keys.create(NewApiKey(name="k"))
+    with pytest.raises(Conflict):
+        await store.api_keys.create(NewApiKey(name="k"))
+    assert (await store.projects.list()).total == 1
+
+
+async def test_pages_cover_every_record_once_in_creation_order(store: Store) -> None:
+    created = [await store.projects.create(NewProject(name=f"p{i}")) for i in range(7)]
+    seen: list[Project] = []
+    for offset in (0, 3, 6):
+        page = await store.projects.list(limit=3, offset=offset)
+        assert page.total == 7
+        seen.extend(page.items)
+    assert [p.id for p in seen] == [p.id for p in created]
+    assert (await store.projects.list(limit=3, offset=9)).items == ()
+    with pytest.raises(Invalid):
+        await store.projects.list(limit=0)
+    with pytest.raises(Invalid):
+        await store.projects.list(offset=-1)
+
+
+async def test_jobs_filter_by_status_and_server(store: Store) -> None:
+    server = await store.comfy_servers.create(NewComfyServer(name="gpu", url="http://gpu"))
+    jobs = [await store.jobs.create(NewJob(workflow=f"w{i}")) for i in range(4)]
+    await store.jobs.update(jobs[0].id, JobPatch(status=JobStatus.RUNNING, server_id=server.id))
+    await store.jobs.update(jobs[1].id, JobPatch(status=JobStatus.RUNNING))
+    media = await store.media.put(b"out", "image/png")
+    done = await store.jobs.update(
+        jobs[2].id,
+        JobPatch(
+            status=JobStatus.SUCCEEDED, server_id=server.id, outputs=(JobOutput(media_id=media.id),)
+        ),
+    )
+    assert done.outputs == (JobOutput(media_id=media.id),)
+    assert await store.jobs.get(jobs[2].id) == done
+
+    running = await store.jobs.list(status=JobStatus.RUNNING)
+    assert [j.id for j in running.items] == [jobs[0].id, jobs[1].id]
+    on_server = await store.jobs.list(server_id=server.id)
+    assert [j.id for j in on_server.items] == [jobs[0].id, jobs[2].id]
+    both = await store.jobs.list(status=JobStatus.RUNNING, server_id=server.id)
+    assert [j.id for j in both.items] == [jobs[0].id]
+    assert (await store.jobs.list(status=JobStatus.QUEUED)).total == 1
+
+
+async def test_patch_leaves_unset_fields_and_clears_nullable_ones(store: Store) -> None:
+    job = await store.jobs.create(NewJob(workflow="w", params={"a": 1}))
+    failed = await store.jobs.update(job.id, JobPatch(status=JobStatus.FAILED, error="boom"))
+    assert (failed.error, failed.params, failed.workflow) == ("boom", {"a": 1}, "w")
+    assert failed.updated_at >= job.updated_at
+    retried = await store.jobs.update(job.id, JobPatch(status=JobStatus.QUEUED, error=None))
+    assert retried.error is None
+    config = await store.pipeline_configs.create(NewPipelineConfig(name="n", pipeline="x"))
+    changed = await store.pipeline_configs.update(config.id, PipelineConfigPatch(replicas=3))
+    assert (changed.name, changed.pipeline, changed.replicas) == ("n", "x", 3)
+    project = await store.projects.create(NewProject(name="old"))
+    renamed = await store.projects.update(project.id, ProjectPatch(name="new", description=None))
+    assert (renamed.name, renamed.description) == ("new", "")
+
+
+async def test_sessions_finish_once_with_stats(store: Store) -> None:
+    first = await store.sessions.create(NewSession(pipeline="a"))
+    await store.sessions.create(NewSession(pipeline="b"))
+    closed = await store.sessions.finish(first.id, {"frames": 120, "fps": 29.5})
+    assert closed.status is SessionStatus.CLOSED
+    assert closed.stats == {"frames": 120, "fps": 29.5}
+    assert closed.ended_at is not None
+    with pytest.raises(Conflict):
+        await store.sessions.finish(first.id, {})
+    open_ = await store.sessions.list(status=SessionStatus.OPEN)
+    assert [s.pipeline for s in open_.items] == ["b"]
+    assert (await store.sessions.list(pipeline="a")).items == (closed,)
+
+
+async def test_scenes_keep_a_dense_reorderable_order(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    a, b, c = [await store.scenes.create(project.id, NewScene(name=n)) for n in "abc"]
+    assert [s.position for s in (a, b, c)] == [0, 1, 2]
+
+    reordered = await store.scenes.reorder(project.id, [c.id, a.id, b.id])
+    assert [(s.name, s.position) for s in reordered] == [("c", 0), ("a", 1), ("b", 2)]
+    listed = await store.scenes.list(project.id)
+    assert [s.name for s in listed.items] == ["c", "a", "b"]
+
+    with pytest.raises(Invalid):
+        await store.scenes.reorder(project.id, [c.id, a.id])
+    with pytest.raises(Invalid):
+        await store.scenes.reorder(project.id, [c.id, a.id, a.id])
+
+    await store.scenes.delete(a.id)
+    listed = await store.scenes.list(project.id)
+    assert [(s.name, s.position) for s in listed.items] == [("c", 0), ("b", 1)]
+    renamed = await store.scenes.update(b.id, ScenePatch(name="bee"))
+    assert (renamed.name, renamed.position) == ("bee", 1)
+
+
+async def test_clips_sit_on_a_scene_timeline(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+    media = await store.media.put(b"frames", "video/mp4")
+    late = await store.clips.create(scene.id, NewClip(start=5, duration=1, media_id=media.id))
+    early = await store.clips.create(scene.id, NewClip(start=0.5, duration=2))
+    page = await store.clips.list(scene_id=scene.id)
+    assert [c.id for c in page.items] == [early.id, late.id]
+    moved = await store.clips.update(early.id, ClipPatch(start=9))
+    assert (moved.start, moved.duration) == (9, 2)
+    assert [c.id for c in (await store.clips.list(project_id=project.id)).items] == [
+        late.id,
+        early.id,
+    ]
+    with pytest.raises(NotFound):
+        await store.clips.create(scene.id, NewClip(start=0, duration=1, media_id="missing"))
+    with pytest.raises(NotFound):
+        await store.clips.update(late.id, ClipPatch(media_id="missing"))
+
+
+async def test_deleting_a_project_deletes_its_scenes_and_clips(store: Store) -> None:
+    doomed = await store.projects.create(NewProject(name="doomed"))
+    kept = await store.projects.create(NewProject(name="kept"))
+    scene = await store.scenes.create(doomed.id, NewScene(name="s"))
+    await store.clips.create(scene.id, NewClip(start=0, duration=1))
+    kept_scene = await store.scenes.create(kept.id, NewScene(name="k"))
+    kept_clip = await store.clips.create(kept_scene.id, NewClip(start=0, duration=1))
+
+    await store.projects.delete(doomed.id)
+
+    with pytest.raises(NotFound):
+        await store.projects.get(doomed.id)
+    with pytest.raises(NotFound):
+        await store.scenes.get(scene.id)
+    assert (await store.clips.list(project_id=doomed.id)).total == 0
+    assert (await store.clips.list()).items == (kept_clip,)
+    assert (await store.scenes.list(kept.id)).items == (kept_scene,)
+
+
+async def test_deleting_a_scene_deletes_its_clips(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+    clip = await store.clips.create(scene.id, NewClip(start=0, duration=1))
+    await store.scenes.delete(scene.id)
+    with pytest.raises(NotFound):
+        await store.clips.get(clip.id)
+
+
+async def test_media_bytes_round_trip_and_go_with_their_record(store: Store) -> None:
+    data = bytes(range(256)) * 40
+    media = await store.media.put(data, "application/octet-stream", "blob.bin")
+    assert (media.size, media.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert await store.media.read(media.id) == data
+    assert (await store.media.list(content_type="application/octet-stream")).items == (media,)
+    await store.media.delete(media.id)
+    with pytest.raises(NotFound):
+        await store.media.read(media.id)
+    with pytest.raises(NotFound):
+        await store.media.delete(media.id)
+
+
+async def test_api_keys_store_only_a_hash_and_verify(store: Store) -> None:
+    key, token = await store.api_keys.create(NewApiKey(name="ops", scopes=("admin",)))
+    secret = token.split(".", 1)[1]
+    assert secret not in key.model_dump_json()
+    assert await store.api_keys.verify(token) == key
+    for bad in (token + "x", key.id + ".wrong", "nodot", "missing." + secret, ""):
+        with pytest.raises(Unauthorized):
+            await store.api_keys.verify(bad)
+    await store.api_keys.delete(key.id)
+    with pytest.raises(Unauthorized):
+        await store.api_keys.verify(token)
+
+
+async def test_ping_and_operation_metrics(store: Store, registry: CollectorRegistry) -> None:
+    await store.ping()
+    await store.projects.create(NewProject(name="p"))
+    with pytest.raises(Conflict):
+        await store.projects.create(NewProject(name="p"))
+    labels = {"operation": "projects.create"}
+    assert registry.get_sample_value("easel_db_query_seconds_count", labels) == 2
+    conflict = {"operation": "projects.create", "code": "conflict"}
+    assert registry.get_sample_value("easel_db_errors_total", conflict) == 1
+    assert registry.get_sample_value("easel_db_pool_checked_out") == 0
+    assert (registry.get_sample_value("easel_db_pool_size") or 0) > 0
+    assert (registry.get_sample_value("easel_db_pool_wait_seconds_count") or 0) > 0
