@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pykka
 
@@ -54,7 +54,25 @@ def _crash_error(path: str, error: BaseException) -> ActorCrashed:
     return crashed
 
 
-class LoopRunner:
+B = TypeVar("B", LoopActor[Any, Any], ThreadActor[Any, Any])
+
+
+class _Runner(Generic[B]):
+    """What both runners share: the incarnation, its mailbox, and how to report."""
+
+    def __init__(
+        self, behaviour: B, mailbox: Mailbox, path: str, observe: Observer, on_exit: ExitCallback
+    ) -> None:
+        self.behaviour: B = behaviour
+        self.mailbox = mailbox
+        self.path = path
+        self.observe = observe
+        self.on_exit = on_exit
+        self.loop = asyncio.get_running_loop()
+        self.stopping = False
+
+
+class LoopRunner(_Runner[LoopActor[Any, Any]]):
     """Drives one ``LoopActor`` incarnation as a task on the loop. Loop thread only."""
 
     def __init__(
@@ -65,14 +83,8 @@ class LoopRunner:
         observe: Observer,
         on_exit: ExitCallback,
     ) -> None:
-        self.behaviour = behaviour
-        self.mailbox = mailbox
-        self.path = path
-        self.observe = observe
-        self.on_exit = on_exit
-        self.loop = asyncio.get_running_loop()
+        super().__init__(behaviour, mailbox, path, observe, on_exit)
         self.loop_thread = threading.get_ident()
-        self.stopping = False
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -167,7 +179,7 @@ class _Host(pykka.ThreadingActor):
         self.runner.thread_stopped()
 
 
-class ThreadRunner:
+class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
     """Drives one ``ThreadActor`` incarnation on a pykka thread.
 
     ``start``/``stop``/``wake`` are called on the loop (``wake`` from any thread);
@@ -182,13 +194,7 @@ class ThreadRunner:
         observe: Observer,
         on_exit: ExitCallback,
     ) -> None:
-        self.behaviour = behaviour
-        self.mailbox = mailbox
-        self.path = path
-        self.observe = observe
-        self.on_exit = on_exit
-        self.loop = asyncio.get_running_loop()
-        self.stopping = False
+        super().__init__(behaviour, mailbox, path, observe, on_exit)
         self._crash: BaseException | None = None
         self._started: asyncio.Future[None] = self.loop.create_future()
         self._stopped: asyncio.Future[None] = self.loop.create_future()
