@@ -36,6 +36,7 @@ from engine.storage.records import (
     ProjectPatch,
     Scene,
     ScenePatch,
+    SessionPatch,
     SessionRecord,
     SessionStatus,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "Scene",
     "ScenePatch",
     "Scenes",
+    "SessionPatch",
     "SessionRecord",
     "SessionStatus",
     "Sessions",

@@ -1,7 +1,8 @@
 """The MongoDB backend on PyMongo's ``AsyncMongoClient``.
 
 One collection per table; a record's ``id`` is the document's ``_id``. Unique and
-secondary indexes come from the table specs and are ensured by :meth:`MongoBackend.start`.
+secondary indexes come from the table specs and are ensured by :meth:`MongoBackend.start`,
+which also renames the fields the specs list as renamed in existing documents.
 Every call goes through :meth:`MongoBackend.unit`, which maps driver errors to engine
 errors; the client's ``timeoutMS`` bounds each operation, so none hangs.
 """
@@ -115,10 +116,15 @@ class MongoBackend:
         return self._db[name]
 
     async def start(self) -> None:
-        """Create the indexes every known table needs. Raises ``Unavailable``."""
+        """Rename old fields and create the indexes every known table needs.
+
+        Idempotent. Raises ``Unavailable``.
+        """
         async with self.unit():
             for spec in self._specs.values():
                 coll = self._db[spec.name]
+                for old, new in spec.renamed:
+                    await coll.update_many({old: {"$exists": True}}, {"$rename": {old: new}})
                 for fields in spec.unique:
                     await coll.create_index([(f, ASCENDING) for f in fields], unique=True)
                 for fields in (*spec.indexes, spec.order):

@@ -44,6 +44,7 @@ __all__ = [
     "Record",
     "Scene",
     "ScenePatch",
+    "SessionPatch",
     "SessionRecord",
     "SessionStatus",
     "new_id",
@@ -107,20 +108,26 @@ class Page(Generic[R]):
 
 
 class NewPipelineConfig(_Model):
+    """The fields of ``actors.pipelines.PipelineConfig``, as an operator declared them."""
+
     name: Name
-    pipeline: Name
-    params: dict[str, Any] = Field(default_factory=dict)
+    kind: Name
     replicas: int = Field(default=1, ge=1, le=64)
+    max_batch: int | None = Field(default=None, ge=1, le=1024)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class PipelineConfigPatch(_Model):
-    pipeline: Name | None = None
-    params: dict[str, Any] | None = None
+    """Changes to a config; ``max_batch=None`` given explicitly restores the kind's default."""
+
+    kind: Name | None = None
     replicas: int | None = Field(default=None, ge=1, le=64)
+    max_batch: int | None = Field(default=None, ge=1, le=1024)
+    options: dict[str, Any] | None = None
 
 
 class PipelineConfig(Record, NewPipelineConfig):
-    """A named pipeline with its parameters; ``name`` is unique."""
+    """A named pipeline: its kind, replicas, batch limit and options; ``name`` is unique."""
 
 
 # -- sessions -----------------------------------------------------------------------
@@ -136,6 +143,13 @@ class NewSession(_Model):
     drain: str = "latest"
     client: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionPatch(_Model):
+    """Changes to an open session's client or params."""
+
+    client: str | None = None
+    params: dict[str, Any] | None = None
 
 
 class SessionRecord(Record, NewSession):

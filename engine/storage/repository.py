@@ -30,12 +30,13 @@ from engine.storage.records import (
     PipelineConfig,
     PipelineConfigPatch,
     Record,
+    SessionPatch,
     SessionRecord,
     SessionStatus,
     new_id,
     now,
 )
-from engine.storage.table import Table, TableSpec
+from engine.storage.table import Table, TableSpec, Where
 
 __all__ = [
     "COMFY_SERVERS",
@@ -55,7 +56,12 @@ R = TypeVar("R", bound=Record)
 MAX_LIMIT = 500
 """The largest page a caller may ask for."""
 
-PIPELINE_CONFIGS = TableSpec("pipeline_configs", PipelineConfig, unique=(("name",),))
+PIPELINE_CONFIGS = TableSpec(
+    "pipeline_configs",
+    PipelineConfig,
+    unique=(("name",),),
+    renamed=(("pipeline", "kind"), ("params", "options")),
+)
 SESSIONS = TableSpec("sessions", SessionRecord, indexes=(("status",), ("pipeline",)))
 COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url",)))
 JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
@@ -100,7 +106,7 @@ class Repository(Generic[R]):
         async with self._op("list"):
             return await self._table.find(filters, limit=limit, offset=offset)
 
-    async def _patch(self, record_id: str, patch: BaseModel) -> R:
+    async def _patch(self, record_id: str, patch: BaseModel, *, expect: Where | None = None) -> R:
         # ``None`` leaves a field alone, unless the field itself may be null.
         fields = self._spec.record.model_fields
         changes = {
@@ -110,7 +116,7 @@ class Repository(Generic[R]):
         }
         changes["updated_at"] = now()
         async with self._op("update"):
-            return await self._table.update(record_id, changes)
+            return await self._table.update(record_id, changes, expect=expect)
 
 
 class PipelineConfigs(Repository[PipelineConfig]):
@@ -121,10 +127,10 @@ class PipelineConfigs(Repository[PipelineConfig]):
         return await self._create(**new.model_dump())
 
     async def list(
-        self, *, pipeline: str | None = None, limit: int = 50, offset: int = 0
+        self, *, kind: str | None = None, limit: int = 50, offset: int = 0
     ) -> Page[PipelineConfig]:
-        """A page of configs, oldest first, optionally of one pipeline. Raises ``Invalid``."""
-        return await self._list(limit, offset, pipeline=pipeline)
+        """A page of configs, oldest first, optionally of one kind. Raises ``Invalid``."""
+        return await self._list(limit, offset, kind=kind)
 
     async def update(self, record_id: str, patch: PipelineConfigPatch) -> PipelineConfig:
         """Change a config. Raises ``NotFound``."""
@@ -148,6 +154,10 @@ class Sessions(Repository[SessionRecord]):
     ) -> Page[SessionRecord]:
         """A page of sessions, oldest first, optionally filtered. Raises ``Invalid``."""
         return await self._list(limit, offset, status=status, pipeline=pipeline)
+
+    async def update(self, record_id: str, patch: SessionPatch) -> SessionRecord:
+        """Change an open session. Raises ``NotFound``, ``Conflict`` if it is closed."""
+        return await self._patch(record_id, patch, expect={"status": SessionStatus.OPEN})
 
     async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
         """Close a session with its final stats. Raises ``NotFound``, ``Conflict`` if closed."""

@@ -41,6 +41,9 @@ class TableSpec(Generic[R]):
     unique: tuple[tuple[str, ...], ...] = ()
     indexes: tuple[tuple[str, ...], ...] = ()
     children: tuple[Child, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()
+    """Fields renamed since records were first stored, ``(old, new)``: schemaless
+    backends rename them in existing records at start (SQL has its migrations)."""
 
 
 class Table(Protocol[R]):

@@ -54,9 +54,10 @@ Table(
     METADATA,
     _id(),
     Column("name", String(200), nullable=False, unique=True),
-    Column("pipeline", String(200), nullable=False),
-    Column("params", JSON, nullable=False),
+    Column("kind", String(200), nullable=False),
     Column("replicas", Integer, nullable=False),
+    Column("max_batch", Integer, nullable=True),
+    Column("options", JSON, nullable=False),
     *_stamps(),
 )
 

@@ -26,6 +26,7 @@ from engine.storage import (
     Project,
     ProjectPatch,
     ScenePatch,
+    SessionPatch,
     SessionStatus,
     Store,
 )
@@ -33,7 +34,9 @@ from engine.storage import (
 
 async def test_created_records_read_back_equal(store: Store) -> None:
     config = await store.pipeline_configs.create(
-        NewPipelineConfig(name="sketch", pipeline="imagefx", params={"strength": 0.5, "n": [1, 2]})
+        NewPipelineConfig(
+            name="sketch", kind="imagefx", max_batch=4, options={"strength": 0.5, "n": [1, 2]}
+        )
     )
     session = await store.sessions.create(NewSession(pipeline="sketch", client="web"))
     server = await store.comfy_servers.create(NewComfyServer(name="gpu1", url="http://gpu1:8188"))
@@ -76,9 +79,9 @@ async def test_duplicates_raise_conflict(store: Store) -> None:
     await store.projects.create(NewProject(name="same"))
     with pytest.raises(Conflict):
         await store.projects.create(NewProject(name="same"))
-    await store.pipeline_configs.create(NewPipelineConfig(name="p", pipeline="x"))
+    await store.pipeline_configs.create(NewPipelineConfig(name="p", kind="x"))
     with pytest.raises(Conflict):
-        await store.pipeline_configs.create(NewPipelineConfig(name="p", pipeline="y"))
+        await store.pipeline_configs.create(NewPipelineConfig(name="p", kind="y"))
     await store.comfy_servers.create(NewComfyServer(name="a", url="http://a"))
     with pytest.raises(Conflict):
         await store.comfy_servers.create(NewComfyServer(name="b", url="http://a"))
@@ -137,12 +140,49 @@ async def test_patch_leaves_unset_fields_and_clears_nullable_ones(store: Store) 
     assert failed.updated_at >= job.updated_at
     retried = await store.jobs.update(job.id, JobPatch(status=JobStatus.QUEUED, error=None))
     assert retried.error is None
-    config = await store.pipeline_configs.create(NewPipelineConfig(name="n", pipeline="x"))
+    config = await store.pipeline_configs.create(NewPipelineConfig(name="n", kind="x"))
     changed = await store.pipeline_configs.update(config.id, PipelineConfigPatch(replicas=3))
-    assert (changed.name, changed.pipeline, changed.replicas) == ("n", "x", 3)
+    assert (changed.name, changed.kind, changed.replicas, changed.max_batch) == ("n", "x", 3, None)
     project = await store.projects.create(NewProject(name="old"))
     renamed = await store.projects.update(project.id, ProjectPatch(name="new", description=None))
     assert (renamed.name, renamed.description) == ("new", "")
+
+
+async def test_pipeline_configs_change_and_filter_by_kind(store: Store) -> None:
+    fx = await store.pipeline_configs.create(
+        NewPipelineConfig(name="fx", kind="imagefx", options={"max_pixels": 4})
+    )
+    sim = await store.pipeline_configs.create(NewPipelineConfig(name="sim", kind="simulated"))
+    batched = await store.pipeline_configs.update(
+        fx.id, PipelineConfigPatch(max_batch=8, options={"max_pixels": 9})
+    )
+    assert (batched.kind, batched.replicas, batched.max_batch) == ("imagefx", 1, 8)
+    assert batched.options == {"max_pixels": 9}
+    rekinded = await store.pipeline_configs.update(fx.id, PipelineConfigPatch(kind="simulated"))
+    assert (rekinded.kind, rekinded.max_batch) == ("simulated", 8)
+    default = await store.pipeline_configs.update(fx.id, PipelineConfigPatch(max_batch=None))
+    assert default.max_batch is None
+    assert await store.pipeline_configs.get(fx.id) == default
+    assert (await store.pipeline_configs.list(kind="simulated")).items == (default, sim)
+    assert (await store.pipeline_configs.list(kind="imagefx")).total == 0
+    with pytest.raises(NotFound):
+        await store.pipeline_configs.update("nope", PipelineConfigPatch(replicas=2))
+
+
+async def test_open_sessions_take_new_params_and_client(store: Store) -> None:
+    session = await store.sessions.create(NewSession(pipeline="fx", client="web", params={"a": 1}))
+    changed = await store.sessions.update(session.id, SessionPatch(params={"a": 2, "b": [3]}))
+    assert (changed.params, changed.client) == ({"a": 2, "b": [3]}, "web")
+    assert changed.updated_at >= session.updated_at
+    moved = await store.sessions.update(session.id, SessionPatch(client="app"))
+    assert (moved.params, moved.client) == ({"a": 2, "b": [3]}, "app")
+    assert await store.sessions.get(session.id) == moved
+    with pytest.raises(NotFound):
+        await store.sessions.update("nope", SessionPatch(params={}))
+    closed = await store.sessions.finish(session.id, {"frames": 1})
+    with pytest.raises(Conflict):
+        await store.sessions.update(session.id, SessionPatch(params={"a": 3}))
+    assert await store.sessions.get(session.id) == closed
 
 
 async def test_sessions_finish_once_with_stats(store: Store) -> None:

@@ -1,4 +1,4 @@
-"""Alembic migrations: an empty database and one at the previous revision reach head."""
+"""Migrations: SQL databases, empty or at an older revision, reach head; MongoDB renames."""
 
 from __future__ import annotations
 
@@ -9,18 +9,20 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from engine.errors import Unavailable
 from engine.settings import Settings
-from engine.storage import NewProject, open_store
+from engine.storage import NewProject, PipelineConfigPatch, open_store
 from engine.storage.migrations import current, head, upgrade
+from engine.storage.records import now
 from engine.storage.sql.schema import METADATA
-from tests.engine.storage.conftest import create_database
+from tests.engine.storage.conftest import create_database, settings_for
 
-PREVIOUS = "0001"
+PREVIOUS = "0002"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -51,11 +53,12 @@ async def test_empty_database_upgrades_to_the_schema_the_code_uses(empty_url: st
     assert await current(empty_url) == head()
 
 
-async def test_previous_revision_upgrades_and_keeps_its_rows(
-    empty_url: str, tmp_path: Path
+@pytest.mark.parametrize("older", ["0001", PREVIOUS])
+async def test_older_revisions_upgrade_and_keep_their_rows(
+    empty_url: str, older: str, tmp_path: Path
 ) -> None:
-    await upgrade(empty_url, PREVIOUS)
-    assert await current(empty_url) == PREVIOUS
+    await upgrade(empty_url, older)
+    assert await current(empty_url) == older
     engine = create_async_engine(empty_url)
     try:
         async with engine.begin() as conn:
@@ -63,7 +66,7 @@ async def test_previous_revision_upgrades_and_keeps_its_rows(
                 text(
                     "INSERT INTO pipeline_configs"
                     " (id, name, pipeline, params, replicas, created_at, updated_at)"
-                    " VALUES ('c1', 'kept', 'imagefx', '{}', 2,"
+                    """ VALUES ('c1', 'kept', 'imagefx', '{"max_pixels": 4}', 2,"""
                     " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
                 )
             )
@@ -77,7 +80,10 @@ async def test_previous_revision_upgrades_and_keeps_its_rows(
     store = await open_store(settings, CollectorRegistry())
     try:
         kept = await store.pipeline_configs.get("c1")
-        assert (kept.name, kept.replicas) == ("kept", 2)
+        assert (kept.name, kept.kind, kept.replicas, kept.max_batch) == ("kept", "imagefx", 2, None)
+        assert kept.options == {"max_pixels": 4}
+        batched = await store.pipeline_configs.update("c1", PipelineConfigPatch(max_batch=8))
+        assert await store.pipeline_configs.get("c1") == batched
         project = await store.projects.create(NewProject(name="new table works"))
         assert await store.projects.get(project.id) == project
     finally:
@@ -89,7 +95,7 @@ async def test_store_refuses_an_old_schema_without_auto_migrate(
 ) -> None:
     await upgrade(empty_url, PREVIOUS)
     settings = Settings(data_dir=tmp_path, database_url=empty_url, db_auto_migrate=False)
-    with pytest.raises(Unavailable, match="0001"):
+    with pytest.raises(Unavailable, match=PREVIOUS):
         await open_store(settings, CollectorRegistry())
     assert await current(empty_url) == PREVIOUS
 
@@ -99,3 +105,30 @@ async def test_embedded_sqlite_migrates_at_start_by_default(tmp_path: Path) -> N
     await store.close()
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'easel.db'}"
     assert await current(url) == head()
+
+
+async def test_mongodb_renames_old_pipeline_config_fields_at_start(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    settings = await settings_for("mongodb", tmp_path, request)
+    stamp = now()
+    old = {"_id": "c1", "name": "kept", "pipeline": "imagefx", "params": {"max_pixels": 4}}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        coll = client[settings.mongodb_database]["pipeline_configs"]
+        await coll.insert_one({**old, "replicas": 2, "created_at": stamp, "updated_at": stamp})
+    finally:
+        await client.close()
+
+    for _ in range(2):  # renaming at start is idempotent
+        store = await open_store(settings, CollectorRegistry())
+        try:
+            kept = await store.pipeline_configs.get("c1")
+        finally:
+            await store.close()
+        assert (kept.kind, kept.options, kept.replicas, kept.max_batch) == (
+            "imagefx",
+            {"max_pixels": 4},
+            2,
+            None,
+        )

@@ -62,7 +62,7 @@ def test_public_surface_is_pinned() -> None:
         "JobPatch", "JobStatus", "Media", "NewApiKey", "NewClip", "NewComfyServer", "NewJob",
         "NewPipelineConfig", "NewProject", "NewScene", "NewSession", "Page", "PipelineConfig",
         "PipelineConfigPatch", "PoolStatus", "Project", "ProjectPatch", "Scene", "ScenePatch",
-        "SessionRecord", "SessionStatus",
+        "SessionPatch", "SessionRecord", "SessionStatus",
     }  # fmt: skip
     repositories = {
         "ApiKeys", "Clips", "ComfyServers", "Jobs", "MediaRepository", "PipelineConfigs",
