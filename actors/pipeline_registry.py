@@ -16,6 +16,7 @@ from actors.pipelines import PipelineCatalog, PipelineConfig
 from actors.pipelines.catalog import PipelineKind
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorRef
+from engine.storage import NewPipelineConfig, PipelineConfigPatch, PipelineConfigs
 from engine.supervisor import ActorSpec, Backoff, Strategy, Supervisor, SupervisorSpec
 
 __all__ = ["PipelineRegistry"]
@@ -26,21 +27,29 @@ Replicas = list[ActorRef[PipelineJob, PipelineAnswer]]
 
 
 class PipelineRegistry:
-    """Named pipelines under one supervisor. Every method runs on the loop."""
+    """Named pipelines under one supervisor. Every method runs on the loop.
+
+    Pipelines created through ``init(..., persist=True)`` are stored in ``configs``
+    (the store's pipeline-config repository) and restored by ``restore`` at start.
+    """
 
     def __init__(
         self,
         supervisor: Supervisor,
         catalog: PipelineCatalog,
         metrics: RealtimeMetrics,
+        configs: PipelineConfigs | None = None,
         drain_timeout: float = 30.0,
     ) -> None:
         self.supervisor = supervisor
         self.catalog = catalog
         self.metrics = metrics
+        self.configs = configs
         self.drain_timeout = drain_timeout
         self._handles: dict[str, PipelineHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._stored: dict[str, str] = {}
+        """Pipeline name → id of its stored config."""
 
     def names(self) -> list[str]:
         return sorted(self._handles)
@@ -62,11 +71,33 @@ class PipelineRegistry:
         plugin.parse_options(config.options)
         return plugin
 
-    async def init(self, config: PipelineConfig) -> PipelineHandle:
-        """Start a new pipeline and wait until every replica has loaded.
+    async def restore(self) -> None:
+        """Start every stored pipeline; one that can't start is logged and skipped."""
+        if self.configs is None:
+            return
+        offset = 0
+        while True:
+            page = await self.configs.list(limit=100, offset=offset)
+            for stored in page.items:
+                config = PipelineConfig.model_validate(
+                    stored.model_dump(include={"name", "kind", "replicas", "max_batch", "options"})
+                )
+                try:
+                    await self.init(config)
+                except Exception:
+                    log.exception("stored pipeline %s could not start", config.name)
+                    continue
+                self._stored[config.name] = stored.id
+            offset += len(page.items)
+            if not page.items or offset >= page.total:
+                return
+
+    async def init(self, config: PipelineConfig, *, persist: bool = False) -> PipelineHandle:
+        """Start a new pipeline and wait until every replica has loaded; with
+        ``persist`` also store its config so it comes back after a restart.
 
         Raises ``Conflict`` if the name is taken, ``Invalid`` for a bad kind or options,
-        ``Unavailable`` when the plug-in fails to load.
+        ``Unavailable`` when the plug-in fails to load or the store is unreachable.
         """
         plugin = self._plugin(config)
         async with self._lock(config.name):
@@ -90,7 +121,14 @@ class PipelineRegistry:
                 raise
             handle.switch(config, plugin, replicas)
             self._handles[config.name] = handle
-            return handle
+        if persist and self.configs is not None:
+            try:
+                stored = await self.configs.create(NewPipelineConfig(**config.model_dump()))
+            except BaseException:
+                await self.shutdown(config.name)
+                raise
+            self._stored[config.name] = stored.id
+        return handle
 
     async def reload(self, name: str, config: PipelineConfig | None = None) -> PipelineHandle:
         """Blue/green: warm new replicas, switch, drain the old ones, stop them.
@@ -113,6 +151,10 @@ class PipelineRegistry:
             await self._drain(handle, old)
             for ref in old:
                 await group.terminate_child(ref.path.rsplit("/", 1)[1])
+            stored = self._stored.get(name)
+            if stored is not None and self.configs is not None:
+                fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})
+                await self.configs.update(stored, PipelineConfigPatch(**fields))
             return handle
 
     async def shutdown(self, name: str) -> None:
@@ -122,6 +164,9 @@ class PipelineRegistry:
             handle.closed = True
             del self._handles[name]
             await self.supervisor.terminate_child(name)
+            stored = self._stored.pop(name, None)
+            if stored is not None and self.configs is not None:
+                await self.configs.delete(stored)
         self._locks.pop(name, None)
 
     async def check_ready(self) -> None:

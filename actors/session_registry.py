@@ -7,7 +7,9 @@ normal end (idle timeout, delete).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import secrets
 import time
 from typing import Any
@@ -16,13 +18,16 @@ from actors.drain import DrainKind
 from actors.metrics import RealtimeMetrics
 from actors.pipeline_registry import PipelineRegistry
 from actors.session import Close, SessionActor, SessionRecord, UpdateParams
-from engine.errors import Invalid, NotFound, Overloaded, Unauthorized
+from engine.errors import EaselError, Invalid, NotFound, Overloaded, Unauthorized
 from engine.mailbox import MailboxSpec
 from engine.ref import ActorRef
 from engine.settings import Settings
+from engine.storage import NewSession, SessionPatch, Sessions
 from engine.supervisor import ActorSpec, Restart, Supervisor
 
 __all__ = ["SessionRegistry"]
+
+log = logging.getLogger(__name__)
 
 
 class SessionRegistry:
@@ -32,13 +37,16 @@ class SessionRegistry:
         pipelines: PipelineRegistry,
         settings: Settings,
         metrics: RealtimeMetrics,
+        stored: Sessions | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pipelines = pipelines
         self.settings = settings
         self.metrics = metrics
+        self.stored = stored
         self._records: dict[str, SessionRecord] = {}
         self._attached = 0
+        self._writes: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._records)
@@ -62,8 +70,12 @@ class SessionRegistry:
             raise Invalid(f"no pipeline named {pipeline!r}") from None
         params = dict(params or {})
         handle.plugin.parse_params(params)
+        session_id = secrets.token_hex(8)
+        if self.stored is not None:
+            new = NewSession(pipeline=pipeline, drain=str(drain), params=params)
+            session_id = (await self.stored.create(new)).id
         record = SessionRecord(
-            id=secrets.token_hex(8),
+            id=session_id,
             token=secrets.token_urlsafe(24),
             pipeline=pipeline,
             drain=drain,
@@ -109,7 +121,10 @@ class SessionRegistry:
         return record
 
     async def update_params(self, session_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``patch`` into the session's params (validated) and store them."""
         result: dict[str, Any] = await self.ref(session_id).ask(UpdateParams(patch))
+        if self.stored is not None:
+            await self.stored.update(session_id, SessionPatch(params=result))
         return result
 
     async def delete(self, session_id: str) -> None:
@@ -123,9 +138,28 @@ class SessionRegistry:
         self.forget(session_id)
 
     def forget(self, session_id: str) -> None:
-        """Called by a session when it ends for good."""
-        if self._records.pop(session_id, None) is not None:
-            self._count()
+        """Called by a session when it ends for good: its final params and stats are
+        written to the store in the background (``flush`` waits for them)."""
+        record = self._records.pop(session_id, None)
+        if record is None:
+            return
+        self._count()
+        if self.stored is not None:
+            task = asyncio.get_running_loop().create_task(self._finish(record))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _finish(self, record: SessionRecord) -> None:
+        assert self.stored is not None
+        try:
+            await self.stored.update(record.id, SessionPatch(params=record.params))
+            await self.stored.finish(record.id, record.stats.as_dict())
+        except EaselError:
+            log.exception("session %s: final stats could not be stored", record.id)
+
+    async def flush(self) -> None:
+        """Wait for pending writes of ended sessions."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     def attached_changed(self, delta: int) -> None:
         self._attached += delta

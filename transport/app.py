@@ -37,10 +37,13 @@ def create_app(settings: Settings) -> web.Application:
         try:
             await engine.start()
             try:
-                app[SERVICES] = await start_services(engine)
+                app[SERVICES] = await start_services(engine, store)
                 yield
             finally:
                 await engine.stop()
+                services = app.get(SERVICES)
+                if services is not None:
+                    await services.sessions.flush()
         finally:
             await store.close()
 

@@ -51,7 +51,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
 @routes.post("/api/v1/pipelines")
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
-    handle = await request.app[SERVICES].pipelines.init(config)
+    handle = await request.app[SERVICES].pipelines.init(config, persist=True)
     return web.json_response(describe(handle), status=201)
 
 

@@ -1,0 +1,71 @@
+"""What users hand us survives a restart of the engine (embedded SQLite)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+
+from engine.metrics import new_registry
+from engine.settings import Settings
+from engine.storage import SessionStatus, open_store
+from transport.app import create_app
+
+
+async def call(server: TestServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    url = str(server.make_url(path))
+    async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as response:
+        answer = None if response.status == 204 else await response.json(content_type=None)
+        return response.status, answer
+
+
+async def test_pipelines_created_over_rest_come_back_after_a_restart(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = TestServer(create_app(settings))
+    await first.start_server()
+    config = {"name": "sim", "kind": "simulated", "replicas": 2, "options": {"cost_ms": 1}}
+    assert (await call(first, "POST", "/api/v1/pipelines", config))[0] == 201
+    assert (await call(first, "POST", "/api/v1/pipelines/sim/reload", {"max_batch": 4}))[0] == 200
+    await first.close()
+
+    second = TestServer(create_app(settings))
+    await second.start_server()
+    status, restored = await call(second, "GET", "/api/v1/pipelines/sim")
+    assert status == 200
+    assert (restored["kind"], restored["replicas"], restored["max_batch"]) == ("simulated", 2, 4)
+    assert restored["options"] == {"cost_ms": 1}
+    assert (await call(second, "DELETE", "/api/v1/pipelines/sim"))[0] == 204
+    await second.close()
+
+    third = TestServer(create_app(settings))
+    await third.start_server()
+    assert (await call(third, "GET", "/api/v1/pipelines/sim"))[0] == 404
+    names = [p["name"] for p in (await call(third, "GET", "/api/v1/pipelines"))[1]["items"]]
+    assert names == ["imagefx", "passthrough"]  # boot pipelines are not stored
+    await third.close()
+
+
+async def test_session_metadata_and_final_stats_are_stored(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    status, created = await call(
+        server, "POST", "/api/v1/sessions", {"pipeline": "imagefx", "params": {"effect": "blur"}}
+    )
+    assert status == 201
+    path = f"/api/v1/sessions/{created['id']}"
+    assert (await call(server, "PATCH", path, {"params": {"radius": 4}}))[0] == 200
+    assert (await call(server, "DELETE", path))[0] == 204
+    await server.close()
+
+    store = await open_store(settings, new_registry())
+    try:
+        stored = await store.sessions.get(created["id"])
+    finally:
+        await store.close()
+    assert stored.pipeline == "imagefx"
+    assert stored.params == {"effect": "blur", "radius": 4}
+    assert stored.status is SessionStatus.CLOSED
+    assert stored.stats["frames_in"] == 0
