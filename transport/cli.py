@@ -11,8 +11,8 @@ from aiohttp import web
 
 from engine.settings import SettingsError, load_settings
 from transport.app import create_app
-from transport.bench import command as bench_command
 from transport.bench import client_command
+from transport.bench import command as bench_command
 
 __all__ = ["main"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import mimetypes
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--session", help="session id (default: create one via REST)")
     add("--token", help="the session's token (with --session)")
     add("--pipeline", default="passthrough")
-    add("--params", type=__import__("json").loads, default={}, help="session params, JSON")
+    add("--params", type=json.loads, default={}, help="session params, JSON")
     add("--file", type=Path, help="image to send (default: a generated 512x512 JPEG)")
     add("--count", "-n", type=int, default=10)
     add("--out", type=Path, help="directory to save results in")
@@ -78,15 +79,11 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def _line(result: Result, elapsed: float) -> str:
+    line = f"#{result.seq}: {result.ct} {len(result.payload)} bytes in {elapsed:.2f} ms"
     t = result.timings
-    server = (
-        ""
-        if t is None
-        else (
-            f" (server: queue {t.queue_ms:.2f} pipeline {t.pipeline_ms:.2f} total {t.total_ms:.2f} ms)"
-        )
-    )
-    return f"#{result.seq}: {result.ct} {len(result.payload)} bytes in {elapsed:.2f} ms{server}"
+    if t is None:
+        return line
+    return f"{line} (server: queue {t.queue_ms:.2f} pipeline {t.pipeline_ms:.2f} ms)"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,9 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from transport.bench.load import Load, make_jpeg, make_payload

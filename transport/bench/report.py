@@ -57,7 +57,7 @@ def row_from(
     """Summarize ``tally``: throughput over the measured span, latency percentiles."""
     ordered = sorted(tally.latencies)
     span = tally.span or 1.0
-    mib = (lambda b: b / MIB) if rss else (lambda b: None)  # noqa: E731
+    mib = (lambda b: b / MIB) if rss else (lambda b: None)
     return Row(
         label=label,
         clients=clients,

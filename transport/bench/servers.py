@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,12 @@ __all__ = [
 ]
 
 LAG_METRIC = "easel_event_loop_lag_seconds"
+
+# Runs ``python -m MODULE ARGS…`` with uvloop as the event loop policy.
+UVLOOP_RUN = (
+    "import runpy, sys, uvloop; uvloop.install(); sys.argv = sys.argv[1:]; "
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)"
+)
 
 
 @dataclass
@@ -120,36 +127,33 @@ async def spawned(
         if kind == "easel":
             args = ["serve", *args, "--data-dir", data_dir]
         module = "transport.cli" if kind == "easel" else "transport.echo"
-        if loop == "uvloop":
-            module, args = "transport.bench.uvloop_run", [module, *args]
         command = [sys.executable, "-m", module, *args]
+        if loop == "uvloop":
+            command = [sys.executable, "-c", UVLOOP_RUN, module, *args]
         if profile is not None:
             command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile),
-                       "--show-all", "-m", module, *args]  # fmt: skip
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+                       "-m", module, *args]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
             await _wait_serving(url, proc)
-            yield Target(kind, url, pid=_server_pid(proc))
+            # pyinstrument runs the module in its own process: this pid is the server.
+            yield Target(kind, url, pid=proc.pid)
         finally:
-            proc.send_signal(2)
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGINT)
             try:
-                await asyncio.to_thread(proc.wait, 60)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
                 proc.kill()
-                proc.wait()
+                await proc.wait()
 
 
-def _server_pid(proc: subprocess.Popen[bytes]) -> int:
-    # pyinstrument runs the module in its own process: the Popen pid is the server.
-    return proc.pid
-
-
-async def _wait_serving(url: str, proc: subprocess.Popen[bytes]) -> None:
+async def _wait_serving(url: str, proc: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise RuntimeError(f"server exited early with {proc.returncode}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(url + "/api/v1/health") as response:
