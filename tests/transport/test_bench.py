@@ -1,0 +1,51 @@
+"""``easel bench`` as a user runs it: a tiny load against a server it starts itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from transport.cli import main
+
+TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
+
+
+def _rows(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(["bench", *TINY, *argv]) == 0
+    report: dict[str, object] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_bench_answers_frames_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _rows(capsys, "--pipelined", "--window", "2", "--drain", "all")
+    (row,) = report["rows"]  # type: ignore[misc]
+    assert row["label"] == "easel"
+    assert row["answered"] > 0
+    assert row["answered"] == row["sent"]
+    assert (row["errors"], row["unanswered"]) == (0, 0)
+    assert row["p50_ms"] is not None
+    assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert report["ratios"] is None
+
+
+def test_bench_with_echo_baseline_prints_both_rows_and_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = _rows(capsys, "--rate", "50", "--clients", "2", "--baseline", "echo")
+    easel, echo = report["rows"]  # type: ignore[misc]
+    assert (easel["label"], echo["label"]) == ("easel", "echo")
+    for row in (easel, echo):
+        assert row["clients"] == 2
+        assert row["answered"] > 0
+        assert row["errors"] == 0
+    assert report["ratios"]["throughput_ratio"] > 0  # type: ignore[index]
+
+
+def test_bench_table_names_both_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a for a in TINY if a != "--json"]
+    assert main(["bench", *argv, "--pipelined", "--baseline", "echo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["target", "clients", "frames/s"]
+    assert [line.split()[0] for line in lines[2:4]] == ["easel", "echo"]
+    assert lines[4].startswith("throughput_ratio=")
