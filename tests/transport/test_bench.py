@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -11,15 +12,15 @@ from transport.cli import main
 TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
 
 
-def _rows(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+def _rows(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert main(["bench", *TINY, *argv]) == 0
-    report: dict[str, object] = json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
     return report
 
 
 def test_bench_answers_frames_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
     report = _rows(capsys, "--pipelined", "--window", "2", "--drain", "all")
-    (row,) = report["rows"]  # type: ignore[misc]
+    (row,) = report["rows"]
     assert row["label"] == "easel"
     assert row["answered"] > 0
     assert row["answered"] == row["sent"]
@@ -33,13 +34,13 @@ def test_bench_with_echo_baseline_prints_both_rows_and_ratios(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = _rows(capsys, "--rate", "50", "--clients", "2", "--baseline", "echo")
-    easel, echo = report["rows"]  # type: ignore[misc]
+    easel, echo = report["rows"]
     assert (easel["label"], echo["label"]) == ("easel", "echo")
     for row in (easel, echo):
         assert row["clients"] == 2
         assert row["answered"] > 0
         assert row["errors"] == 0
-    assert report["ratios"]["throughput_ratio"] > 0  # type: ignore[index]
+    assert report["ratios"]["throughput_ratio"] > 0
 
 
 def test_bench_table_names_both_targets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,6 +56,7 @@ class Tally:
     sent: int = 0
     answered: int = 0
     superseded: int = 0
+    """Measured frames never answered because a later one was (``latest`` drain)."""
     errors: int = 0
     unanswered: int = 0
     answered_bytes: int = 0
@@ -100,12 +101,12 @@ class _Pending:
         self.empty.clear()
 
     def answer(self, seq: int) -> tuple[tuple[float, bool] | None, int]:
-        """The send time of ``seq`` and how many earlier frames were skipped."""
-        skipped = 0
+        """The send time of ``seq`` and how many earlier measured frames were skipped."""
+        skipped = measured = 0
         for older in list(self.sent_at):
             if older >= seq:
                 break
-            del self.sent_at[older]
+            measured += self.sent_at.pop(older)[1]
             skipped += 1
         sent = self.sent_at.pop(seq, None)
         if self.slots is not None:
@@ -113,7 +114,7 @@ class _Pending:
                 self.slots.release()
         if not self.sent_at:
             self.empty.set()
-        return sent, skipped
+        return sent, measured
 
 
 async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
@@ -126,7 +127,8 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
         seq = frame.header.get("seq")
         if not isinstance(seq, int):
             continue
-        sent, _skipped = pending.answer(seq)
+        sent, skipped = pending.answer(seq)
+        tally.superseded += skipped
         if sent is None or not sent[1]:
             continue
         if frame.type is FrameType.ERROR:
@@ -137,7 +139,6 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
         tally.answered += 1
         tally.answered_bytes += len(frame.payload)
         tally.latencies.append(now - sent[0])
-        tally.superseded += int(frame.header.get("superseded", 0))
 
 
 async def _send(client: Client, load: Load, pending: _Pending, tally: Tally, t0: float) -> None:
