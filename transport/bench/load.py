@@ -59,11 +59,15 @@ class Tally:
     """Measured frames never answered because a later one was (``latest`` drain)."""
     errors: int = 0
     unanswered: int = 0
-    answered_bytes: int = 0
     latencies: list[float] = field(default_factory=list)
     """Seconds from send to answer, one per answered measured frame."""
     span: float = 0.0
-    """Seconds of measured sending."""
+    """Seconds measured: throughput is ``in_span / span``."""
+    in_span: int = 0
+    """Answers (to any frame) that arrived during the measured span."""
+    in_span_bytes: int = 0
+    start: float = 0.0
+    stop: float = 0.0
     error_codes: dict[str, int] = field(default_factory=dict)
 
 
@@ -129,6 +133,9 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
             continue
         sent, skipped = pending.answer(seq)
         tally.superseded += skipped
+        if tally.start <= now < tally.stop and frame.type is FrameType.RESULT:
+            tally.in_span += 1
+            tally.in_span_bytes += len(frame.payload)
         if sent is None or not sent[1]:
             continue
         if frame.type is FrameType.ERROR:
@@ -137,13 +144,11 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
             tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
             continue
         tally.answered += 1
-        tally.answered_bytes += len(frame.payload)
         tally.latencies.append(now - sent[0])
 
 
 async def _send(client: Client, load: Load, pending: _Pending, tally: Tally, t0: float) -> None:
-    start_measuring = t0 + load.warmup
-    stop = start_measuring + load.duration
+    start_measuring, stop = tally.start, tally.stop
     seq = 0
     while True:
         if pending.slots is not None:
@@ -182,8 +187,9 @@ async def run_clients(
     clients: list[Client], load: Load, progress: Callable[[Tally, float], None] | None = None
 ) -> Tally:
     """Drive connected ``clients`` (closed afterwards) through ``load``; sum what they saw."""
-    tally = Tally(span=load.duration)
     t0 = time.perf_counter() + 0.05
+    start = t0 + load.warmup
+    tally = Tally(span=load.duration, start=start, stop=start + load.duration)
     ticker = None
     if progress is not None:
         ticker = asyncio.create_task(_tick(progress, tally, t0, load))

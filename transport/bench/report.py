@@ -54,7 +54,7 @@ def row_from(
     loop_lag_p99: float | None = None,
     rss: list[int] | None = None,
 ) -> Row:
-    """Summarize ``tally``: throughput over the measured span, latency percentiles."""
+    """Summarize ``tally``: answers per second during the measured span, latency percentiles."""
     ordered = sorted(tally.latencies)
     span = tally.span or 1.0
     mib = (lambda b: b / MIB) if rss else (lambda b: None)
@@ -66,8 +66,8 @@ def row_from(
         superseded=tally.superseded,
         errors=tally.errors,
         unanswered=tally.unanswered,
-        fps=tally.answered / span,
-        mib_s=tally.answered_bytes / span / MIB,
+        fps=tally.in_span / span,
+        mib_s=tally.in_span_bytes / span / MIB,
         p50_ms=statistics.median(ordered) * 1000.0 if ordered else None,
         p90_ms=_pct(ordered, 0.90),
         p99_ms=_pct(ordered, 0.99),
