@@ -24,6 +24,7 @@ def test_bench_answers_frames_without_errors(capsys: pytest.CaptureFixture[str])
     assert row["label"] == "easel"
     assert row["answered"] > 0
     assert row["answered"] == row["sent"]
+    assert row["fps"] > 0
     assert (row["errors"], row["unanswered"]) == (0, 0)
     assert row["p50_ms"] is not None
     assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
@@ -39,6 +40,7 @@ def test_bench_with_echo_baseline_prints_both_rows_and_ratios(
     for row in (easel, echo):
         assert row["clients"] == 2
         assert row["answered"] > 0
+        assert row["fps"] > 0
         assert row["errors"] == 0
     assert report["ratios"]["throughput_ratio"] > 0
 

@@ -133,7 +133,7 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
             continue
         sent, skipped = pending.answer(seq)
         tally.superseded += skipped
-        if tally.start <= now < tally.stop and frame.type is FrameType.RESULT:
+        if tally.start <= now < tally.stop and frame.type is not FrameType.ERROR:
             tally.in_span += 1
             tally.in_span_bytes += len(frame.payload)
         if sent is None or not sent[1]:
