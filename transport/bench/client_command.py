@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import mimetypes
+import statistics
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import aiohttp
 
 from transport.bench.load import make_jpeg
 from transport.client import Client, Result, ServerError
-from transport.protocol import ContentType
+from transport.protocol import ContentType, FrameType
 
 __all__ = ["add_arguments", "run"]
 
@@ -61,20 +62,28 @@ async def _main(args: argparse.Namespace) -> int:
             session, token = await _create(http, url, args.pipeline, args.params)
         async with await Client.connect(url, token=token or "", session=session, http=http) as c:
             print(f"session {session} pipeline {c.welcome.pipeline} drain {c.welcome.drain}")
-            failures = 0
+            failures, times = 0, []
             for seq in range(args.count):
                 start = time.perf_counter()
                 await c.send_frame(seq, ct, payload)
-                answer = await anext(aiter(c.results()))
+                frame = await c.receive()
                 elapsed = (time.perf_counter() - start) * 1000
-                if isinstance(answer, ServerError):
+                times.append(elapsed)
+                if frame.type is FrameType.ERROR:
+                    answer = ServerError.from_frame(frame)
                     failures += 1
                     print(f"#{seq}: error {answer.code}: {answer}  {elapsed:.2f} ms")
                     continue
-                print(_line(answer, elapsed))
+                result = Result.from_frame(frame)
+                print(_line(result, elapsed))
                 if args.out is not None:
-                    name = f"{seq:05d}{EXTENSIONS.get(answer.ct, '.bin')}"
-                    (args.out / name).write_bytes(answer.payload)
+                    name = f"{seq:05d}{EXTENSIONS.get(result.ct, '.bin')}"
+                    (args.out / name).write_bytes(result.payload)
+    if times:
+        print(
+            f"{len(times)} frames, {failures} failed: min {min(times):.2f} "
+            f"median {statistics.median(times):.2f} max {max(times):.2f} ms"
+        )
     return 1 if failures else 0
 
 
