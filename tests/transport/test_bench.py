@@ -1,12 +1,17 @@
-"""``easel bench`` as a user runs it: a tiny load against a server it starts itself."""
+"""``easel bench`` and ``easel client`` as a user runs them."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.transport.test_cli import EASEL, ROOT, free_port, wait_until_serving
 from transport.cli import main
 
 TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
@@ -52,3 +57,24 @@ def test_bench_table_names_both_targets(capsys: pytest.CaptureFixture[str]) -> N
     assert lines[0].split()[:3] == ["target", "clients", "frames/s"]
     assert [line.split()[0] for line in lines[2:4]] == ["easel", "echo"]
     assert lines[4].startswith("throughput_ratio=")
+
+
+def test_client_sends_frames_and_saves_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EASEL_LOG_LEVEL": "WARNING"}
+    serve = [*EASEL, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url + "/api/v1/health", proc)
+        out = tmp_path / "out"
+        assert main(["client", "--url", url, "-n", "3", "--out", str(out)]) == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    saved = sorted(path.name for path in out.iterdir())
+    assert saved == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    assert (out / "00000.jpg").read_bytes()[:2] == b"\xff\xd8"  # passthrough: our JPEG back
+    assert "3 frames, 0 failed" in capsys.readouterr().out
