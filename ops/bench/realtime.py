@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import json
 import sys
 import timeit
@@ -270,6 +271,10 @@ def json_dumps_bench() -> list[str]:
 
 async def loops(plan: Plan, done: dict[str, Outcome]) -> Outcome:
     out = Outcome("f. uvloop vs asyncio (server loop), orjson vs json")
+    missing = [name for name in ("uvloop", "orjson") if importlib.util.find_spec(name) is None]
+    if missing:
+        out.notes.append(f"skipped: {', '.join(missing)} not installed (neither is declared yet)")
+        return out
     base_a = done.get("a") or await throughput(plan)
     base_b = done.get("b") or await ping_pong(plan)
     uv_a, uv_b = await throughput(plan, "uvloop"), await ping_pong(plan, "uvloop")
