@@ -21,7 +21,11 @@ import asyncio
 import functools
 import importlib.util
 import json
+import queue
+import statistics
 import sys
+import threading
+import time
 import timeit
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -214,6 +218,55 @@ async def batching(plan: Plan) -> Outcome:
     return out
 
 
+async def _hop(rounds: int) -> float:
+    """Median seconds for loop -> worker thread -> loop, the pipeline hop's mechanism."""
+    loop = asyncio.get_running_loop()
+    jobs: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        while (job := jobs.get()) is not None:
+            loop.call_soon_threadsafe(job.set_result, None)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    times = []
+    for _ in range(rounds):
+        done = loop.create_future()
+        start = time.perf_counter()
+        jobs.put(done)
+        await done
+        times.append(time.perf_counter() - start)
+    jobs.put(None)
+    worker.join()
+    return statistics.median(times)
+
+
+def hop_bench(rounds: int = 2000, repeat: int = 5) -> list[str]:
+    """The thread hop under each loop: the p50 of each of ``repeat`` fresh loops.
+
+    Several loops because the hop is bimodal: ~10 us while both threads stay on
+    warm cores, ~100 us when the OS has to wake an idle core for one of them.
+    """
+    import uvloop
+
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop,
+        "uvloop": uvloop.new_event_loop,
+    }
+    lines = []
+    for name, factory in factories.items():
+        medians = []
+        for _ in range(repeat):
+            with asyncio.Runner(loop_factory=factory) as runner:
+                medians.append(runner.run(_hop(rounds)) * 1e6)
+        shown = " / ".join(f"{m:.0f}" for m in medians)
+        lines.append(
+            f"loop -> thread -> loop hop p50 per run, {name}: {shown} us "
+            "(SimpleQueue + call_soon_threadsafe, the pipeline hop's mechanism)"
+        )
+    return lines
+
+
 def _per_call(call: Callable[[], object], number: int) -> float:
     return min(timeit.repeat(call, number=number, repeat=3)) / number
 
@@ -303,6 +356,7 @@ async def loops(plan: Plan, done: dict[str, Outcome]) -> Outcome:
                 f"({a.p50_ms:.3f} -> {b.p50_ms:.3f} ms)"
             )
     out.notes.extend(uv_a.notes + uv_b.notes)
+    out.notes.extend(await asyncio.to_thread(hop_bench))
     out.notes.extend(json_dumps_bench())
     return out
 
