@@ -1,4 +1,4 @@
-"""The ``easel`` command line: ``easel serve`` and friends."""
+"""The ``easel`` command line: ``easel serve``, ``easel bench``, ``easel client``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from aiohttp import web
 
 from engine.settings import SettingsError, load_settings
 from transport.app import create_app
+from transport.bench import client_command
+from transport.bench import command as bench_command
 
 __all__ = ["main"]
 
@@ -23,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (EASEL_PORT, default 8080)")
     serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
+    bench_command.add_arguments(
+        commands.add_parser("bench", help="load a server with realtime clients, print latency")
+    )
+    client_command.add_arguments(
+        commands.add_parser("client", help="send an image N times, save results, print timings")
+    )
     return parser
 
 
@@ -58,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "bench":
+        return bench_command.run(args)
+    if args.command == "client":
+        return client_command.run(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

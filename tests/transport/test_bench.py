@@ -1,0 +1,80 @@
+"""``easel bench`` and ``easel client`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.transport.test_cli import EASEL, ROOT, free_port, wait_until_serving
+from transport.cli import main
+
+TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
+
+
+def _rows(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    assert main(["bench", *TINY, *argv]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_bench_answers_frames_without_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _rows(capsys, "--pipelined", "--window", "2", "--drain", "all")
+    (row,) = report["rows"]
+    assert row["label"] == "easel"
+    assert row["answered"] > 0
+    assert row["answered"] == row["sent"]
+    assert row["fps"] > 0
+    assert (row["errors"], row["unanswered"]) == (0, 0)
+    assert row["p50_ms"] is not None
+    assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert report["ratios"] is None
+
+
+def test_bench_with_echo_baseline_prints_both_rows_and_ratios(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report = _rows(capsys, "--rate", "50", "--clients", "2", "--baseline", "echo")
+    easel, echo = report["rows"]
+    assert (easel["label"], echo["label"]) == ("easel", "echo")
+    for row in (easel, echo):
+        assert row["clients"] == 2
+        assert row["answered"] > 0
+        assert row["fps"] > 0
+        assert row["errors"] == 0
+    assert report["ratios"]["throughput_ratio"] > 0
+
+
+def test_bench_table_names_both_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a for a in TINY if a != "--json"]
+    assert main(["bench", *argv, "--pipelined", "--baseline", "echo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["target", "clients", "frames/s"]
+    assert [line.split()[0] for line in lines[2:4]] == ["easel", "echo"]
+    assert lines[4].startswith("throughput_ratio=")
+
+
+def test_client_sends_frames_and_saves_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EASEL_LOG_LEVEL": "WARNING"}
+    serve = [*EASEL, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")]
+    proc = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url + "/api/v1/health", proc)
+        out = tmp_path / "out"
+        assert main(["client", "--url", url, "-n", "3", "--out", str(out)]) == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    saved = sorted(path.name for path in out.iterdir())
+    assert saved == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    assert (out / "00000.jpg").read_bytes()[:2] == b"\xff\xd8"  # passthrough: our JPEG back
+    assert "3 frames, 0 failed" in capsys.readouterr().out

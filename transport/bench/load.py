@@ -1,0 +1,209 @@
+"""The load: N clients sending frames at a rate or with a window in flight. Loop only.
+
+Every client goes through :class:`transport.client.Client`, against Easel and the
+echo baseline alike. Latency is measured client side, from just before a FRAME is
+written to when the answer carrying its ``seq`` is read. Answers come in ``seq``
+order, so when the answer to ``seq`` arrives every earlier frame still pending was
+superseded (``latest`` drain) and will never be answered: it frees its window slot.
+
+Only frames sent after ``warmup`` count; sending stops at ``warmup + duration`` and
+the run then waits up to ``grace`` seconds for the answers still owed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from PIL import Image
+
+from transport.client import Client, ConnectionClosed
+from transport.protocol import ContentType, Drain, FrameType
+
+__all__ = ["Load", "Tally", "make_jpeg", "make_payload", "run_clients"]
+
+Connector = Callable[[aiohttp.ClientSession], "asyncio.Future[Client] | Any"]
+
+
+@dataclass(frozen=True)
+class Load:
+    """What each client does."""
+
+    payload: bytes
+    content_type: ContentType = ContentType.JPEG
+    clients: int = 1
+    rate: float | None = None
+    """Frames per second per client; ``None`` means pipelined with ``window`` in flight."""
+    window: int = 1
+    pipeline: str = "passthrough"
+    drain: Drain = Drain.LATEST
+    params: Mapping[str, Any] = field(default_factory=dict)
+    duration: float = 5.0
+    warmup: float = 0.5
+    grace: float = 5.0
+
+
+@dataclass
+class Tally:
+    """What the clients saw, summed over them (frames sent during the measured span)."""
+
+    sent: int = 0
+    answered: int = 0
+    superseded: int = 0
+    """Measured frames never answered because a later one was (``latest`` drain)."""
+    errors: int = 0
+    unanswered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from send to answer, one per answered measured frame."""
+    span: float = 0.0
+    """Seconds measured: throughput is ``in_span / span``."""
+    in_span: int = 0
+    """Answers (to any frame) that arrived during the measured span."""
+    in_span_bytes: int = 0
+    start: float = 0.0
+    stop: float = 0.0
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+
+def make_jpeg(width: int, height: int, quality: int = 85) -> bytes:
+    """A JPEG of a colourful gradient with some noise, so it compresses like a photo."""
+    base = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)),
+            Image.effect_noise((width, height), 48).convert("L"),
+        ),
+    )
+    buffer = io.BytesIO()
+    base.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def make_payload(size: int) -> bytes:
+    """``size`` random bytes (not an image: for pipelines that don't decode)."""
+    return os.urandom(size)
+
+
+class _Pending:
+    """One client's unanswered frames, oldest first."""
+
+    def __init__(self, window: int | None) -> None:
+        self.sent_at: dict[int, tuple[float, bool]] = {}
+        self.slots = asyncio.Semaphore(window) if window else None
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def add(self, seq: int, at: float, measured: bool) -> None:
+        self.sent_at[seq] = (at, measured)
+        self.empty.clear()
+
+    def answer(self, seq: int) -> tuple[tuple[float, bool] | None, int]:
+        """The send time of ``seq`` and how many earlier measured frames were skipped."""
+        skipped = measured = 0
+        for older in list(self.sent_at):
+            if older >= seq:
+                break
+            measured += self.sent_at.pop(older)[1]
+            skipped += 1
+        sent = self.sent_at.pop(seq, None)
+        if self.slots is not None:
+            for _ in range(skipped + (sent is not None)):
+                self.slots.release()
+        if not self.sent_at:
+            self.empty.set()
+        return sent, measured
+
+
+async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
+    while True:
+        try:
+            frame = await client.receive()
+        except ConnectionClosed:
+            return
+        now = time.perf_counter()
+        seq = frame.header.get("seq")
+        if not isinstance(seq, int):
+            continue
+        sent, skipped = pending.answer(seq)
+        tally.superseded += skipped
+        if tally.start <= now < tally.stop and frame.type is not FrameType.ERROR:
+            tally.in_span += 1
+            tally.in_span_bytes += len(frame.payload)
+        if sent is None or not sent[1]:
+            continue
+        if frame.type is FrameType.ERROR:
+            tally.errors += 1
+            code = str(frame.header.get("code", "?"))
+            tally.error_codes[code] = tally.error_codes.get(code, 0) + 1
+            continue
+        tally.answered += 1
+        tally.latencies.append(now - sent[0])
+
+
+async def _send(client: Client, load: Load, pending: _Pending, tally: Tally, t0: float) -> None:
+    start_measuring, stop = tally.start, tally.stop
+    seq = 0
+    while True:
+        if pending.slots is not None:
+            await pending.slots.acquire()
+        else:
+            assert load.rate is not None
+            delay = t0 + seq / load.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        now = time.perf_counter()
+        if now >= stop or client.closed:
+            return
+        measured = now >= start_measuring
+        pending.add(seq, now, measured)
+        tally.sent += measured
+        await client.send_frame(seq, load.content_type, load.payload)
+        seq += 1
+
+
+async def _drive(client: Client, load: Load, tally: Tally, t0: float) -> None:
+    pending = _Pending(None if load.rate else load.window)
+    receiver = asyncio.create_task(_receive(client, pending, tally))
+    try:
+        await _send(client, load, pending, tally, t0)
+        try:
+            await asyncio.wait_for(pending.empty.wait(), load.grace)
+        except TimeoutError:
+            pass
+        tally.unanswered += sum(1 for _, measured in pending.sent_at.values() if measured)
+    finally:
+        await client.close()
+        receiver.cancel()
+
+
+async def run_clients(
+    clients: list[Client], load: Load, progress: Callable[[Tally, float], None] | None = None
+) -> Tally:
+    """Drive connected ``clients`` (closed afterwards) through ``load``; sum what they saw."""
+    t0 = time.perf_counter() + 0.05
+    start = t0 + load.warmup
+    tally = Tally(span=load.duration, start=start, stop=start + load.duration)
+    ticker = None
+    if progress is not None:
+        ticker = asyncio.create_task(_tick(progress, tally, t0, load))
+    try:
+        await asyncio.gather(*(_drive(client, load, tally, t0) for client in clients))
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+    return tally
+
+
+async def _tick(
+    progress: Callable[[Tally, float], None], tally: Tally, t0: float, load: Load
+) -> None:
+    while True:
+        progress(tally, time.perf_counter() - t0 - load.warmup)
+        await asyncio.sleep(0.25)
