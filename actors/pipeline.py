@@ -20,11 +20,19 @@ from typing import Any
 from actors.metrics import RealtimeMetrics
 from actors.pipelines import FrameIn, FrameOut, Pipeline, PipelineConfig, check_answers
 from actors.pipelines.catalog import PipelineKind
-from engine.actor import ThreadActor
+from engine.actor import LoopActor, ThreadActor
 from engine.errors import EaselError, Unavailable
 from engine.ref import ActorRef
 
-__all__ = ["PipelineAnswer", "PipelineHandle", "PipelineJob", "PipelineReplica"]
+__all__ = [
+    "LoopPipelineReplica",
+    "PipelineAnswer",
+    "PipelineHandle",
+    "PipelineJob",
+    "PipelineReplica",
+    "ReplicaCore",
+    "replica_factory",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +54,12 @@ class PipelineAnswer:
     pipeline_ms: float
 
 
-class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
-    """One replica of a pipeline. Every hook runs on the replica's own thread."""
+class ReplicaCore:
+    """One plug-in instance and the bookkeeping around it; used by both replica actors.
 
-    kind = "pipeline"
+    Its methods run wherever the hosting actor runs: the replica's thread for a
+    blocking kind, the event loop for a non-blocking one.
+    """
 
     def __init__(
         self, plugin: PipelineKind, config: PipelineConfig, handle: PipelineHandle
@@ -61,24 +71,22 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
         self._batch = handle.metrics.batch_size.labels(config.name).observe
         self._process = handle.metrics.process_seconds.labels(config.name).observe
 
-    def on_start(self) -> None:
+    def start(self) -> int:
+        """Create and load the instance; returns its ``max_batch``."""
         instance = self.plugin(self.config)
         try:
             instance.load()
         except BaseException:
-            self._close(instance)
+            self.close(instance)
             raise
         self.instance = instance
-        self.max_batch = instance.max_batch
-        self.handle.notify_from_thread(ready=True)
+        return instance.max_batch
 
-    def receive_batch(
-        self, messages: Sequence[PipelineJob]
-    ) -> Sequence[PipelineAnswer | EaselError]:
+    def process(self, jobs: Sequence[PipelineJob]) -> list[PipelineAnswer | EaselError]:
         instance = self.instance
-        assert instance is not None  # on_start succeeded before any message
+        assert instance is not None  # start succeeded before any message
         started = time.perf_counter()
-        frames = [job.frame for job in messages]
+        frames = [job.frame for job in jobs]
         answers = check_answers(frames, instance.process(frames))
         finished = time.perf_counter()
         self._batch(len(frames))
@@ -88,29 +96,86 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
             answer
             if isinstance(answer, EaselError)
             else PipelineAnswer(answer, (started - job.enqueued) * 1000.0, pipeline_ms)
-            for job, answer in zip(messages, answers, strict=True)
+            for job, answer in zip(jobs, answers, strict=True)
         ]
 
-    def receive(self, message: PipelineJob) -> PipelineAnswer:
-        answer = self.receive_batch([message])[0]
+    def process_one(self, job: PipelineJob) -> PipelineAnswer:
+        answer = self.process([job])[0]
         if isinstance(answer, EaselError):
             raise answer
         return answer
 
-    def on_stop(self) -> None:
-        self._close(self.instance)
-
-    def on_failure(self, error: BaseException) -> None:
-        self._close(self.instance)
-        self.handle.notify_from_thread(ready=False)
-
-    def _close(self, instance: Pipeline[Any] | None) -> None:
+    def close(self, instance: Pipeline[Any] | None = None) -> None:
+        instance = instance or self.instance
         if instance is None:
             return
         try:
             instance.close()
         except Exception:
             log.exception("pipeline %s: close failed", self.config.name)
+
+
+class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
+    """A replica of a blocking pipeline. Every hook runs on the replica's own thread."""
+
+    kind = "pipeline"
+
+    def __init__(self, core: ReplicaCore) -> None:
+        self.core = core
+
+    def on_start(self) -> None:
+        self.max_batch = self.core.start()
+        self.core.handle.notify(ready=True)
+
+    def receive_batch(
+        self, messages: Sequence[PipelineJob]
+    ) -> Sequence[PipelineAnswer | EaselError]:
+        return self.core.process(messages)
+
+    def receive(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
+
+    def on_stop(self) -> None:
+        self.core.close()
+
+    def on_failure(self, error: BaseException) -> None:
+        self.core.close()
+        self.core.handle.notify(ready=False)
+
+
+class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
+    """A replica of a non-blocking pipeline (``Pipeline.blocking = False``), on the loop.
+
+    Frames are handled one message at a time; the plug-in's calls must not block.
+    """
+
+    kind = "pipeline"
+
+    def __init__(self, core: ReplicaCore) -> None:
+        self.core = core
+
+    async def on_start(self) -> None:
+        self.core.start()
+        self.core.handle.notify(ready=True)
+
+    async def receive(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
+
+    async def on_stop(self) -> None:
+        self.core.close()
+
+    async def on_failure(self, error: BaseException) -> None:
+        self.core.close()
+        self.core.handle.notify(ready=False)
+
+
+def replica_factory(
+    plugin: PipelineKind, config: PipelineConfig, handle: PipelineHandle
+) -> Callable[[], PipelineReplica | LoopPipelineReplica]:
+    """How the supervisor makes each incarnation of a replica: a fresh plug-in instance."""
+    if plugin.blocking:
+        return lambda: PipelineReplica(ReplicaCore(plugin, config, handle))
+    return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))
 
 
 class PipelineHandle:
@@ -194,8 +259,8 @@ class PipelineHandle:
         self._listeners.add(listener)
         return lambda: self._listeners.discard(listener)
 
-    def notify_from_thread(self, *, ready: bool) -> None:
-        """From a replica's thread: it failed (``ready=False``) or (re)started."""
+    def notify(self, *, ready: bool) -> None:
+        """From a replica, on any thread: it failed (``ready=False``) or (re)started."""
         try:
             self._loop.call_soon_threadsafe(self._replica_changed, ready)
         except RuntimeError:  # loop closed: the engine is shutting down

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from actors.metrics import RealtimeMetrics
-from actors.pipeline import PipelineAnswer, PipelineHandle, PipelineJob, PipelineReplica
+from actors.pipeline import PipelineAnswer, PipelineHandle, PipelineJob, replica_factory
 from actors.pipelines import PipelineCatalog, PipelineConfig
 from actors.pipelines.catalog import PipelineKind
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
@@ -192,7 +191,7 @@ class PipelineRegistry:
                 ref = await group.start_child(
                     ActorSpec(
                         id=f"g{generation}-r{index}",
-                        factory=_replica_factory(plugin, config, handle),
+                        factory=replica_factory(plugin, config, handle),
                         kind="pipeline",
                         shutdown_timeout=30.0,
                     )
@@ -213,9 +212,3 @@ class PipelineRegistry:
                 log.warning("pipeline %s: old replicas still busy after drain", handle.name)
                 return
             await asyncio.sleep(0.005)
-
-
-def _replica_factory(
-    plugin: PipelineKind, config: PipelineConfig, handle: PipelineHandle
-) -> Callable[[], PipelineReplica]:
-    return lambda: PipelineReplica(plugin, config, handle)

@@ -26,6 +26,7 @@ from actors.pipeline import PipelineAnswer
 from actors.pipelines import FrameIn, FrameOut
 from engine.actor import LoopActor
 from engine.errors import ActorError, Conflict, EaselError, Invalid, PipelineError, SessionClosed
+from engine.settings import Settings
 
 if TYPE_CHECKING:
     from actors.session_registry import SessionRegistry
@@ -93,6 +94,10 @@ class SessionRecord:
     created_at: float
     stats: SessionStats = field(default_factory=SessionStats)
     attached: bool = False
+
+    def max_inflight(self, settings: Settings) -> int:
+        """How many of this session's frames may be in its pipeline at once."""
+        return settings.max_inflight if self.drain is DrainKind.ALL else 1
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -295,7 +300,7 @@ class SessionActor(LoopActor[Message, Any]):
     # --- the pump: drain → pipeline → connection, in order -----------------------------
 
     async def _run_pump(self, drain: Drain, connection: Connection) -> None:
-        limit = self.registry.settings.max_inflight
+        limit = self.record.max_inflight(self.registry.settings)
         slots = asyncio.Semaphore(limit)
         order: deque[asyncio.Task[Outcome]] = deque()
         ready = asyncio.Event()

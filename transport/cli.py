@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import uvloop
 from aiohttp import web
 
 from engine.settings import SettingsError, load_settings
@@ -52,12 +53,14 @@ def _serve(args: argparse.Namespace) -> int:
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # run_app turns SIGINT/SIGTERM into an orderly shutdown (cleanup_ctx stops the tree).
+    loop = uvloop.new_event_loop() if settings.event_loop == "uvloop" else None
     web.run_app(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout,
         print=lambda message: print(message, flush=True),
+        loop=loop,
     )
     return 0
 

@@ -93,11 +93,10 @@ class WsConnection:
         await self.ws.close(code=code, message=reason.encode())
 
 
-def _limits(settings: Settings) -> Limits:
+def _limits(settings: Settings, record: SessionRecord | None = None) -> Limits:
+    inflight = settings.max_inflight if record is None else record.max_inflight(settings)
     return Limits(
-        max_frame=settings.max_frame,
-        max_header=settings.max_header,
-        max_inflight=settings.max_inflight,
+        max_frame=settings.max_frame, max_header=settings.max_header, max_inflight=inflight
     )
 
 
@@ -211,7 +210,7 @@ async def _serve(
     except (ActorStopped, NotFound) as error:
         await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
         return
-    limits = _limits(settings)
+    limits = _limits(settings, record)
     services.metrics.connections.inc()
     try:
         await ws.send_bytes(_welcome(record, limits))

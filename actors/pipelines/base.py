@@ -130,6 +130,11 @@ class Pipeline(ABC, Generic[P]):
     options_model: type[BaseModel] = NoOptions
     max_batch: int = 1
     """The class value is the kind's default; an instance holds the effective limit."""
+    blocking: ClassVar[bool] = True
+    """Whether ``load``/``process``/``close`` may block. A kind whose calls take
+    microseconds and never block (``passthrough``) says ``False`` and is hosted on the
+    event loop, saving a thread hop per frame; anything that decodes, infers or does
+    I/O keeps the default and gets a thread of its own."""
 
     options: BaseModel
 

@@ -21,6 +21,7 @@ class Passthrough(Pipeline[NoParams]):
     name = "passthrough"
     params_model = NoParams
     max_batch = 64
+    blocking = False
 
     def process(self, batch: Sequence[FrameIn[NoParams]]) -> list[Answer]:
         """Echo each frame. Never fails."""

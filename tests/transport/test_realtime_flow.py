@@ -21,8 +21,10 @@ from transport.protocol import (
 )
 
 
-async def simulated(easel: Easel, name: str = "sim", **options: object) -> None:
-    body = {"name": name, "kind": "simulated", "options": options}
+async def simulated(
+    easel: Easel, name: str = "sim", max_batch: int | None = None, **options: object
+) -> None:
+    body = {"name": name, "kind": "simulated", "max_batch": max_batch, "options": options}
     status, answer = await easel.post("/api/v1/pipelines", body)
     assert status == 201, answer
 
@@ -81,7 +83,8 @@ async def test_a_flooding_client_never_grows_the_all_drain_past_its_bound(
 
 
 async def test_pipeline_crash_answers_pipeline_error_and_recovers(easel: Easel) -> None:
-    await simulated(easel, cost_ms=1)
+    # one frame per batch: a crash fails the whole batch it is in
+    await simulated(easel, max_batch=1, cost_ms=1)
     client = await easel.connect(pipeline="sim", drain="all")
     await client.send_frame(1, ContentType.PNG, png())
     await client.send_frame(2, ContentType.PNG, png(), params={"crash": True})

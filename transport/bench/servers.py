@@ -128,7 +128,9 @@ async def spawned(
             args = ["serve", *args, "--data-dir", data_dir]
         module = "transport.cli" if kind == "easel" else "transport.echo"
         command = [sys.executable, "-m", module, *args]
-        if loop == "uvloop":
+        if kind == "easel":
+            env["EASEL_EVENT_LOOP"] = loop
+        elif loop == "uvloop":
             command = [sys.executable, "-c", UVLOOP_RUN, module, *args]
         if profile is not None:
             command = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(profile),
