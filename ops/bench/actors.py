@@ -39,7 +39,7 @@ class ThreadEcho(ThreadActor[int, int]):
         return message
 
 
-class PykkaEcho(pykka.ThreadingActor):  # type: ignore[misc]
+class PykkaEcho(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         return message
 
@@ -131,7 +131,7 @@ def _pykka_baseline(seconds: float) -> Result:
 
 
 async def run(seconds: float) -> list[Result]:
-    """Measure every path and both baselines on this loop; about 6 × ``seconds``."""
+    """Measure every path and both baselines on this loop; about six times ``seconds``."""
     system = ActorSystem(ActorMetrics(new_registry()))
     loop_ref: ActorRef[int, int] = await system.spawn("/bench/loop", LoopEcho)
     thread_ref: ActorRef[int, int] = await system.spawn("/bench/thread", ThreadEcho)
