@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -383,3 +384,41 @@ def test_overflow_policies_report_what_they_drop() -> None:
         [1, 2],
         ["mailbox_overflow", "mailbox_overflow"],
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a crashed micro-batch answers its asks with ActorCrashed but drops its tells "
+    "without a dead letter (ThreadRunner.drain); see the runtime-tests report",
+)
+def test_told_messages_in_a_crashed_micro_batch_are_not_lost() -> None:
+    """With ``max_batch > 1`` a crash mid-batch must not swallow the batch's other tells."""
+    handled: Handled = []
+    gate = threading.Event()
+
+    class Batched(ThreadActor[Msg, int]):
+        max_batch = 4
+
+        def receive(self, message: Msg) -> int:
+            gate.wait(5.0)
+            handled.append(message)
+            if message.crash:
+                raise Boom(f"crash on {message}")
+            return message.seq
+
+    async def scenario() -> list[tuple[str, int]]:
+        system = ActorSystem(ActorMetrics(new_registry()))
+        ref = await system.spawn("/batched", Batched)
+        ref.tell(Msg("loop", 0, crash=False))  # taken alone; holds the thread at the gate
+        await asyncio.sleep(0.05)
+        for seq in (1, 2, 3):  # one batch of three; the middle one crashes the actor
+            ref.tell(Msg("loop", seq, crash=seq == 2))
+        gate.set()
+        await asyncio.sleep(0.2)
+        await system.shutdown(1.0)
+        reported = {_key(m) for m in handled} | {
+            _key(letter.message) for letter in system.dead_letters
+        }
+        return sorted({("loop", seq) for seq in range(4)} - reported)
+
+    assert asyncio.run(scenario()) == []
