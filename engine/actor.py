@@ -77,7 +77,8 @@ class ThreadActor(_Behaviour[M, R]):
     """An actor on its own thread. Every hook runs on that thread, never on the loop."""
 
     max_batch: ClassVar[int] = 1
-    """Largest micro-batch handed to ``receive_batch`` from the mailbox."""
+    """Largest micro-batch handed to ``receive_batch`` from the mailbox. Only used when
+    ``receive_batch`` is overridden; otherwise messages go to ``receive`` one at a time."""
 
     def on_start(self) -> None:
         """Runs on the actor's thread before the first message. Raising fails the start."""

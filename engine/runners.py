@@ -243,7 +243,10 @@ class ThreadRunner:
 
     def drain(self) -> None:
         mailbox, behaviour = self.mailbox, self.behaviour
-        limit = max(1, behaviour.max_batch)
+        # The default ``receive_batch`` is ``receive`` per message: taking a batch for it
+        # gains nothing, and a crash mid-batch would drop the batch's later tells unseen.
+        batched = type(behaviour).receive_batch is not ThreadActor.receive_batch
+        limit = max(1, behaviour.max_batch) if batched else 1
         while not self.stopping:
             batch = mailbox.take(limit)
             if not batch:
