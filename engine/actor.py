@@ -78,7 +78,8 @@ class ThreadActor(_Behaviour[M, R]):
 
     max_batch: int = 1
     """Largest micro-batch handed to ``receive_batch``; read before each batch, so an
-    incarnation may set it in ``on_start``."""
+    incarnation may set it in ``on_start``. Only used when ``receive_batch`` is
+    overridden; otherwise messages go to ``receive`` one at a time."""
 
     def on_start(self) -> None:
         """Runs on the actor's thread before the first message. Raising fails the start."""
@@ -91,7 +92,9 @@ class ThreadActor(_Behaviour[M, R]):
         """Handle up to ``max_batch`` messages at once; one answer per message, in order.
 
         An ``EaselError`` item fails only that message; raising anything else crashes
-        the actor and fails the whole batch. The default calls ``receive`` for each.
+        the actor and fails the whole batch (its asks get ``ActorCrashed``, its tells
+        become dead letters with reason ``batch_crashed``). The default calls
+        ``receive`` for each.
         """
         answers: list[R | EaselError] = []
         for message in messages:

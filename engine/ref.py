@@ -116,7 +116,9 @@ class Cell(Generic[M, R]):
         runner: LoopRunner | ThreadRunner
         observe = self.system.metrics.message_observer(self.kind)
         if isinstance(behaviour, ThreadActor):
-            runner = ThreadRunner(behaviour, self.mailbox, self.path, observe, self._ended)
+            runner = ThreadRunner(
+                behaviour, self.mailbox, self.path, observe, self._ended, self._lost
+            )
         else:
             runner = LoopRunner(behaviour, self.mailbox, self.path, observe, self._ended)
         try:
@@ -132,6 +134,10 @@ class Cell(Generic[M, R]):
         self._move(ActorState.RUNNING)
         if self.mailbox.reschedule():
             runner.wake()
+
+    def _lost(self, envelope: Envelope, reason: str) -> None:
+        """From the actor's thread: a told message that will never be handled."""
+        self.system.loop.call_soon_threadsafe(self.system.undeliverable, self, envelope, reason)
 
     def _stop_from_inside(self) -> None:
         runner = self._runner

@@ -193,8 +193,10 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
         path: str,
         observe: Observer,
         on_exit: ExitCallback,
+        report_lost: Callable[[Envelope, str], None],
     ) -> None:
         super().__init__(behaviour, mailbox, path, observe, on_exit)
+        self.report_lost = report_lost
         self._crash: BaseException | None = None
         self._started: asyncio.Future[None] = self.loop.create_future()
         self._stopped: asyncio.Future[None] = self.loop.create_future()
@@ -249,7 +251,10 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
 
     def drain(self) -> None:
         mailbox, behaviour = self.mailbox, self.behaviour
-        limit = max(1, behaviour.max_batch)
+        # The default ``receive_batch`` is ``receive`` per message: taking a batch for it
+        # gains nothing, and a crash mid-batch would drop the batch's later tells unseen.
+        batched = type(behaviour).receive_batch is not ThreadActor.receive_batch
+        limit = max(1, behaviour.max_batch) if batched else 1
         while not self.stopping:
             batch = mailbox.take(limit)
             if not batch:
@@ -271,7 +276,11 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
                 self.observe(time.perf_counter() - started)
                 crashed = _crash_error(self.path, error)
                 for envelope in batch:
-                    _answer(envelope, crashed)
+                    if batched and envelope.reply is None:
+                        # nobody waits for a told message: a crashed batch reports it
+                        self.report_lost(envelope, "batch_crashed")
+                    else:
+                        _answer(envelope, crashed)
                 self._crashed(error)
                 return
             self.observe(time.perf_counter() - started)
