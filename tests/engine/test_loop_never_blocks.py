@@ -10,8 +10,11 @@ not a performance target: anything that waits on a thread from the loop (a pykka
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+import pytest
 
 from engine.actor import LoopActor, ThreadActor
 from engine.errors import EaselError
@@ -81,6 +84,16 @@ async def _ask_many(refs: list[ActorRef[int, int]], count: int) -> list[asyncio.
         if i % 50 == 49:
             await asyncio.sleep(0)
     return asks
+
+
+@pytest.fixture(autouse=True)
+def _no_full_collections() -> Iterator[None]:
+    """Park what earlier tests left in memory, so a full GC pass of the whole suite's
+    garbage is not mistaken for an actor blocking the loop."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 async def test_loop_lag_stays_small_while_thread_actors_block() -> None:
