@@ -175,6 +175,14 @@ class Mailbox:
                 return [items.popleft()]
             return [items.popleft() for _ in range(min(limit, len(items)))]
 
+    def take_one(self) -> Envelope | None:
+        """Pop one envelope; ``None`` (and the scheduled flag cleared) when empty."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            self._scheduled = False
+            return None
+
     def reschedule(self) -> bool:
         """For a new consumer: mark scheduled iff work is waiting; True means wake it."""
         with self._lock:

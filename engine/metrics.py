@@ -6,18 +6,19 @@ bounded however many actors run.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from engine.system import ActorSystem
 
-__all__ = ["ActorMetrics", "new_registry"]
+__all__ = ["ActorMetrics", "Timings", "new_registry"]
 
 _FAST_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -29,6 +30,31 @@ def new_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
 
 
+class Timings:
+    """One actor's message-handling histogram, written by that actor's thread alone.
+
+    ``prometheus_client.Histogram.observe`` takes a lock per bucket touched, which
+    was a visible share of a loop→loop ask. An actor handles one message at a time on
+    one thread, so its counts need no lock; scrapes read them (under the GIL) and add
+    them up by kind.
+    """
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_FAST_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(_FAST_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def add(self, other: Timings) -> None:
+        for index, count in enumerate(other.counts):
+            self.counts[index] += count
+        self.total += other.total
+
+
 class ActorMetrics(Collector):
     """Actor counts by kind and state, restarts, mailbox depth, handling time, dead letters."""
 
@@ -38,13 +64,8 @@ class ActorMetrics(Collector):
         self.restarts = Counter(
             "easel_actor_restarts", "Actor restarts by kind.", ["kind"], registry=registry
         )
-        self.message_seconds = Histogram(
-            "easel_actor_message_seconds",
-            "Seconds an actor spent handling one message or micro-batch.",
-            ["kind"],
-            buckets=_FAST_BUCKETS,
-            registry=registry,
-        )
+        self._retired: dict[str, Timings] = {}
+        """Timings of actors that are gone, by kind, so counters never go back."""
         self.dead_letters = Counter(
             "easel_actor_dead_letters",
             "Messages that were never handled, by kind and reason.",
@@ -62,8 +83,9 @@ class ActorMetrics(Collector):
     def bind(self, system: ActorSystem) -> None:
         self._system = system
 
-    def message_observer(self, kind: str) -> Callable[[float], None]:
-        return self.message_seconds.labels(kind).observe
+    def retire(self, kind: str, timings: Timings) -> None:
+        """Keep the counts of an actor that stopped for good."""
+        self._retired.setdefault(kind, Timings()).add(timings)
 
     def restarted(self, kind: str) -> None:
         self.restarts.labels(kind).inc()
@@ -78,6 +100,14 @@ class ActorMetrics(Collector):
         yield GaugeMetricFamily(
             "easel_actor_mailbox_depth", "Messages waiting, summed by kind.", labels=["kind"]
         )
+        yield self._seconds_family()
+
+    def _seconds_family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(
+            "easel_actor_message_seconds",
+            "Seconds an actor spent handling one message or micro-batch.",
+            labels=["kind"],
+        )
 
     def collect(self) -> Iterator[Metric]:
         actors = GaugeMetricFamily(
@@ -88,13 +118,26 @@ class ActorMetrics(Collector):
         )
         states: Tally[tuple[str, str]] = Tally()
         depths: Tally[str] = Tally()
+        timings: dict[str, Timings] = {}
+        for kind, retired in self._retired.items():
+            timings.setdefault(kind, Timings()).add(retired)
         if self._system is not None:
             for cell in self._system.cells():
                 states[(cell.kind, str(cell.state))] += 1
                 depths[cell.kind] += len(cell.mailbox)
+                timings.setdefault(cell.kind, Timings()).add(cell.timings)
         for (kind, state), count in sorted(states.items()):
             actors.add_metric([kind, state], count)
         for kind, total in sorted(depths.items()):
             depth.add_metric([kind], total)
+        seconds = self._seconds_family()
+        bounds = [*(str(b) for b in _FAST_BUCKETS), "+Inf"]
+        for kind, timing in sorted(timings.items()):
+            running, cumulative = 0, []
+            for bound, count in zip(bounds, timing.counts, strict=True):
+                running += count
+                cumulative.append((bound, float(running)))
+            seconds.add_metric([kind], cumulative, sum_value=timing.total)
         yield actors
         yield depth
+        yield seconds

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from engine.actor import ActorContext, LoopActor, ThreadActor
 from engine.errors import ActorStopped, AskTimeout, Undeliverable
 from engine.mailbox import Envelope, FutureReply, LoopReply, Mailbox, MailboxSpec
+from engine.metrics import Timings
 from engine.runners import LoopRunner, ThreadRunner
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class Cell(Generic[M, R]):
         self.incarnation = 0
         self.on_exit: ExitListener | None = None
         self.ref: ActorRef[M, R] = ActorRef(self)
+        self.timings = Timings()
         self._runner: LoopRunner | ThreadRunner | None = None
 
     def _move(self, target: ActorState) -> None:
@@ -114,7 +116,7 @@ class Cell(Generic[M, R]):
         behaviour = self.factory()
         behaviour.context = ActorContext(self.ref, incarnation, self._stop_from_inside)
         runner: LoopRunner | ThreadRunner
-        observe = self.system.metrics.message_observer(self.kind)
+        observe = self.timings.observe
         if isinstance(behaviour, ThreadActor):
             runner = ThreadRunner(
                 behaviour, self.mailbox, self.path, observe, self._ended, self._lost
@@ -177,6 +179,7 @@ class Cell(Generic[M, R]):
         for envelope in left:
             self.system.undeliverable(self, envelope, "actor_stopped")
         self._move(ActorState.STOPPED)
+        self.system.metrics.retire(self.kind, self.timings)
         self.system.forget(self)
 
 
@@ -228,11 +231,11 @@ class ActorRef(Generic[M, R]):
         system = cell.system
         future: asyncio.Future[R] = system.loop.create_future()
         cell.post(Envelope(message, LoopReply(future, system.loop_thread)))
-        timer = system.loop.call_later(timeout, _expire, future, cell.path, timeout)
+        key = system.deadlines.add(future, timeout, cell.path)
         try:
             return await future
         finally:
-            timer.cancel()
+            system.deadlines.discard(future, key)
 
     def ask_blocking(self, message: M, timeout: float = 5.0) -> R:
         """Send and wait, from a thread that is not the event loop's."""
@@ -245,11 +248,6 @@ class ActorRef(Generic[M, R]):
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise AskTimeout(f"{cell.path} did not answer within {timeout}s") from None
-
-
-def _expire(future: asyncio.Future[Any], path: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(AskTimeout(f"{path} did not answer within {timeout}s"))
 
 
 def undeliverable_error(path: str, reason: str) -> Undeliverable | ActorStopped:

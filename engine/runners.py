@@ -85,7 +85,8 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
     ) -> None:
         super().__init__(behaviour, mailbox, path, observe, on_exit)
         self.loop_thread = threading.get_ident()
-        self._event = asyncio.Event()
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -95,12 +96,29 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
 
     def wake(self) -> None:
         if threading.get_ident() == self.loop_thread:
-            self._event.set()
+            self._wake_here()
         else:
             try:
-                self.loop.call_soon_threadsafe(self._event.set)
+                self.loop.call_soon_threadsafe(self._wake_here)
             except RuntimeError:  # loop closed
                 pass
+
+    def _wake_here(self) -> None:
+        # A bare future instead of asyncio.Event: the same semantics, without the
+        # Event's waiter deque and running-loop lookup on every message.
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self) -> None:
+        if not self._woken:
+            waiter = self._waiter = self.loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        self._woken = False
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -125,13 +143,11 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         mailbox, behaviour = self.mailbox, self.behaviour
         try:
             while not self.stopping:
-                await self._event.wait()
-                self._event.clear()
+                await self._sleep()
                 while not self.stopping:
-                    batch = mailbox.take(1)
-                    if not batch:
+                    envelope = mailbox.take_one()
+                    if envelope is None:
                         break
-                    envelope = batch[0]
                     started = time.perf_counter()
                     try:
                         answer = await behaviour.receive(envelope.message)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine.actor import LoopActor, ThreadActor
+from engine.deadlines import Deadlines
 from engine.errors import Conflict, NotFound
 from engine.mailbox import Envelope, MailboxSpec
 from engine.metrics import ActorMetrics
@@ -41,6 +42,7 @@ class ActorSystem:
     def __init__(self, metrics: ActorMetrics, dead_letter_capacity: int = 1000) -> None:
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
+        self.deadlines = Deadlines(self.loop)
         self.metrics = metrics
         self._cells: dict[str, Cell[Any, Any]] = {}
         self.dead_letters: deque[DeadLetter] = deque(maxlen=dead_letter_capacity)

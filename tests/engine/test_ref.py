@@ -169,3 +169,10 @@ async def test_metrics_count_actors_restarts_and_handling(engine: Engine) -> Non
     assert count == 2
     depth = registry.get_sample_value("easel_actor_mailbox_depth", {"kind": "recorder"})
     assert depth == 0
+    fast = registry.get_sample_value(
+        "easel_actor_message_seconds_bucket", {"kind": "recorder", "le": "0.5"}
+    )
+    assert fast == 2  # cumulative buckets: both messages took well under 0.5 s
+    await engine.root.terminate_child("m")
+    count = registry.get_sample_value("easel_actor_message_seconds_count", {"kind": "recorder"})
+    assert count == 2  # a stopped actor's counts are kept: counters never go back
