@@ -36,6 +36,9 @@ class Settings(BaseModel):
     db_max_overflow: int = Field(default=10, ge=0, le=1000)
     db_timeout: float = Field(default=5.0, gt=0)
     """Seconds one database operation may take (pool wait included) before ``Unavailable``."""
+    db_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    """Records per table kept in memory for ``get``; only with the embedded SQLite
+    default (one process owns that database). 0 turns the cache off."""
     db_auto_migrate: bool | None = None
     """Apply SQL migrations at start; ``None`` means only for SQLite (the embedded default)."""
     log_level: str = "INFO"

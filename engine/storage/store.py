@@ -105,6 +105,8 @@ async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         timeout=settings.db_timeout,
+        # Only the embedded default is certain to have one process as its writer.
+        cache_size=settings.db_cache_size if settings.database_url is None else 0,
     )
     return Store(backend, media_root)
 

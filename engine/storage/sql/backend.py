@@ -1,22 +1,24 @@
 """The SQL backend: SQLAlchemy 2 async over aiosqlite (embedded) or asyncpg.
 
-Every operation runs in one *unit of work* (:meth:`SqlBackend.unit`): a connection
-from the pool and a transaction, always returned to the pool, whatever happens
-inside (an error, a cancelled task, a timeout). Database errors become engine
-errors there, in one place.
+Every write and list runs in one *unit of work* (:meth:`SqlBackend.unit`): a
+connection from the pool and a transaction, always returned to the pool, whatever
+happens inside (an error, a cancelled task, a timeout). A read by id is a single
+statement (:meth:`SqlBackend.first`) on the same guarded connection, without the
+transaction. Database errors become engine errors there, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Row, event, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Select, Table, bindparam, event, func, select, text
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
@@ -29,6 +31,7 @@ from sqlalchemy.pool import QueuePool
 from engine.errors import Conflict, NotFound, Unavailable
 from engine.storage.metrics import PoolStatus, StoreMetrics
 from engine.storage.records import Page, Record
+from engine.storage.sql.cache import RecordCache
 from engine.storage.sql.schema import METADATA
 from engine.storage.table import TableSpec, Where
 
@@ -53,6 +56,9 @@ class SqlBackend:
 
     Runs on the event loop. ``timeout`` bounds every unit of work, including the
     wait for a pooled connection: past it the operation raises ``Unavailable``.
+    ``cache_size`` > 0 keeps up to that many records per table in memory
+    (:class:`~engine.storage.sql.cache.RecordCache`): only for a database that no
+    other process writes.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class SqlBackend:
         pool_size: int = 5,
         max_overflow: int = 10,
         timeout: float = 5.0,
+        cache_size: int = 0,
     ) -> None:
         self.url = url
         self._timeout = timeout
@@ -83,8 +90,12 @@ class SqlBackend:
             pool_recycle=1800,
             connect_args=connect_args,
         )
-        if dialect == "sqlite":
+        self._sqlite = dialect == "sqlite"
+        self._reads: dict[Select[Any], _Read] = {}
+        if self._sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        self.cache = RecordCache(cache_size) if cache_size > 0 else None
+        """Records by id, only when this process owns the database (see ``cache.py``)."""
         self._closed = False
         self.metrics = StoreMetrics(registry, self.pool_status)
 
@@ -104,20 +115,52 @@ class SqlBackend:
         longer than the timeout, ``Conflict`` on a unique violation and
         ``NotFound`` when a referenced parent row is missing.
         """
+        async with self._connection() as conn, conn.begin():
+            yield conn
+
+    async def first(
+        self, query: Select[Any], params: Mapping[str, Any]
+    ) -> Mapping[str, Any] | None:
+        """The first row of a read-only ``query`` (bound with ``params``), or ``None``.
+
+        One statement, so no explicit transaction. On SQLite the statement is
+        compiled once per query and runs in one hop to the connection's thread;
+        elsewhere through SQLAlchemy. Raises ``Unavailable`` like :meth:`unit`.
+        """
+        async with self._connection() as conn:
+            if self._sqlite:
+                read = self._compiled(query)
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # a checked-out connection always has one
+                rows = await driver.execute_fetchall(read.sql, read.bind(params))
+                return read.row(rows[0]) if rows else None
+            row = (await conn.execute(query, dict(params))).first()
+            return None if row is None else row._mapping
+
+    def _compiled(self, query: Select[Any]) -> _Read:
+        read = self._reads.get(query)
+        if read is None:
+            read = self._reads[query] = _Read(query, self._engine.dialect)
+        return read
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        # Bounds the whole block (pool wait included) and maps database errors to
+        # engine errors, for units of work and single reads alike.
         try:
             async with asyncio.timeout(self._timeout):
                 start = time.perf_counter()
                 async with self._engine.connect() as conn:
                     self.metrics.wait_seconds.observe(time.perf_counter() - start)
-                    async with conn.begin():
-                        yield conn
+                    yield conn
         except IntegrityError as exc:
             if "foreign key" in str(exc.orig).lower():
                 raise NotFound("referenced record does not exist") from None
             raise Conflict("a record with these unique fields already exists") from None
         except ProgrammingError:
             raise
-        except (DBAPIError, PoolTimeout, OSError, TimeoutError) as exc:
+        except (DBAPIError, PoolTimeout, OSError, TimeoutError, sqlite3.Error) as exc:
+            # sqlite3 errors come unwrapped from the driver calls of ``first``.
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
 
     def table(self, spec: TableSpec[R]) -> SqlTable[R]:
@@ -138,20 +181,65 @@ class SqlBackend:
         self.metrics.unregister()
 
 
+def _cascades(table: Table) -> tuple[str, ...]:
+    """Every table whose rows ``ON DELETE CASCADE`` removes with ``table``'s, recursively."""
+    found: list[str] = []
+    pending = [table]
+    while pending:
+        parent = pending.pop()
+        for child in METADATA.sorted_tables:
+            if child.name not in found and any(
+                fk.ondelete == "CASCADE" and fk.column.table is parent for fk in child.foreign_keys
+            ):
+                found.append(child.name)
+                pending.append(child)
+    return tuple(found)
+
+
+class _Read:
+    """A ``select`` compiled once for the driver: its SQL, how to bind, how to read rows."""
+
+    def __init__(self, query: Select[Any], dialect: Dialect) -> None:
+        compiled = query.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._keys = tuple(query.selected_columns.keys())
+        self._processors = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in query.selected_columns
+        )
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(params[name] for name in self._names)
+
+    def row(self, values: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: value if process is None else process(value)
+            for key, value, process in zip(self._keys, values, self._processors, strict=True)
+        }
+
+
 class SqlTable(Generic[R]):
-    """A :class:`~engine.storage.table.Table` on one SQL table; one unit of work per call."""
+    """A :class:`~engine.storage.table.Table` on one SQL table; one unit of work per call.
+
+    ``get`` reads through the backend's record cache when it has one; every write
+    invalidates what it touched (and, for deletes, the tables the cascade reaches).
+    """
 
     def __init__(self, backend: SqlBackend, spec: TableSpec[R]) -> None:
         self._backend = backend
         self._spec = spec
         self._table = METADATA.tables[spec.name]
+        # Built once: each get binds only the id.
+        self._by_id = select(self._table).where(self._table.c.id == bindparam("record_id"))
+        self._cascades = _cascades(self._table)
 
     @property
     def spec(self) -> TableSpec[R]:
         return self._spec
 
-    def _record(self, row: Row[Any]) -> R:
-        return self._spec.record.model_validate(dict(row._mapping))
+    def _record(self, fields: Mapping[Any, Any]) -> R:
+        return self._spec.record.model_validate(dict(fields))
 
     def _where(self, where: Where) -> list[Any]:
         return [self._table.c[name] == value for name, value in where.items()]
@@ -161,13 +249,34 @@ class SqlTable(Generic[R]):
             await conn.execute(self._table.insert().values(record.model_dump()))
 
     async def get(self, record_id: str) -> R:
-        async with self._backend.unit() as conn:
-            row = (
-                await conn.execute(select(self._table).where(self._table.c.id == record_id))
-            ).first()
+        cache = self._backend.cache
+        if cache is None:
+            return await self._read(record_id)
+        cached = cache.get(self._spec.name, record_id)
+        if isinstance(cached, self._spec.record):
+            return cached
+        token = cache.token(self._spec.name)
+        record = await self._read(record_id)
+        cache.put(self._spec.name, record, token)
+        return record
+
+    async def _read(self, record_id: str) -> R:
+        row = await self._backend.first(self._by_id, {"record_id": record_id})
         if row is None:
             raise NotFound(f"{self._spec.name}/{record_id} not found")
         return self._record(row)
+
+    @contextmanager
+    def _writing(self, record_ids: Iterable[str], *, cascade: bool = False) -> Iterator[None]:
+        # Invalidate once the unit of work is over (its connection given back, so
+        # its commit is done), whether it succeeded, failed or was cancelled.
+        try:
+            yield
+        finally:
+            if (cache := self._backend.cache) is not None:
+                cache.invalidate(self._spec.name, record_ids)
+                for table in self._cascades if cascade else ():
+                    cache.clear(table)
 
     async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
         conditions = self._where(where)
@@ -178,7 +287,7 @@ class SqlTable(Generic[R]):
             total = (
                 await conn.execute(select(func.count()).select_from(self._table).where(*conditions))
             ).scalar_one()
-        return Page(tuple(self._record(row) for row in rows), total, limit, offset)
+        return Page(tuple(self._record(row._mapping) for row in rows), total, limit, offset)
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
         query = (
@@ -187,23 +296,29 @@ class SqlTable(Generic[R]):
             .values(dict(changes))
             .returning(*self._table.c)
         )
-        async with self._backend.unit() as conn:
-            row = (await conn.execute(query)).first()
+        with self._writing((record_id,)):
+            async with self._backend.unit() as conn:
+                row = (await conn.execute(query)).first()
         if row is None:
             await self.get(record_id)
             raise Conflict(f"{self._spec.name}/{record_id} is not in the expected state")
-        return self._record(row)
+        return self._record(row._mapping)
 
     async def update_each(self, changes: Mapping[str, Where]) -> None:
-        async with self._backend.unit() as conn:
-            for record_id, values in changes.items():
-                await conn.execute(
-                    self._table.update().where(self._table.c.id == record_id).values(dict(values))
-                )
+        with self._writing(changes):
+            async with self._backend.unit() as conn:
+                for record_id, values in changes.items():
+                    await conn.execute(
+                        self._table.update()
+                        .where(self._table.c.id == record_id)
+                        .values(dict(values))
+                    )
 
     async def delete(self, record_id: str) -> None:
         # Children go with their parent through ON DELETE CASCADE.
-        async with self._backend.unit() as conn:
-            result = await conn.execute(self._table.delete().where(self._table.c.id == record_id))
+        with self._writing((record_id,), cascade=True):
+            async with self._backend.unit() as conn:
+                query = self._table.delete().where(self._table.c.id == record_id)
+                result = await conn.execute(query)
         if result.rowcount == 0:
             raise NotFound(f"{self._spec.name}/{record_id} not found")
