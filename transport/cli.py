@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ import uvloop
 from aiohttp import web
 
 from engine.settings import SettingsError, load_settings
+from engine.storage import migrations
 from transport.app import create_app
 from transport.bench import client_command
 from transport.bench import command as bench_command
@@ -26,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (EASEL_PORT, default 8080)")
     serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
+    db = commands.add_parser("db", help="database schema (SQL backends)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="migrate to the newest schema")
+    upgrade.add_argument("--revision", default="head", help="target revision (default head)")
+    current = db_commands.add_parser("current", help="print the schema revision in force")
+    for command in (upgrade, current):
+        command.add_argument("--data-dir", help="where the embedded SQLite lives (EASEL_DATA_DIR)")
     bench_command.add_arguments(
         commands.add_parser("bench", help="load a server with realtime clients, print latency")
     )
@@ -65,10 +74,36 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db(args: argparse.Namespace) -> int:
+    """``easel db upgrade|current`` against ``EASEL_DATABASE_URL`` (or the embedded file)."""
+    try:
+        settings = load_settings({"data_dir": getattr(args, "data_dir", None)})
+    except SettingsError as error:
+        print(f"easel: {error}", file=sys.stderr)
+        return 2
+    url = settings.sql_url
+    if settings.database_url is None and not (settings.data_dir / "easel.db").exists():
+        if args.db_command != "upgrade":
+            print(f"easel: no database in {settings.data_dir}", file=sys.stderr)
+            return 1
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.db_command == "upgrade":
+            asyncio.run(migrations.upgrade(url, args.revision))
+        revision = asyncio.run(migrations.current(url))
+    except Exception as error:  # a CLI reports, it does not dump a traceback
+        print(f"easel: the database failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(f"schema revision: {revision or 'none'} (newest: {migrations.head()})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "db":
+        return _db(args)
     if args.command == "bench":
         return bench_command.run(args)
     if args.command == "client":

@@ -103,3 +103,19 @@ def test_flags_beat_environment_which_beats_defaults() -> None:
     assert (defaults.host, defaults.port, str(defaults.data_dir)) == ("127.0.0.1", 8080, "data")
     with pytest.raises(SettingsError, match="port"):
         load_settings({}, {"EASEL_PORT": "eighty"})
+
+
+def test_db_upgrade_and_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.storage import migrations
+    from transport.cli import main
+
+    assert main(["db", "current", "--data-dir", str(tmp_path / "none")]) == 1
+    assert "no database in" in capsys.readouterr().err
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path / "d"), "--revision", "0001"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"schema revision: 0001 (newest: {migrations.head()})"
+    )
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"schema revision: {migrations.head()} (newest: {migrations.head()})"
+    )
