@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from actors.drain import Drain, DrainKind, InboundFrame, make_drain
 from actors.pipeline import PipelineAnswer
 from actors.pipelines import FrameIn, FrameOut
+from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor
 from engine.errors import ActorError, Conflict, EaselError, Invalid, PipelineError, SessionClosed
 from engine.settings import Settings
@@ -179,6 +180,7 @@ class SessionActor(LoopActor[Message, Any]):
         self._pump: asyncio.Task[None] | None = None
         self._unsubscribe: Any = None
         self._closing: Close | None = None
+        self._parsed: tuple[PipelineKind, dict[str, Any], Any] | None = None
 
     async def on_start(self) -> None:
         self.record.attached = False
@@ -320,12 +322,23 @@ class SessionActor(LoopActor[Message, Any]):
             for task in order:
                 task.cancel()
 
+    def _session_params(self, plugin: PipelineKind) -> Any:
+        """The session's params, validated once per change rather than once per frame
+        (``record.params`` is replaced, never mutated, when they change)."""
+        cached = self._parsed
+        if cached is None or cached[0] is not plugin or cached[1] is not self.record.params:
+            cached = (plugin, self.record.params, plugin.parse_params(self.record.params))
+            self._parsed = cached
+        return cached[2]
+
     async def _process(self, frame: InboundFrame) -> Outcome:
         record = self.record
         try:
             handle = self.registry.pipelines.get(record.pipeline)
-            raw = record.params if not frame.params else {**record.params, **frame.params}
-            params = handle.plugin.parse_params(raw)
+            if frame.params:
+                params = handle.plugin.parse_params({**record.params, **frame.params})
+            else:
+                params = self._session_params(handle.plugin)
             job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
             return frame, await handle.process(job, self.registry.settings.frame_timeout)
         except ActorError as error:

@@ -150,3 +150,18 @@ async def test_upgrade_without_the_subprotocol_is_a_400_problem(easel: Easel) ->
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused_upgrade:
         await easel.http.ws_connect(easel.url + f"/api/v1/sessions/{created['id']}/ws")
     assert refused_upgrade.value.status == 400
+
+
+async def test_params_changes_apply_to_the_next_frames(easel: Easel) -> None:
+    client = await easel.connect(pipeline="imagefx", drain="all", params={"effect": "invert"})
+    await client.send_frame(1, ContentType.PNG, png((10, 20, 30)))
+    (first,) = await collect(client, 1)
+    await client.set_params({"effect": "none"})
+    assert await client.call("session.params") == {"effect": "none"}  # PARAMS was applied
+    await client.send_frame(2, ContentType.PNG, png((10, 20, 30)))
+    (second,) = await collect(client, 1)
+    assert isinstance(first, Result)
+    assert isinstance(second, Result)
+    assert Image.open(io.BytesIO(bytes(first.payload))).getpixel((0, 0)) == (245, 235, 225)
+    assert Image.open(io.BytesIO(bytes(second.payload))).getpixel((0, 0)) == (10, 20, 30)
+    await client.close()
