@@ -21,6 +21,7 @@ from engine.storage import (
     ProjectPatch,
     ScenePatch,
 )
+from transport.rest.bodies import json_response
 from transport.rest.pipelines import ReloadBody
 from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
 from transport.rest.sessions import CreateSession, PatchSession
@@ -256,4 +257,4 @@ def document() -> dict[str, Any]:
 
 @routes.get("/api/v1/openapi.json")
 async def openapi(_request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return json_response(document())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from engine.errors import EaselError, Overloaded
@@ -34,7 +34,7 @@ def problem_response(status: int, code: str, title: str, detail: str, **extra: A
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, round(float(retry_after))))
     return web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers
+        status=status, body=orjson.dumps(body), content_type=PROBLEM_JSON, headers=headers
     )
 
 

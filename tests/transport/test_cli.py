@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -64,7 +65,7 @@ def test_serve_answers_health_and_metrics_and_stops_cleanly(
         base = f"http://127.0.0.1:{port}"
         wait_until_serving(base + "/api/v1/health", proc)
         status, body = get(base + "/api/v1/health")
-        assert (status, body) == (200, b'{"status": "ok", "detail": "ok"}')
+        assert (status, json.loads(body)) == (200, {"status": "ok", "detail": "ok"})
         status, body = get(base + "/metrics")
         assert status == 200
         assert b'easel_actors{kind="supervisor"' not in body  # supervisors are not actors

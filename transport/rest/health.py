@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from transport.keys import ENGINE
+from transport.rest.bodies import json_response
 
 __all__ = ["routes"]
 
@@ -17,7 +18,7 @@ async def health(request: web.Request) -> web.Response:
     """Alive: the process answers and the root supervisor has not failed."""
     report = request.app[ENGINE].health()
     body = {"status": "ok" if report.alive else "failed", "detail": report.detail}
-    return web.json_response(body, status=200 if report.alive else 503)
+    return json_response(body, status=200 if report.alive else 503)
 
 
 @routes.get("/api/v1/ready")
@@ -29,7 +30,7 @@ async def ready(request: web.Request) -> web.Response:
         "ready": ok,
         "checks": {name: {"ok": c.alive, "detail": c.detail} for name, c in checks.items()},
     }
-    return web.json_response(body, status=200 if ok else 503)
+    return json_response(body, status=200 if ok else 503)
 
 
 @routes.get("/metrics")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.pipeline import PipelineHandle
 from actors.pipelines import PipelineConfig
 from transport.keys import SERVICES
-from transport.rest.bodies import read_body
+from transport.rest.bodies import json_response, read_body
 
 __all__ = ["ReloadBody", "describe", "routes"]
 
@@ -45,20 +45,20 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
 async def list_pipelines(request: web.Request) -> web.Response:
     registry = request.app[SERVICES].pipelines
     items = [describe(registry.get(name)) for name in registry.names()]
-    return web.json_response({"items": items, "total": len(items)})
+    return json_response({"items": items, "total": len(items)})
 
 
 @routes.post("/api/v1/pipelines")
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
     handle = await request.app[SERVICES].pipelines.init(config, persist=True)
-    return web.json_response(describe(handle), status=201)
+    return json_response(describe(handle), status=201)
 
 
 @routes.get("/api/v1/pipelines/{name}")
 async def get_pipeline(request: web.Request) -> web.Response:
     handle = request.app[SERVICES].pipelines.get(request.match_info["name"])
-    return web.json_response(describe(handle))
+    return json_response(describe(handle))
 
 
 @routes.post("/api/v1/pipelines/{name}/reload")
@@ -71,7 +71,7 @@ async def reload_pipeline(request: web.Request) -> web.Response:
     if changes:
         config = PipelineConfig.model_validate({**config.model_dump(), **changes})
     handle = await registry.reload(name, config)
-    return web.json_response(describe(handle))
+    return json_response(describe(handle))
 
 
 @routes.delete("/api/v1/pipelines/{name}")

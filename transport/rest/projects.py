@@ -45,7 +45,7 @@ from engine.storage import (
 )
 from engine.storage.records import Record
 from transport.keys import STORE
-from transport.rest.bodies import read_body
+from transport.rest.bodies import json_response, read_body
 
 __all__ = ["SceneOrder", "routes"]
 
@@ -69,13 +69,13 @@ def _store(request: web.Request) -> Store:
 
 
 def _one(record: Record, status: int = 200) -> web.Response:
-    return web.json_response(record.model_dump(mode="json"), status=status)
+    return json_response(record.model_dump(mode="json"), status=status)
 
 
 def _page(page: Page[Any]) -> web.Response:
     items = [item.model_dump(mode="json") for item in page.items]
     body = {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
-    return web.json_response(body)
+    return json_response(body)
 
 
 def _paging(request: web.Request) -> tuple[int, int]:
@@ -149,7 +149,7 @@ async def reorder_scenes(request: web.Request) -> web.Response:
     order = await read_body(request, SceneOrder)
     scenes = await _store(request).scenes.reorder(request.match_info["project"], order.scene_ids)
     items = [scene.model_dump(mode="json") for scene in scenes]
-    return web.json_response({"items": items, "total": len(items)})
+    return json_response({"items": items, "total": len(items)})
 
 
 @routes.get(SCENE)

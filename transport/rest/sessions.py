@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from actors.drain import DrainKind
 from actors.session import SessionRecord
 from transport.keys import SERVICES
-from transport.rest.bodies import read_body
+from transport.rest.bodies import json_response, read_body
 
 __all__ = ["routes"]
 
@@ -41,19 +41,19 @@ async def create_session(request: web.Request) -> web.Response:
     body = await read_body(request, CreateSession)
     record = await request.app[SERVICES].sessions.create(body.pipeline, body.drain, body.params)
     answer = {**record.describe(), "token": record.token, "ws_url": _ws_url(request, record)}
-    return web.json_response(answer, status=201)
+    return json_response(answer, status=201)
 
 
 @routes.get("/api/v1/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
     items = [record.describe() for record in request.app[SERVICES].sessions.records()]
-    return web.json_response({"items": items, "total": len(items)})
+    return json_response({"items": items, "total": len(items)})
 
 
 @routes.get("/api/v1/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
     record = request.app[SERVICES].sessions.get(request.match_info["session_id"])
-    return web.json_response(record.describe())
+    return json_response(record.describe())
 
 
 @routes.patch("/api/v1/sessions/{session_id}")
@@ -62,7 +62,7 @@ async def patch_session(request: web.Request) -> web.Response:
     sessions = request.app[SERVICES].sessions
     session_id = request.match_info["session_id"]
     await sessions.update_params(session_id, body.params)
-    return web.json_response(sessions.get(session_id).describe())
+    return json_response(sessions.get(session_id).describe())
 
 
 @routes.delete("/api/v1/sessions/{session_id}")
