@@ -106,12 +106,12 @@ async def throughput(plan: Plan, loop: str = "asyncio") -> Outcome:
     profile = None if plan.profile is None else plan.profile / f"a-{loop}.txt"
     out = Outcome(f"a. throughput: 1 client, 64 KiB, window 8, drain all, loop {loop}")
     easel = await _row("easel", load, f"easel/{loop}", loop=loop, profile=profile)
-    wide = await _row(
-        "easel", load, f"easel/{loop} inflight=4", loop=loop, settings={"max_inflight": 4}
+    narrow = await _row(
+        "easel", load, f"easel/{loop} inflight=1", loop=loop, settings={"max_inflight": 1}
     )
     echo = await _row("echo", load, f"echo/{loop}", loop=loop)
-    out.rows = [easel, wide, echo]
-    for row in (easel, wide):
+    out.rows = [easel, narrow, echo]
+    for row in (easel, narrow):
         ratio = ratios(row, echo)["throughput_ratio"] or 0.0
         out.notes.append(
             f"{row.label}: {ratio:.1%} of echo throughput (target >= 50%): {_verdict(ratio >= 0.5)}"
