@@ -74,19 +74,30 @@ class Drain:
     def _pop(self) -> InboundFrame | None:
         raise NotImplementedError
 
-    async def get(self) -> InboundFrame:
-        """The next frame to process; waits for one. Raises ``SessionClosed`` once closed."""
-        while True:
+    async def ready(self) -> None:
+        """Wait until a frame is pending (without taking it). Raises ``SessionClosed``."""
+        while not len(self):
             if self.closed:
                 raise SessionClosed("drain closed")
-            frame = self._pop()
-            if frame is not None:
-                return frame
             self._getter = asyncio.get_running_loop().create_future()
             try:
                 await self._getter
             finally:
                 self._getter = None
+        if self.closed:
+            raise SessionClosed("drain closed")
+
+    def take(self) -> InboundFrame:
+        """The pending frame (the newest under ``latest``); call after ``ready``."""
+        frame = self._pop()
+        if frame is None:
+            raise SessionClosed("no frame pending")
+        return frame
+
+    async def get(self) -> InboundFrame:
+        """The next frame to process; waits for one. Raises ``SessionClosed`` once closed."""
+        await self.ready()
+        return self.take()
 
     def close(self) -> None:
         """Refuse further frames and release whoever waits."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -178,6 +179,58 @@ def replica_factory(
     return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))
 
 
+class Room:
+    """Admission to a pipeline: at most ``capacity`` frames queued or in process.
+
+    Sessions wait here, in FIFO order (fair across sessions), *before* taking a frame
+    from their drain, so under ``latest`` the frame that waits is still the one a newer
+    frame can supersede, and latency stays bounded when many sessions oversubscribe a
+    pipeline. The capacity follows the replicas (it changes on reload). Loop only.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.used < self.capacity and not self._waiters:
+            self.used += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # woken with a slot already counted for us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        if self.used <= self.capacity:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # hand our slot over
+                    return
+        self.used -= 1
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        while self._waiters and self.used < self.capacity:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += 1
+                waiter.set_result(None)
+
+
+def room_for(config: PipelineConfig, plugin: PipelineKind) -> int:
+    """Two full micro-batches per replica: one in process, one gathering."""
+    return config.replicas * 2 * (config.max_batch or plugin.max_batch)
+
+
 class PipelineHandle:
     """The stable face of one named pipeline. Methods run on the loop unless noted."""
 
@@ -195,6 +248,7 @@ class PipelineHandle:
         self._next = 0
         self._listeners: set[Listener] = set()
         self._failed = 0
+        self.room = Room(room_for(config, plugin))
 
     @property
     def name(self) -> str:
@@ -217,6 +271,7 @@ class PipelineHandle:
         """Route new frames to ``replicas`` from now on; return the previous ones."""
         old = self._replicas
         self.config, self.plugin, self._replicas = config, plugin, list(replicas)
+        self.room.resize(room_for(config, plugin))
         self.generation += 1
         self._failed = 0
         return old

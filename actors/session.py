@@ -22,11 +22,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.drain import Drain, DrainKind, InboundFrame, make_drain
-from actors.pipeline import PipelineAnswer
+from actors.pipeline import PipelineAnswer, Room
 from actors.pipelines import FrameIn, FrameOut
 from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor
-from engine.errors import ActorError, Conflict, EaselError, Invalid, PipelineError, SessionClosed
+from engine.errors import (
+    ActorError,
+    Conflict,
+    EaselError,
+    Invalid,
+    NotFound,
+    PipelineError,
+    SessionClosed,
+)
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -312,8 +320,17 @@ class SessionActor(LoopActor[Message, Any]):
         try:
             while True:
                 await slots.acquire()
-                frame = await drain.get()
-                order.append(asyncio.ensure_future(self._process(frame)))
+                await drain.ready()
+                room = self._room()
+                if room is not None:
+                    await room.acquire()
+                try:
+                    frame = drain.take()
+                except SessionClosed:
+                    if room is not None:
+                        room.release()
+                    raise
+                order.append(asyncio.ensure_future(self._process(frame, room)))
                 ready.set()
         except SessionClosed:
             pass
@@ -331,7 +348,13 @@ class SessionActor(LoopActor[Message, Any]):
             self._parsed = cached
         return cached[2]
 
-    async def _process(self, frame: InboundFrame) -> Outcome:
+    def _room(self) -> Room | None:
+        try:
+            return self.registry.pipelines.get(self.record.pipeline).room
+        except NotFound:
+            return None  # the frame will be answered with the error
+
+    async def _process(self, frame: InboundFrame, room: Room | None) -> Outcome:
         record = self.record
         try:
             handle = self.registry.pipelines.get(record.pipeline)
@@ -347,6 +370,9 @@ class SessionActor(LoopActor[Message, Any]):
             return frame, failed
         except EaselError as error:
             return frame, error
+        finally:
+            if room is not None:
+                room.release()
 
     async def _send_in_order(
         self,

@@ -258,3 +258,38 @@ async def test_a_crashed_session_closes_1011_and_no_other_session_notices(
     assert again.welcome.params == {"effect": "invert"}
     await again.close()
     await bystander.close()
+
+
+async def test_many_latest_sessions_wait_in_their_drains_not_in_the_pipeline(
+    easel: Easel,
+) -> None:
+    from transport.keys import SERVICES
+
+    await simulated(easel, max_batch=1, cost_ms=10)
+    handle = easel.server.app[SERVICES].pipelines.get("sim")
+    assert handle.room.capacity == 2  # one replica, two frames of room
+    clients = [await easel.connect(pipeline="sim", drain="latest") for _ in range(12)]
+    deepest = 0
+
+    async def watch() -> None:
+        nonlocal deepest
+        while True:
+            deepest = max(deepest, handle.replicas[0].pending, handle.room.used)
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.ensure_future(watch())
+    for seq in range(20):
+        for client in clients:
+            await client.send_frame(seq, ContentType.PNG, png())
+    for client in clients:
+        answered: list[Result] = []
+        async with asyncio.timeout(20):
+            async for answer in client.results():
+                assert isinstance(answer, Result)
+                answered.append(answer)
+                if answer.seq == 19:
+                    break
+        assert len(answered) + sum(a.superseded for a in answered) == 20
+        await client.close()
+    watcher.cancel()
+    assert 1 <= deepest <= 2  # the pipeline never held more than its room
