@@ -11,6 +11,7 @@ is ready again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -126,7 +127,7 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
 
     def on_start(self) -> None:
         self.max_batch = self.core.start()
-        self.core.handle.notify(ready=True)
+        self.core.handle.notify(self.context.path, ready=True)
 
     def receive_batch(
         self, messages: Sequence[PipelineJob]
@@ -141,7 +142,7 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
 
     def on_failure(self, error: BaseException) -> None:
         self.core.close()
-        self.core.handle.notify(ready=False)
+        self.core.handle.notify(self.context.path, ready=False)
 
 
 class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
@@ -157,7 +158,7 @@ class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
 
     async def on_start(self) -> None:
         self.core.start()
-        self.core.handle.notify(ready=True)
+        self.core.handle.notify(self.context.path, ready=True)
 
     async def receive(self, message: PipelineJob) -> PipelineAnswer:
         return self.core.process_one(message)
@@ -167,7 +168,7 @@ class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
 
     async def on_failure(self, error: BaseException) -> None:
         self.core.close()
-        self.core.handle.notify(ready=False)
+        self.core.handle.notify(self.context.path, ready=False)
 
 
 def replica_factory(
@@ -205,7 +206,8 @@ class Room:
             if waiter.done() and not waiter.cancelled():
                 self.release()
             else:
-                self._waiters.remove(waiter)
+                with contextlib.suppress(ValueError):  # release() may have popped it
+                    self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:
@@ -247,7 +249,8 @@ class PipelineHandle:
         self._inflight: dict[int, int] = {}
         self._next = 0
         self._listeners: set[Listener] = set()
-        self._failed = 0
+        self._failed: set[str] = set()
+        """Paths of current replicas that crashed and have not started again."""
         self.room = Room(room_for(config, plugin))
 
     @property
@@ -260,7 +263,7 @@ class PipelineHandle:
 
     @property
     def ready(self) -> bool:
-        return bool(self._replicas) and self._failed == 0 and not self.closed
+        return bool(self._replicas) and not self._failed and not self.closed
 
     def switch(
         self,
@@ -273,7 +276,7 @@ class PipelineHandle:
         self.config, self.plugin, self._replicas = config, plugin, list(replicas)
         self.room.resize(room_for(config, plugin))
         self.generation += 1
-        self._failed = 0
+        self._failed.clear()
         return old
 
     async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:
@@ -287,11 +290,15 @@ class PipelineHandle:
             raise Unavailable(f"pipeline {self.name} is not available")
         ref = replicas[0] if len(replicas) == 1 else self._pick(replicas)
         key = id(ref)
-        self._inflight[key] = self._inflight.get(key, 0) + 1
+        inflight = self._inflight
+        inflight[key] = inflight.get(key, 0) + 1
         try:
             return await ref.ask(PipelineJob(frame, time.perf_counter()), timeout)
         finally:
-            self._inflight[key] -= 1
+            if inflight[key] == 1:
+                del inflight[key]  # no entry per replica that ever lived
+            else:
+                inflight[key] -= 1
 
     def _pick(self, replicas: list[ActorRef[PipelineJob, PipelineAnswer]]) -> ActorRef[Any, Any]:
         self._next = (self._next + 1) % len(replicas)
@@ -314,22 +321,25 @@ class PipelineHandle:
         self._listeners.add(listener)
         return lambda: self._listeners.discard(listener)
 
-    def notify(self, *, ready: bool) -> None:
-        """From a replica, on any thread: it failed (``ready=False``) or (re)started."""
+    def notify(self, path: str, *, ready: bool) -> None:
+        """From the replica at ``path``, on any thread: it failed or (re)started."""
         try:
-            self._loop.call_soon_threadsafe(self._replica_changed, ready)
+            self._loop.call_soon_threadsafe(self._replica_changed, path, ready)
         except RuntimeError:  # loop closed: the engine is shutting down
             pass
 
-    def _replica_changed(self, ready: bool) -> None:
-        if not ready:
-            self._failed += 1
-            if self._failed == 1:
-                self._emit("pipeline.restarting")
-        elif self._failed > 0:
-            self._failed -= 1
-            if self._failed == 0:
-                self._emit("pipeline.ready")
+    def _replica_changed(self, path: str, ready: bool) -> None:
+        if all(ref.path != path for ref in self._replicas):
+            return  # an old generation draining after a reload: not our concern now
+        was_ready = not self._failed
+        if ready:
+            self._failed.discard(path)
+        else:
+            self._failed.add(path)
+        if was_ready and self._failed:
+            self._emit("pipeline.restarting")
+        elif not was_ready and not self._failed:
+            self._emit("pipeline.ready")
 
     def _emit(self, event: str) -> None:
         for listener in list(self._listeners):

@@ -147,9 +147,11 @@ class PipelineRegistry:
             generation = handle.generation + 1
             replicas = await self._start_generation(group, handle, config, plugin, generation)
             old = handle.switch(config, plugin, replicas)
-            await self._drain(handle, old)
-            for ref in old:
-                await group.terminate_child(ref.path.rsplit("/", 1)[1])
+            try:
+                await self._drain(handle, old)
+            finally:  # even if the reload is cancelled: the old generation must go
+                for ref in old:
+                    await group.terminate_child(ref.path.rsplit("/", 1)[1])
             stored = self._stored.get(name)
             if stored is not None and self.configs is not None:
                 fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})
@@ -166,7 +168,6 @@ class PipelineRegistry:
             stored = self._stored.pop(name, None)
             if stored is not None and self.configs is not None:
                 await self.configs.delete(stored)
-        self._locks.pop(name, None)
 
     async def check_ready(self) -> None:
         """Readiness: raises ``Unavailable`` naming pipelines that are restarting."""
@@ -198,9 +199,11 @@ class PipelineRegistry:
                 )
                 assert not isinstance(ref, Supervisor)
                 started.append(ref)
-        except Exception as error:
+        except BaseException as error:
             for ref in started:
                 await group.terminate_child(ref.path.rsplit("/", 1)[1])
+            if not isinstance(error, Exception):
+                raise  # cancelled: nothing to translate
             raise Unavailable(f"pipeline {config.name} failed to load: {error}") from error
         return started
 

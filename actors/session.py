@@ -35,6 +35,7 @@ from engine.errors import (
     PipelineError,
     SessionClosed,
 )
+from engine.ref import ActorState
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -157,6 +158,12 @@ class _Expire:
     detached_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskFailed:
+    error: BaseException | None
+    incarnation: int
+
+
 class Attachment:
     """The connection's port into its session: where the reader puts frames."""
 
@@ -174,7 +181,7 @@ class Attachment:
 
 Outcome = tuple[InboundFrame, PipelineAnswer | EaselError]
 
-Message = Attach | Detach | UpdateParams | Describe | Call | Close | _Expire
+Message = Attach | Detach | UpdateParams | Describe | Call | Close | _Expire | _TaskFailed
 
 
 class SessionActor(LoopActor[Message, Any]):
@@ -217,6 +224,10 @@ class SessionActor(LoopActor[Message, Any]):
                 self._closing = Close(1000, "idle timeout")
                 self.context.stop()
             return None
+        if isinstance(message, _TaskFailed):
+            if message.incarnation != self.context.incarnation:
+                return None  # a task of an earlier incarnation
+            raise RuntimeError("the session's frame pump failed") from message.error
         raise Invalid(f"unknown session message {type(message).__name__}")
 
     # --- attach / detach -------------------------------------------------------------
@@ -237,9 +248,16 @@ class SessionActor(LoopActor[Message, Any]):
         self._pump = asyncio.get_running_loop().create_task(
             self._run_pump(self._drain, connection), name=f"pump:{self.record.id}"
         )
+        self._pump.add_done_callback(self._watch)
         handle = self.registry.pipelines.get(self.record.pipeline)
         self._unsubscribe = handle.subscribe(self._pipeline_event)
         return Attachment(self.record, self._drain, frames_in)
+
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """The pump and its sender must never die quietly: if one fails, so does the
+        session (its client gets 1011 and can resume; nothing stalls unseen)."""
+        if not task.cancelled() and task.exception() is not None:
+            self._tell_quietly(_TaskFailed(task.exception(), self.context.incarnation))
 
     def _detach(self) -> None:
         if self.connection is None:
@@ -317,6 +335,7 @@ class SessionActor(LoopActor[Message, Any]):
         sender = asyncio.get_running_loop().create_task(
             self._send_in_order(order, ready, slots, drain, connection)
         )
+        sender.add_done_callback(self._watch)
         try:
             while True:
                 await slots.acquire()
@@ -394,20 +413,29 @@ class SessionActor(LoopActor[Message, Any]):
             frame, answer = await order[0]
             order.popleft()
             slots.release()
-            if isinstance(answer, EaselError):
+            try:
+                if isinstance(answer, EaselError):
+                    record.stats.errors += 1
+                    err_count()
+                    await connection.send_error(answer, frame.seq)
+                    continue
+                superseded = drain.take_superseded()
+                record.stats.superseded += superseded
+                total = time.perf_counter() - frame.received
+                timings = {
+                    "queue_ms": answer.queue_ms,
+                    "pipeline_ms": answer.pipeline_ms,
+                    "total_ms": total * 1000.0,
+                }
+                await connection.send_result(frame.seq, answer.out, timings, superseded)
+            except Exception:
+                # e.g. a plug-in answered with a content type the protocol lacks: that
+                # frame gets an internal error, the session goes on
+                log.exception("session %s: answer to seq %d not sent", record.id, frame.seq)
                 record.stats.errors += 1
                 err_count()
-                await connection.send_error(answer, frame.seq)
+                await connection.send_error(EaselError("the answer could not be sent"), frame.seq)
                 continue
-            superseded = drain.take_superseded()
-            record.stats.superseded += superseded
-            total = time.perf_counter() - frame.received
-            timings = {
-                "queue_ms": answer.queue_ms,
-                "pipeline_ms": answer.pipeline_ms,
-                "total_ms": total * 1000.0,
-            }
-            await connection.send_result(frame.seq, answer.out, timings, superseded)
             record.stats.frames_out += 1
             record.stats.last_total_ms = timings["total_ms"]
             out_count()
@@ -426,6 +454,12 @@ class SessionActor(LoopActor[Message, Any]):
             await connection.close(code, reason)
 
     async def on_stop(self) -> None:
+        final = self._closing is not None or self.context.ref.state is ActorState.STOPPING
+        if not final:
+            # stopped for a restart (a supervisor above restarts its children): the
+            # record stays, the client may resume
+            await self._say_goodbye(1011, "session restarting", event=False)
+            return
         closing = self._closing or Close(1001, "server going away")
         await self._say_goodbye(closing.code, closing.reason, event=True)
         self.registry.forget(self.record.id)

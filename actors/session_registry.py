@@ -8,6 +8,7 @@ normal end (idle timeout, delete).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -46,6 +47,8 @@ class SessionRegistry:
         self.stored = stored
         self._records: dict[str, SessionRecord] = {}
         self._attached = 0
+        self._reserved = 0
+        """Sessions being created right now: they count towards the limit."""
         self._writes: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
@@ -59,7 +62,7 @@ class SessionRegistry:
     ) -> SessionRecord:
         """Start a session. Raises ``Overloaded`` at the session limit (retry later),
         ``Invalid`` for an unknown pipeline, ``BadParams`` for params it rejects."""
-        if len(self._records) >= self.settings.max_sessions:
+        if len(self._records) + self._reserved >= self.settings.max_sessions:
             raise Overloaded(
                 f"the engine is at its limit of {self.settings.max_sessions} sessions",
                 retry_after=max(1.0, self.settings.session_idle_timeout / 4),
@@ -70,6 +73,15 @@ class SessionRegistry:
             raise Invalid(f"no pipeline named {pipeline!r}") from None
         params = dict(params or {})
         handle.plugin.parse_params(params)
+        self._reserved += 1  # the slot is ours across the awaits below
+        try:
+            return await self._start(pipeline, drain, params)
+        finally:
+            self._reserved -= 1
+
+    async def _start(
+        self, pipeline: str, drain: DrainKind, params: dict[str, Any]
+    ) -> SessionRecord:
         session_id = secrets.token_hex(8)
         if self.stored is not None:
             new = NewSession(pipeline=pipeline, drain=str(drain), params=params)
@@ -96,6 +108,9 @@ class SessionRegistry:
             )
         except BaseException:
             self._records.pop(record.id, None)
+            if self.stored is not None:
+                with contextlib.suppress(EaselError):  # don't keep a session that never ran
+                    await self.stored.delete(record.id)
             raise
         self._count()
         return record

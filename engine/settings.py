@@ -56,6 +56,8 @@ class Settings(BaseModel):
     out in ``seq`` order). A ``latest`` session always has one, so the frame that
     waits is the one that can still be superseded."""
     frame_timeout: float = Field(default=30.0, gt=0)
+    hello_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection to ``/api/v1/ws`` has to send its HELLO."""
     max_frame: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_header: int = Field(default=64 * 1024, ge=64)
     pipelines: str = "passthrough,imagefx"

@@ -7,6 +7,7 @@ client). Answers come from the session's pump through ``WsConnection``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -18,7 +19,15 @@ from actors.drain import DrainKind, InboundFrame
 from actors.pipelines import FrameOut
 from actors.services import Services
 from actors.session import Attach, Attachment, Call, Detach, SessionRecord, UpdateParams
-from engine.errors import ActorStopped, Conflict, EaselError, Forbidden, NotFound, Unauthorized
+from engine.errors import (
+    ActorStopped,
+    Conflict,
+    EaselError,
+    Forbidden,
+    MailboxFull,
+    NotFound,
+    Unauthorized,
+)
 from engine.settings import Settings
 from transport.keys import ENGINE, SERVICES
 from transport.problem import problem_response
@@ -156,7 +165,10 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         return ws
     services = request.app[SERVICES]
     settings = request.app[ENGINE].settings
-    message = await ws.receive()
+    try:
+        message = await ws.receive(timeout=settings.hello_timeout)
+    except TimeoutError:
+        return await _refuse(ws, ProtocolViolation(ErrorCode.BAD_FRAME, "no HELLO in time"))
     if message.type is not WSMsgType.BINARY:
         return await _refuse(ws, ProtocolViolation(ErrorCode.BAD_FRAME, "send HELLO first"))
     try:
@@ -217,8 +229,22 @@ async def _serve(
         await _read(ws, ref, attachment, limits)
     finally:
         services.metrics.connections.dec()
-        with contextlib.suppress(EaselError):
+        await _detach(ref, connection)
+
+
+async def _detach(ref: Any, connection: WsConnection) -> None:
+    """Tell the session its client is gone. A full mailbox is retried for a while: a
+    lost Detach would leave the session attached to a dead socket."""
+    for _ in range(100):
+        try:
             ref.tell(Detach(connection))
+        except MailboxFull:
+            await asyncio.sleep(0.02)
+        except EaselError:
+            return  # the session is gone already
+        else:
+            return
+    log.error("session %s: could not detach its closed connection", ref.path)
 
 
 def _welcome(record: SessionRecord, limits: Limits) -> bytes:
@@ -252,7 +278,11 @@ async def _read(
                 first = False
                 violations.valid()
                 if decoded.params:
-                    await ref.ask(UpdateParams(decoded.params))
+                    try:
+                        await ref.ask(UpdateParams(decoded.params))
+                    except EaselError as error:  # bad params: an error, not the end
+                        await ws.send_bytes(encode_exception(error))
+                        continue
                 await ws.send_bytes(_welcome(attachment.record, limits))
                 continue
             first = False
