@@ -164,6 +164,11 @@ class Supervisor:
         self.failure: BaseException | None = None
         self._children: list[_Child] = []
         self._restarts: deque[float] = deque()
+        # Children stopped by a handled exit, each mapped to the restart that will start
+        # it: an exit of a pending child (one_for_all, rest_for_one: two crashes in one
+        # tick) is already dealt with, and a later exit that takes a child over restarts
+        # it in start order with its own children.
+        self._pending: dict[_Child, object] = {}
         self._lock = asyncio.Lock()
         self._running = False
         self._terminated = False
@@ -211,6 +216,7 @@ class Supervisor:
             self.incarnation += 1
             self.failure = None
             self._restarts.clear()
+            self._pending.clear()
             self._running = True
             started: list[_Child] = []
             try:
@@ -278,7 +284,7 @@ class Supervisor:
         self, child: _Child, incarnation: int, error: BaseException | None
     ) -> None:
         async with self._lock:
-            if not self._running or child not in self._children:
+            if not self._running or child not in self._children or child in self._pending:
                 return
             if child.incarnation != incarnation:
                 return  # an older incarnation; already dealt with
@@ -295,11 +301,13 @@ class Supervisor:
                 if other is not child:
                     await self._stop_for_restart(other)
             affected = [c for c in affected if c in self._children]
+            token = object()
+            self._pending.update(dict.fromkeys(affected, token))
             delay = self._next_delay(child)
             generation = self.incarnation
         if delay > 0:
             await asyncio.sleep(delay)
-        await self._restart(affected, generation)
+        await self._restart(affected, generation, token)
 
     def _intensity_exceeded(self) -> bool:
         now = time.monotonic()
@@ -333,11 +341,14 @@ class Supervisor:
         child.last_failure = now
         return delay
 
-    async def _restart(self, children: list[_Child], generation: int) -> None:
+    async def _restart(self, children: list[_Child], generation: int, token: object) -> None:
         async with self._lock:
             if not self._running or self.incarnation != generation:
                 return
             for child in children:
+                if self._pending.get(child) is not token:
+                    continue  # taken over by a later exit, which restarts it
+                del self._pending[child]
                 if child not in self._children:
                     continue
                 self.system.metrics.restarted(child.kind)

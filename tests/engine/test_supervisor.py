@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -281,3 +282,23 @@ async def test_restart_that_fails_to_start_counts_towards_intensity(
     await eventually(lambda: group_sup.incarnation == 2)
     await eventually(lambda: journal.of("start", "w") == [1, 4])
     assert await engine.system.lookup("/g/w").ask("up") == "up"
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+async def test_two_crashes_in_one_tick_restart_each_child_once(
+    make_engine: EngineFactory, strategy: Strategy
+) -> None:
+    journal = Journal()
+    engine = await make_engine(group(strategy, *three(journal)))
+    group_sup = engine.root.child("g")
+    assert isinstance(group_sup, Supervisor)
+    engine.system.lookup("/g/a").tell(CRASH)
+    engine.system.lookup("/g/b").tell(CRASH)
+    await eventually(lambda: all(len(journal.of("start", n)) >= 2 for n in "abc"))
+    await asyncio.sleep(0.2)  # room for a second, spurious restart
+    assert {n: journal.of("start", n) for n in "abc"} == {n: [1, 2] for n in "abc"}
+    assert journal.order("start")[3:] == ["a", "b", "c"]
+    assert group_sup.running
+    assert group_sup.incarnation == 1  # it did not give up and get restarted
+    for name in "abc":
+        assert await engine.system.lookup(f"/g/{name}").ask(name) == name
