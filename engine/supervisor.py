@@ -30,9 +30,9 @@ from enum import StrEnum
 from typing import Any
 
 from engine.actor import LoopActor, ThreadActor
-from engine.errors import ActorError, Conflict, NotFound
+from engine.errors import ActorError, Conflict, NotFound, Unavailable
 from engine.mailbox import MailboxSpec
-from engine.ref import ActorRef, Cell
+from engine.ref import ActorRef, ActorState, Cell
 from engine.system import ActorSystem
 
 __all__ = [
@@ -132,6 +132,13 @@ class _Child:
     def kind(self) -> str:
         return self.node.kind
 
+    @property
+    def running(self) -> bool:
+        node = self.node
+        if isinstance(node, Supervisor):
+            return node.running
+        return node.state is ActorState.RUNNING
+
     async def start(self) -> None:
         await self.node.start()
 
@@ -211,7 +218,8 @@ class Supervisor:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start (or restart) every child in order; on a failure stop those started."""
+        """Start (or restart) every child in order, leaving those already running alone;
+        on a failure stop them all again."""
         async with self._lock:
             self.incarnation += 1
             self.failure = None
@@ -221,7 +229,8 @@ class Supervisor:
             started: list[_Child] = []
             try:
                 for child in list(self._children):
-                    await child.start()
+                    if not child.running:
+                        await child.start()
                     started.append(child)
             except BaseException:
                 self._running = False
@@ -230,10 +239,18 @@ class Supervisor:
                 raise
 
     async def start_child(self, spec: ChildSpec) -> ActorRef[Any, Any] | Supervisor:
-        """Add and start a child; returns its reference (or the nested supervisor)."""
+        """Add and start a child; returns its reference (or the nested supervisor).
+
+        Raises ``Conflict`` for a taken id, ``NotFound`` once terminated, ``Unavailable``
+        while not running (it gave up and waits for its parent), and what the child's
+        start raises.
+        """
         async with self._lock:
             if self._terminated:
                 raise NotFound(f"{self.path} is stopped")
+            if not self._running:
+                # its restart (by the parent) would find the new child running
+                raise Unavailable(f"{self.path} is not running")
             child = self._adopt(spec)
             try:
                 await child.start()

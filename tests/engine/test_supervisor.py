@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine
-from engine.errors import ActorCrashed, ActorStopped, Conflict, NotFound
+from engine.errors import ActorCrashed, ActorStopped, Conflict, NotFound, Unavailable
 from engine.ref import ActorState
 from engine.settings import Settings
 from engine.supervisor import (
@@ -302,3 +302,36 @@ async def test_two_crashes_in_one_tick_restart_each_child_once(
     assert group_sup.incarnation == 1  # it did not give up and get restarted
     for name in "abc":
         assert await engine.system.lookup(f"/g/{name}").ask(name) == name
+
+
+async def test_a_supervisor_that_gave_up_refuses_new_children(make_engine: EngineFactory) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner", children=(ActorSpec("w", loop_actor("w", journal)),), max_restarts=0
+    )
+    slow = Backoff(initial=0.3, maximum=0.3, jitter=0.0)
+    engine = await make_engine(group(Strategy.ONE_FOR_ONE, inner, backoff=slow))
+    outer = engine.root.child("g")
+    assert isinstance(outer, Supervisor)
+    inner_sup = outer.child("inner")
+    assert isinstance(inner_sup, Supervisor)
+    await crash(engine, "/g/inner/w")
+    await eventually(lambda: not inner_sup.running)  # gave up; "g" restarts it later
+    with pytest.raises(Unavailable):
+        await inner_sup.start_child(ActorSpec("late", loop_actor("late", journal)))
+    await eventually(lambda: inner_sup.incarnation == 2 and inner_sup.running)
+    assert [child_id for child_id, _ in inner_sup.children()] == ["w"]
+    assert await engine.system.lookup("/g/inner/w").ask("up") == "up"
+    assert engine.health().alive
+
+
+async def test_starting_a_running_supervisor_leaves_running_children_alone(
+    make_engine: EngineFactory,
+) -> None:
+    journal = Journal()
+    engine = await make_engine(group(Strategy.ONE_FOR_ONE, *three(journal)))
+    group_sup = engine.root.child("g")
+    assert isinstance(group_sup, Supervisor)
+    await group_sup.start()
+    assert journal.order("start") == ["a", "b", "c"]
+    assert group_sup.running
