@@ -36,6 +36,9 @@ Observer = Callable[[float], None]
 
 _WAKE = object()
 
+_BURST = 64
+"""Messages a loop actor handles in a row before it yields to the loop's other tasks."""
+
 
 def _answer(envelope: Envelope, answer: Any) -> None:
     if envelope.reply is None:
@@ -144,6 +147,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         try:
             while not self.stopping:
                 await self._sleep()
+                handled = 0
                 while not self.stopping:
                     envelope = mailbox.take_one()
                     if envelope is None:
@@ -160,6 +164,11 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
                         return
                     self.observe(time.perf_counter() - started)
                     _answer(envelope, answer)
+                    handled += 1
+                    if handled % _BURST == 0:
+                        # handlers that never suspend (an actor telling itself, a thread
+                        # feeding it) would otherwise keep the loop to this actor
+                        await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.on_exit(self, None)
             raise
