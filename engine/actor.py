@@ -63,7 +63,12 @@ class LoopActor(_Behaviour[M, R]):
         """Runs before the first message. Raising fails the start."""
 
     async def receive(self, message: M) -> R:
-        """Handle one message; the return value answers an ``ask``."""
+        """Handle one message; the return value answers an ``ask``.
+
+        A ``CancelledError`` from something it awaits crashes the actor like any other
+        exception; only a stop that cancels the actor itself ends it quietly (an ``ask``
+        in flight then fails with ``ActorStopped``).
+        """
         raise NotImplementedError
 
     async def on_stop(self) -> None:

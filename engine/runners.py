@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import pykka
 
 from engine.actor import LoopActor, ThreadActor
-from engine.errors import ActorCrashed, EaselError
+from engine.errors import ActorCrashed, ActorStopped, EaselError
 from engine.mailbox import Envelope, Mailbox
 
 __all__ = ["ExitCallback", "LoopRunner", "Observer", "ThreadRunner"]
@@ -49,6 +49,12 @@ def _answer(envelope: Envelope, answer: Any) -> None:
         envelope.reply.fail(answer)
     else:
         envelope.reply.resolve(answer)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _crash_error(path: str, error: BaseException) -> ActorCrashed:
@@ -157,7 +163,12 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
                         answer = await behaviour.receive(envelope.message)
                     except EaselError as error:
                         answer = error
-                    except Exception as error:
+                    except (Exception, asyncio.CancelledError) as error:
+                        if isinstance(error, asyncio.CancelledError) and _being_cancelled():
+                            _answer(envelope, ActorStopped(f"{self.path} stopped mid-message"))
+                            raise
+                        # anything else, a cancelled await inside the handler included,
+                        # leaves the actor's state in doubt: a crash
                         self.observe(time.perf_counter() - started)
                         _answer(envelope, _crash_error(self.path, error))
                         await self._crashed(error)
@@ -178,7 +189,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
             log.exception("%s: on_stop failed", self.path)
         self.on_exit(self, None)
 
-    async def _crashed(self, error: Exception) -> None:
+    async def _crashed(self, error: BaseException) -> None:
         log.error("%s crashed", self.path, exc_info=error)
         try:
             await self.behaviour.on_failure(error)

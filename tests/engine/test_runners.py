@@ -11,7 +11,11 @@ import pytest
 
 from engine.actor import LoopActor
 from engine.engine import Engine
+from engine.errors import ActorCrashed, ActorStopped
+from engine.ref import ActorState
 from engine.settings import Settings
+from engine.supervisor import ActorSpec, Restart, Supervisor
+from tests.engine.actors import CANCELLED, Journal, eventually, loop_actor
 
 
 @pytest.fixture
@@ -44,3 +48,34 @@ async def test_a_loop_actor_that_keeps_its_mailbox_full_lets_the_loop_run(
     assert time.perf_counter() - started < 1.0
     assert ref.pending == 1  # still polling
     await engine.system.shutdown(1.0)
+
+
+async def test_a_cancelled_await_inside_receive_is_a_crash(engine: Engine) -> None:
+    journal = Journal()
+    spec = ActorSpec("w", loop_actor("w", journal), restart=Restart.TRANSIENT)
+    ref = await engine.root.start_child(spec)
+    assert not isinstance(ref, Supervisor)
+    with pytest.raises(ActorCrashed, match="CancelledError") as info:
+        await ref.ask(CANCELLED, timeout=2)  # at once, not after the timeout
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+    # a crash, not a normal exit: on_failure runs and the transient child is restarted
+    await eventually(lambda: journal.of("start", "w") == [1, 2])
+    assert journal.of("failure", "w") == [""]
+    assert journal.of("stop", "w") == []
+    assert await ref.ask("still supervised") == "still supervised"
+
+
+async def test_an_ask_in_flight_when_a_stop_cancels_the_actor_fails_at_once(
+    engine: Engine,
+) -> None:
+    journal = Journal()
+    spec = ActorSpec("slow", loop_actor("slow", journal), shutdown_timeout=0.05)
+    ref = await engine.root.start_child(spec)
+    assert not isinstance(ref, Supervisor)
+    answer = asyncio.ensure_future(ref.ask(("sleep", 30), timeout=2))
+    await eventually(lambda: journal.of("msg", "slow") == [("sleep", 30)])
+    await engine.root.terminate_child("slow")  # cancels it after 0.05 s
+    with pytest.raises(ActorStopped):
+        await answer
+    assert ref.state is ActorState.STOPPED
+    assert journal.of("failure", "slow") == []
