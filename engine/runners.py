@@ -241,7 +241,11 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
     async def start(self) -> None:
         """Start the thread and run ``on_start`` there; raises what ``on_start`` raises."""
         self._host = _Host.start(self)
-        await self._started
+        try:
+            await self._started
+        except BaseException:  # on_start failed, or this start was cancelled
+            self.request_stop()
+            raise
 
     def wake(self) -> None:
         host = self._host
@@ -343,7 +347,8 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
     def _finish(self) -> None:
         if not self._stopped.done():
             self._stopped.set_result(None)
-        if self._started.done() and self._started.exception() is None:
+        started = self._started
+        if started.done() and not started.cancelled() and started.exception() is None:
             self.on_exit(self, self._crash)
 
 

@@ -4,12 +4,14 @@ incarnation ends it the way a user can see (answers, hooks, supervision, threads
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
-from engine.actor import LoopActor
+from engine.actor import LoopActor, ThreadActor
 from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped
 from engine.ref import ActorState
@@ -79,3 +81,30 @@ async def test_an_ask_in_flight_when_a_stop_cancels_the_actor_fails_at_once(
         await answer
     assert ref.state is ActorState.STOPPED
     assert journal.of("failure", "slow") == []
+
+
+class SlowStart(ThreadActor[str, str]):
+    threads: list[threading.Thread] = []
+
+    def on_start(self) -> None:
+        SlowStart.threads.append(threading.current_thread())
+        time.sleep(0.3)
+
+    def receive(self, message: str) -> str:
+        return message
+
+
+async def test_a_cancelled_start_of_a_thread_actor_ends_its_thread(engine: Engine) -> None:
+    loop = asyncio.get_running_loop()
+    loop_errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
+    SlowStart.threads.clear()
+    starting = asyncio.ensure_future(engine.root.start_child(ActorSpec("slow", SlowStart)))
+    await eventually(lambda: len(SlowStart.threads) == 1)
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await eventually(lambda: not SlowStart.threads[0].is_alive())  # on_start ends, then it
+    await asyncio.sleep(0.05)  # the thread's last report reaches the loop
+    assert loop_errors == []
+    assert engine.root.children() == []
