@@ -272,11 +272,11 @@ class Supervisor:
         raise NotFound(f"{self.path} has no child {child_id!r}")
 
     async def stop_incarnation(self, timeout: float | None = None) -> None:
-        """Stop every child (reverse start order) but keep them for a later ``start``."""
+        """Stop every child (reverse start order) but keep them for a later ``start``;
+        temporary children are terminated and forgotten."""
         async with self._lock:
             self._running = False
-            for child in reversed(self._children):
-                await child.stop_incarnation()
+            await self._stop_children_for_restart()
 
     async def terminate(self, timeout: float | None = None) -> None:
         """Stop every child for good, in reverse start order, each within its timeout."""
@@ -342,6 +342,12 @@ class Supervisor:
             return list(self._children)
         return self._children[self._children.index(child) :]
 
+    async def _stop_children_for_restart(self) -> None:
+        """Stop every child in reverse start order, temporary ones for good: a later
+        ``start`` (the parent restarting this supervisor) must not bring them back."""
+        for child in reversed(list(self._children)):
+            await self._stop_for_restart(child)
+
     async def _stop_for_restart(self, child: _Child) -> None:
         if child.spec.restart is Restart.TEMPORARY:
             self._children.remove(child)
@@ -384,8 +390,7 @@ class Supervisor:
         self.failure = reason
         self._running = False
         log.error("%s gives up: %s", self.path, reason)
-        for other in reversed(self._children):
-            await other.stop_incarnation()
+        await self._stop_children_for_restart()
         handler = self.on_exit
         if handler is not None:
             handler(self, self.incarnation, reason)

@@ -335,3 +335,32 @@ async def test_starting_a_running_supervisor_leaves_running_children_alone(
     await group_sup.start()
     assert journal.order("start") == ["a", "b", "c"]
     assert group_sup.running
+
+
+@pytest.mark.parametrize("cause", ["inner gives up", "a sibling crashes"])
+async def test_temporary_children_do_not_come_back_with_a_restarted_parent(
+    make_engine: EngineFactory, cause: str
+) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner",
+        children=(
+            ActorSpec("w", loop_actor("w", journal)),
+            ActorSpec("t", loop_actor("t", journal), restart=Restart.TEMPORARY),
+        ),
+        max_restarts=0,
+    )
+    sibling = ActorSpec("s", loop_actor("s", journal))
+    engine = await make_engine(group(Strategy.ONE_FOR_ALL, inner, sibling))
+    outer = engine.root.child("g")
+    assert isinstance(outer, Supervisor)
+    inner_sup = outer.child("inner")
+    assert isinstance(inner_sup, Supervisor)
+    temporary = engine.system.lookup("/g/inner/t")
+    # either way "g" stops "inner" and starts it again
+    await crash(engine, "/g/inner/w" if cause == "inner gives up" else "/g/s")
+    await eventually(lambda: inner_sup.incarnation == 2 and inner_sup.running)
+    assert journal.of("start", "w") == [1, 2]
+    assert journal.of("start", "t") == [1]
+    assert temporary.state is ActorState.STOPPED
+    assert [child_id for child_id, _ in inner_sup.children()] == ["w"]
