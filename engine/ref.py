@@ -98,7 +98,7 @@ class Cell(Generic[M, R]):
         """Queue ``envelope``; raises ``ActorStopped`` or ``MailboxFull``."""
         wake, dropped = self.mailbox.put(envelope)
         if dropped is not None:
-            self.system.undeliverable(self, dropped, "mailbox_overflow")
+            self._lost(dropped, "mailbox_overflow")
         if wake:
             runner = self._runner
             if runner is not None:
@@ -138,8 +138,16 @@ class Cell(Generic[M, R]):
             runner.wake()
 
     def _lost(self, envelope: Envelope, reason: str) -> None:
-        """From the actor's thread: a told message that will never be handled."""
-        self.system.loop.call_soon_threadsafe(self.system.undeliverable, self, envelope, reason)
+        """From any thread: report a message that will never be handled, on the loop
+        (dead-letter listeners and metrics expect the loop thread)."""
+        system = self.system
+        if threading.get_ident() == system.loop_thread:
+            system.undeliverable(self, envelope, reason)
+            return
+        try:
+            system.loop.call_soon_threadsafe(system.undeliverable, self, envelope, reason)
+        except RuntimeError:  # loop closed: the engine is gone
+            pass
 
     def _stop_from_inside(self) -> None:
         runner = self._runner

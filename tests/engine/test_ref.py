@@ -176,3 +176,24 @@ async def test_metrics_count_actors_restarts_and_handling(engine: Engine) -> Non
     await engine.root.terminate_child("m")
     count = registry.get_sample_value("easel_actor_message_seconds_count", {"kind": "recorder"})
     assert count == 2  # a stopped actor's counts are kept: counters never go back
+
+
+async def test_a_message_dropped_for_a_tell_from_a_thread_is_reported_on_the_loop(
+    engine: Engine,
+) -> None:
+    ref, journal = await spawn(
+        engine, loop_actor, MailboxSpec(capacity=1, overflow=Overflow.DROP_NEWEST)
+    )
+    reported_on: list[int] = []
+    engine.system.dead_letter_listeners.append(lambda _: reported_on.append(threading.get_ident()))
+    ref.tell(("sleep", 0.2))
+    await eventually(lambda: journal.of("msg", "t") == [("sleep", 0.2)])
+
+    def sender() -> None:
+        ref.tell("kept")
+        ref.tell("dropped")
+
+    await asyncio.get_running_loop().run_in_executor(None, sender)
+    await eventually(lambda: len(reported_on) == 1)
+    assert reported_on == [threading.get_ident()]  # listeners run on the loop
+    assert [letter.message for letter in engine.system.dead_letters] == ["dropped"]
