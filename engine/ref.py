@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -234,7 +235,9 @@ class ActorRef(Generic[M, R]):
     async def ask(self, message: M, timeout: float = 5.0) -> R:
         """Send and await the answer, on the loop. Raises what the handler raised
         (an ``EaselError``), ``ActorCrashed``, ``AskTimeout``, ``ActorStopped``,
-        ``MailboxFull`` or ``Undeliverable``."""
+        ``MailboxFull`` or ``Undeliverable``; ``ValueError`` (nothing sent) unless
+        ``timeout`` is a positive, finite number of seconds."""
+        _check_timeout(timeout)
         cell = self._cell
         system = cell.system
         future: asyncio.Future[R] = system.loop.create_future()
@@ -246,7 +249,8 @@ class ActorRef(Generic[M, R]):
             system.deadlines.discard(future, key)
 
     def ask_blocking(self, message: M, timeout: float = 5.0) -> R:
-        """Send and wait, from a thread that is not the event loop's."""
+        """Send and wait, from a thread that is not the event loop's. Raises as ``ask``."""
+        _check_timeout(timeout)
         cell = self._cell
         if threading.get_ident() == cell.system.loop_thread:
             raise RuntimeError("ask_blocking would block the event loop; use `await ask()`")
@@ -256,6 +260,12 @@ class ActorRef(Generic[M, R]):
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise AskTimeout(f"{cell.path} did not answer within {timeout}s") from None
+
+
+def _check_timeout(timeout: float) -> None:
+    # checked before sending: a message whose ask cannot wait must not be handled
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"ask timeout must be a positive, finite number, not {timeout!r}")
 
 
 def undeliverable_error(path: str, reason: str) -> Undeliverable | ActorStopped:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -197,3 +198,24 @@ async def test_a_message_dropped_for_a_tell_from_a_thread_is_reported_on_the_loo
     await eventually(lambda: len(reported_on) == 1)
     assert reported_on == [threading.get_ident()]  # listeners run on the loop
     assert [letter.message for letter in engine.system.dead_letters] == ["dropped"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan, math.inf])
+async def test_a_bad_ask_timeout_is_refused_before_sending(engine: Engine, timeout: float) -> None:
+    ref, journal = await spawn(engine, loop_actor)
+    with pytest.raises(ValueError, match="timeout"):
+        await ref.ask("never sent", timeout=timeout)
+    assert await ref.ask("after") == "after"
+    assert journal.of("msg", "t") == ["after"]
+
+
+async def test_a_bad_blocking_ask_timeout_is_refused_before_sending(engine: Engine) -> None:
+    ref, journal = await spawn(engine, loop_actor)
+
+    def worker() -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            ref.ask_blocking("never sent", timeout=-1.0)
+
+    await asyncio.get_running_loop().run_in_executor(None, worker)
+    assert await ref.ask("after") == "after"
+    assert journal.of("msg", "t") == ["after"]
