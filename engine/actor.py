@@ -46,7 +46,8 @@ class ActorContext(Generic[M, R]):
         return self.ref.path
 
     def stop(self) -> None:
-        """Exit normally after the current message (a ``transient`` child is not restarted)."""
+        """Exit normally after the current message, or right after the start when called
+        in ``on_start`` (a ``transient`` child is not restarted)."""
         self._stop()
 
 

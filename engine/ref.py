@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import math
 import threading
@@ -87,6 +88,8 @@ class Cell(Generic[M, R]):
         self.ref: ActorRef[M, R] = ActorRef(self)
         self.timings = Timings()
         self._runner: LoopRunner | ThreadRunner | None = None
+        self._stop_asked = 0
+        """The incarnation whose ``on_start`` called ``context.stop()``."""
 
     def _move(self, target: ActorState) -> None:
         if target not in _TRANSITIONS[self.state]:
@@ -115,7 +118,8 @@ class Cell(Generic[M, R]):
         self.incarnation += 1
         incarnation = self.incarnation
         behaviour = self.factory()
-        behaviour.context = ActorContext(self.ref, incarnation, self._stop_from_inside)
+        stop = functools.partial(self._stop_from_inside, incarnation)
+        behaviour.context = ActorContext(self.ref, incarnation, stop)
         runner: LoopRunner | ThreadRunner
         observe = self.timings.observe
         if isinstance(behaviour, ThreadActor):
@@ -137,6 +141,8 @@ class Cell(Generic[M, R]):
         self._move(ActorState.RUNNING)
         if self.mailbox.reschedule():
             runner.wake()
+        if self._stop_asked == incarnation:
+            runner.request_stop()
 
     def _lost(self, envelope: Envelope, reason: str) -> None:
         """From any thread: report a message that will never be handled, on the loop
@@ -150,9 +156,14 @@ class Cell(Generic[M, R]):
         except RuntimeError:  # loop closed: the engine is gone
             pass
 
-    def _stop_from_inside(self) -> None:
+    def _stop_from_inside(self, incarnation: int) -> None:
+        """``context.stop()``, on the incarnation's loop or thread."""
+        if incarnation != self.incarnation:
+            return  # an earlier incarnation's context must not stop this one
         runner = self._runner
-        if runner is not None:
+        if runner is None:
+            self._stop_asked = incarnation  # from on_start: honoured once started
+        else:
             runner.request_stop()
 
     def _ended(self, runner: Any, error: BaseException | None) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from engine.actor import LoopActor, ThreadActor
 from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped, AskTimeout, Invalid, MailboxFull
 from engine.mailbox import MailboxSpec, Overflow
@@ -219,3 +220,39 @@ async def test_a_bad_blocking_ask_timeout_is_refused_before_sending(engine: Engi
     await asyncio.get_running_loop().run_in_executor(None, worker)
     assert await ref.ask("after") == "after"
     assert journal.of("msg", "t") == ["after"]
+
+
+class StopsAtOnce(LoopActor[str, str]):
+    journal = Journal()
+
+    async def on_start(self) -> None:
+        self.context.stop()
+
+    async def receive(self, message: str) -> str:
+        return message
+
+    async def on_stop(self) -> None:
+        self.journal.add("stop", "loop")
+
+
+class ThreadStopsAtOnce(ThreadActor[str, str]):
+    journal = Journal()
+
+    def on_start(self) -> None:
+        self.context.stop()
+
+    def receive(self, message: str) -> str:
+        return message
+
+    def on_stop(self) -> None:
+        self.journal.add("stop", "thread")
+
+
+@pytest.mark.parametrize("behaviour", [StopsAtOnce, ThreadStopsAtOnce])
+async def test_stop_called_in_on_start_ends_the_actor_after_its_start(
+    engine: Engine, behaviour: type[StopsAtOnce] | type[ThreadStopsAtOnce]
+) -> None:
+    behaviour.journal = Journal()
+    ref = await engine.system.spawn("/t", behaviour)
+    await eventually(lambda: ref.state is ActorState.STOPPED)
+    assert len(behaviour.journal.of("stop")) == 1  # a normal exit: on_stop ran
