@@ -46,7 +46,8 @@ class ActorContext(Generic[M, R]):
         return self.ref.path
 
     def stop(self) -> None:
-        """Exit normally after the current message (a ``transient`` child is not restarted)."""
+        """Exit normally after the current message, or right after the start when called
+        in ``on_start`` (a ``transient`` child is not restarted)."""
         self._stop()
 
 
@@ -63,7 +64,12 @@ class LoopActor(_Behaviour[M, R]):
         """Runs before the first message. Raising fails the start."""
 
     async def receive(self, message: M) -> R:
-        """Handle one message; the return value answers an ``ask``."""
+        """Handle one message; the return value answers an ``ask``.
+
+        A ``CancelledError`` from something it awaits crashes the actor like any other
+        exception; only a stop that cancels the actor itself ends it quietly (an ``ask``
+        in flight then fails with ``ActorStopped``).
+        """
         raise NotImplementedError
 
     async def on_stop(self) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -86,6 +88,8 @@ class Cell(Generic[M, R]):
         self.ref: ActorRef[M, R] = ActorRef(self)
         self.timings = Timings()
         self._runner: LoopRunner | ThreadRunner | None = None
+        self._stop_asked = 0
+        """The incarnation whose ``on_start`` called ``context.stop()``."""
 
     def _move(self, target: ActorState) -> None:
         if target not in _TRANSITIONS[self.state]:
@@ -98,7 +102,7 @@ class Cell(Generic[M, R]):
         """Queue ``envelope``; raises ``ActorStopped`` or ``MailboxFull``."""
         wake, dropped = self.mailbox.put(envelope)
         if dropped is not None:
-            self.system.undeliverable(self, dropped, "mailbox_overflow")
+            self._lost(dropped, "mailbox_overflow")
         if wake:
             runner = self._runner
             if runner is not None:
@@ -114,7 +118,8 @@ class Cell(Generic[M, R]):
         self.incarnation += 1
         incarnation = self.incarnation
         behaviour = self.factory()
-        behaviour.context = ActorContext(self.ref, incarnation, self._stop_from_inside)
+        stop = functools.partial(self._stop_from_inside, incarnation)
+        behaviour.context = ActorContext(self.ref, incarnation, stop)
         runner: LoopRunner | ThreadRunner
         observe = self.timings.observe
         if isinstance(behaviour, ThreadActor):
@@ -136,14 +141,29 @@ class Cell(Generic[M, R]):
         self._move(ActorState.RUNNING)
         if self.mailbox.reschedule():
             runner.wake()
+        if self._stop_asked == incarnation:
+            runner.request_stop()
 
     def _lost(self, envelope: Envelope, reason: str) -> None:
-        """From the actor's thread: a told message that will never be handled."""
-        self.system.loop.call_soon_threadsafe(self.system.undeliverable, self, envelope, reason)
+        """From any thread: report a message that will never be handled, on the loop
+        (dead-letter listeners and metrics expect the loop thread)."""
+        system = self.system
+        if threading.get_ident() == system.loop_thread:
+            system.undeliverable(self, envelope, reason)
+            return
+        try:
+            system.loop.call_soon_threadsafe(system.undeliverable, self, envelope, reason)
+        except RuntimeError:  # loop closed: the engine is gone
+            pass
 
-    def _stop_from_inside(self) -> None:
+    def _stop_from_inside(self, incarnation: int) -> None:
+        """``context.stop()``, on the incarnation's loop or thread."""
+        if incarnation != self.incarnation:
+            return  # an earlier incarnation's context must not stop this one
         runner = self._runner
-        if runner is not None:
+        if runner is None:
+            self._stop_asked = incarnation  # from on_start: honoured once started
+        else:
             runner.request_stop()
 
     def _ended(self, runner: Any, error: BaseException | None) -> None:
@@ -226,7 +246,9 @@ class ActorRef(Generic[M, R]):
     async def ask(self, message: M, timeout: float = 5.0) -> R:
         """Send and await the answer, on the loop. Raises what the handler raised
         (an ``EaselError``), ``ActorCrashed``, ``AskTimeout``, ``ActorStopped``,
-        ``MailboxFull`` or ``Undeliverable``."""
+        ``MailboxFull`` or ``Undeliverable``; ``ValueError`` (nothing sent) unless
+        ``timeout`` is a positive, finite number of seconds."""
+        _check_timeout(timeout)
         cell = self._cell
         system = cell.system
         future: asyncio.Future[R] = system.loop.create_future()
@@ -238,7 +260,8 @@ class ActorRef(Generic[M, R]):
             system.deadlines.discard(future, key)
 
     def ask_blocking(self, message: M, timeout: float = 5.0) -> R:
-        """Send and wait, from a thread that is not the event loop's."""
+        """Send and wait, from a thread that is not the event loop's. Raises as ``ask``."""
+        _check_timeout(timeout)
         cell = self._cell
         if threading.get_ident() == cell.system.loop_thread:
             raise RuntimeError("ask_blocking would block the event loop; use `await ask()`")
@@ -248,6 +271,12 @@ class ActorRef(Generic[M, R]):
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise AskTimeout(f"{cell.path} did not answer within {timeout}s") from None
+
+
+def _check_timeout(timeout: float) -> None:
+    # checked before sending: a message whose ask cannot wait must not be handled
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"ask timeout must be a positive, finite number, not {timeout!r}")
 
 
 def undeliverable_error(path: str, reason: str) -> Undeliverable | ActorStopped:

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import pykka
 
 from engine.actor import LoopActor, ThreadActor
-from engine.errors import ActorCrashed, EaselError
+from engine.errors import ActorCrashed, ActorStopped, EaselError
 from engine.mailbox import Envelope, Mailbox
 
 __all__ = ["ExitCallback", "LoopRunner", "Observer", "ThreadRunner"]
@@ -36,6 +36,9 @@ Observer = Callable[[float], None]
 
 _WAKE = object()
 
+_BURST = 64
+"""Messages a loop actor handles in a row before it yields to the loop's other tasks."""
+
 
 def _answer(envelope: Envelope, answer: Any) -> None:
     if envelope.reply is None:
@@ -46,6 +49,12 @@ def _answer(envelope: Envelope, answer: Any) -> None:
         envelope.reply.fail(answer)
     else:
         envelope.reply.resolve(answer)
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (not just something it awaited)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _crash_error(path: str, error: BaseException) -> ActorCrashed:
@@ -144,6 +153,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         try:
             while not self.stopping:
                 await self._sleep()
+                handled = 0
                 while not self.stopping:
                     envelope = mailbox.take_one()
                     if envelope is None:
@@ -153,13 +163,23 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
                         answer = await behaviour.receive(envelope.message)
                     except EaselError as error:
                         answer = error
-                    except Exception as error:
+                    except (Exception, asyncio.CancelledError) as error:
+                        if isinstance(error, asyncio.CancelledError) and _being_cancelled():
+                            _answer(envelope, ActorStopped(f"{self.path} stopped mid-message"))
+                            raise
+                        # anything else, a cancelled await inside the handler included,
+                        # leaves the actor's state in doubt: a crash
                         self.observe(time.perf_counter() - started)
                         _answer(envelope, _crash_error(self.path, error))
                         await self._crashed(error)
                         return
                     self.observe(time.perf_counter() - started)
                     _answer(envelope, answer)
+                    handled += 1
+                    if handled % _BURST == 0:
+                        # handlers that never suspend (an actor telling itself, a thread
+                        # feeding it) would otherwise keep the loop to this actor
+                        await asyncio.sleep(0)
         except asyncio.CancelledError:
             self.on_exit(self, None)
             raise
@@ -169,7 +189,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
             log.exception("%s: on_stop failed", self.path)
         self.on_exit(self, None)
 
-    async def _crashed(self, error: Exception) -> None:
+    async def _crashed(self, error: BaseException) -> None:
         log.error("%s crashed", self.path, exc_info=error)
         try:
             await self.behaviour.on_failure(error)
@@ -221,7 +241,11 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
     async def start(self) -> None:
         """Start the thread and run ``on_start`` there; raises what ``on_start`` raises."""
         self._host = _Host.start(self)
-        await self._started
+        try:
+            await self._started
+        except BaseException:  # on_start failed, or this start was cancelled
+            self.request_stop()
+            raise
 
     def wake(self) -> None:
         host = self._host
@@ -323,7 +347,8 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
     def _finish(self) -> None:
         if not self._stopped.done():
             self._stopped.set_result(None)
-        if self._started.done() and self._started.exception() is None:
+        started = self._started
+        if started.done() and not started.cancelled() and started.exception() is None:
             self.on_exit(self, self._crash)
 
 

@@ -30,9 +30,9 @@ from enum import StrEnum
 from typing import Any
 
 from engine.actor import LoopActor, ThreadActor
-from engine.errors import ActorError, Conflict, NotFound
+from engine.errors import ActorError, Conflict, NotFound, Unavailable
 from engine.mailbox import MailboxSpec
-from engine.ref import ActorRef, Cell
+from engine.ref import ActorRef, ActorState, Cell
 from engine.system import ActorSystem
 
 __all__ = [
@@ -132,6 +132,13 @@ class _Child:
     def kind(self) -> str:
         return self.node.kind
 
+    @property
+    def running(self) -> bool:
+        node = self.node
+        if isinstance(node, Supervisor):
+            return node.running
+        return node.state is ActorState.RUNNING
+
     async def start(self) -> None:
         await self.node.start()
 
@@ -164,6 +171,11 @@ class Supervisor:
         self.failure: BaseException | None = None
         self._children: list[_Child] = []
         self._restarts: deque[float] = deque()
+        # Children stopped by a handled exit, each mapped to the restart that will start
+        # it: an exit of a pending child (one_for_all, rest_for_one: two crashes in one
+        # tick) is already dealt with, and a later exit that takes a child over restarts
+        # it in start order with its own children.
+        self._pending: dict[_Child, object] = {}
         self._lock = asyncio.Lock()
         self._running = False
         self._terminated = False
@@ -206,16 +218,19 @@ class Supervisor:
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start (or restart) every child in order; on a failure stop those started."""
+        """Start (or restart) every child in order, leaving those already running alone;
+        on a failure stop them all again."""
         async with self._lock:
             self.incarnation += 1
             self.failure = None
             self._restarts.clear()
+            self._pending.clear()
             self._running = True
             started: list[_Child] = []
             try:
                 for child in list(self._children):
-                    await child.start()
+                    if not child.running:
+                        await child.start()
                     started.append(child)
             except BaseException:
                 self._running = False
@@ -224,10 +239,18 @@ class Supervisor:
                 raise
 
     async def start_child(self, spec: ChildSpec) -> ActorRef[Any, Any] | Supervisor:
-        """Add and start a child; returns its reference (or the nested supervisor)."""
+        """Add and start a child; returns its reference (or the nested supervisor).
+
+        Raises ``Conflict`` for a taken id, ``NotFound`` once terminated, ``Unavailable``
+        while not running (it gave up and waits for its parent), and what the child's
+        start raises.
+        """
         async with self._lock:
             if self._terminated:
                 raise NotFound(f"{self.path} is stopped")
+            if not self._running:
+                # its restart (by the parent) would find the new child running
+                raise Unavailable(f"{self.path} is not running")
             child = self._adopt(spec)
             try:
                 await child.start()
@@ -249,11 +272,11 @@ class Supervisor:
         raise NotFound(f"{self.path} has no child {child_id!r}")
 
     async def stop_incarnation(self, timeout: float | None = None) -> None:
-        """Stop every child (reverse start order) but keep them for a later ``start``."""
+        """Stop every child (reverse start order) but keep them for a later ``start``;
+        temporary children are terminated and forgotten."""
         async with self._lock:
             self._running = False
-            for child in reversed(self._children):
-                await child.stop_incarnation()
+            await self._stop_children_for_restart()
 
     async def terminate(self, timeout: float | None = None) -> None:
         """Stop every child for good, in reverse start order, each within its timeout."""
@@ -278,7 +301,7 @@ class Supervisor:
         self, child: _Child, incarnation: int, error: BaseException | None
     ) -> None:
         async with self._lock:
-            if not self._running or child not in self._children:
+            if not self._running or child not in self._children or child in self._pending:
                 return
             if child.incarnation != incarnation:
                 return  # an older incarnation; already dealt with
@@ -295,11 +318,13 @@ class Supervisor:
                 if other is not child:
                     await self._stop_for_restart(other)
             affected = [c for c in affected if c in self._children]
+            token = object()
+            self._pending.update(dict.fromkeys(affected, token))
             delay = self._next_delay(child)
             generation = self.incarnation
         if delay > 0:
             await asyncio.sleep(delay)
-        await self._restart(affected, generation)
+        await self._restart(affected, generation, token)
 
     def _intensity_exceeded(self) -> bool:
         now = time.monotonic()
@@ -317,6 +342,12 @@ class Supervisor:
             return list(self._children)
         return self._children[self._children.index(child) :]
 
+    async def _stop_children_for_restart(self) -> None:
+        """Stop every child in reverse start order, temporary ones for good: a later
+        ``start`` (the parent restarting this supervisor) must not bring them back."""
+        for child in reversed(list(self._children)):
+            await self._stop_for_restart(child)
+
     async def _stop_for_restart(self, child: _Child) -> None:
         if child.spec.restart is Restart.TEMPORARY:
             self._children.remove(child)
@@ -333,11 +364,14 @@ class Supervisor:
         child.last_failure = now
         return delay
 
-    async def _restart(self, children: list[_Child], generation: int) -> None:
+    async def _restart(self, children: list[_Child], generation: int, token: object) -> None:
         async with self._lock:
             if not self._running or self.incarnation != generation:
                 return
             for child in children:
+                if self._pending.get(child) is not token:
+                    continue  # taken over by a later exit, which restarts it
+                del self._pending[child]
                 if child not in self._children:
                     continue
                 self.system.metrics.restarted(child.kind)
@@ -356,8 +390,7 @@ class Supervisor:
         self.failure = reason
         self._running = False
         log.error("%s gives up: %s", self.path, reason)
-        for other in reversed(self._children):
-            await other.stop_incarnation()
+        await self._stop_children_for_restart()
         handler = self.on_exit
         if handler is not None:
             handler(self, self.incarnation, reason)

@@ -34,13 +34,15 @@ class Journal:
 CRASH = "crash"
 BAD = "bad"
 STOP = "stop"
+CANCELLED = "cancelled"
 
 
 def loop_actor(
     name: str, journal: Journal, *, fail_starts: frozenset[int] = frozenset()
 ) -> Callable[[], Any]:
     """A loop actor that echoes messages; ``CRASH`` crashes it, ``BAD`` is an ``Invalid``
-    error, ``STOP`` exits normally; its n-th start fails when n is in ``fail_starts``."""
+    error, ``STOP`` exits normally, ``CANCELLED`` awaits a task that was cancelled (not
+    the actor's own); its n-th start fails when n is in ``fail_starts``."""
     starts = {"n": 0}
 
     class Recorder(LoopActor[Any, Any]):
@@ -61,6 +63,10 @@ def loop_actor(
             if message == STOP:
                 self.context.stop()
                 return None
+            if message == CANCELLED:
+                helper = asyncio.ensure_future(asyncio.sleep(30))
+                helper.cancel()
+                await helper
             if isinstance(message, tuple) and message[0] == "sleep":
                 await asyncio.sleep(message[1])
             return message

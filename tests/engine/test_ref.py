@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from engine.actor import LoopActor, ThreadActor
 from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped, AskTimeout, Invalid, MailboxFull
 from engine.mailbox import MailboxSpec, Overflow
@@ -176,3 +178,81 @@ async def test_metrics_count_actors_restarts_and_handling(engine: Engine) -> Non
     await engine.root.terminate_child("m")
     count = registry.get_sample_value("easel_actor_message_seconds_count", {"kind": "recorder"})
     assert count == 2  # a stopped actor's counts are kept: counters never go back
+
+
+async def test_a_message_dropped_for_a_tell_from_a_thread_is_reported_on_the_loop(
+    engine: Engine,
+) -> None:
+    ref, journal = await spawn(
+        engine, loop_actor, MailboxSpec(capacity=1, overflow=Overflow.DROP_NEWEST)
+    )
+    reported_on: list[int] = []
+    engine.system.dead_letter_listeners.append(lambda _: reported_on.append(threading.get_ident()))
+    ref.tell(("sleep", 0.2))
+    await eventually(lambda: journal.of("msg", "t") == [("sleep", 0.2)])
+
+    def sender() -> None:
+        ref.tell("kept")
+        ref.tell("dropped")
+
+    await asyncio.get_running_loop().run_in_executor(None, sender)
+    await eventually(lambda: len(reported_on) == 1)
+    assert reported_on == [threading.get_ident()]  # listeners run on the loop
+    assert [letter.message for letter in engine.system.dead_letters] == ["dropped"]
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan, math.inf])
+async def test_a_bad_ask_timeout_is_refused_before_sending(engine: Engine, timeout: float) -> None:
+    ref, journal = await spawn(engine, loop_actor)
+    with pytest.raises(ValueError, match="timeout"):
+        await ref.ask("never sent", timeout=timeout)
+    assert await ref.ask("after") == "after"
+    assert journal.of("msg", "t") == ["after"]
+
+
+async def test_a_bad_blocking_ask_timeout_is_refused_before_sending(engine: Engine) -> None:
+    ref, journal = await spawn(engine, loop_actor)
+
+    def worker() -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            ref.ask_blocking("never sent", timeout=-1.0)
+
+    await asyncio.get_running_loop().run_in_executor(None, worker)
+    assert await ref.ask("after") == "after"
+    assert journal.of("msg", "t") == ["after"]
+
+
+class StopsAtOnce(LoopActor[str, str]):
+    journal = Journal()
+
+    async def on_start(self) -> None:
+        self.context.stop()
+
+    async def receive(self, message: str) -> str:
+        return message
+
+    async def on_stop(self) -> None:
+        self.journal.add("stop", "loop")
+
+
+class ThreadStopsAtOnce(ThreadActor[str, str]):
+    journal = Journal()
+
+    def on_start(self) -> None:
+        self.context.stop()
+
+    def receive(self, message: str) -> str:
+        return message
+
+    def on_stop(self) -> None:
+        self.journal.add("stop", "thread")
+
+
+@pytest.mark.parametrize("behaviour", [StopsAtOnce, ThreadStopsAtOnce])
+async def test_stop_called_in_on_start_ends_the_actor_after_its_start(
+    engine: Engine, behaviour: type[StopsAtOnce] | type[ThreadStopsAtOnce]
+) -> None:
+    behaviour.journal = Journal()
+    ref = await engine.system.spawn("/t", behaviour)
+    await eventually(lambda: ref.state is ActorState.STOPPED)
+    assert len(behaviour.journal.of("stop")) == 1  # a normal exit: on_stop ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from engine.engine import Engine
-from engine.errors import ActorCrashed, ActorStopped, Conflict, NotFound
+from engine.errors import ActorCrashed, ActorStopped, Conflict, NotFound, Unavailable
 from engine.ref import ActorState
 from engine.settings import Settings
 from engine.supervisor import (
@@ -281,3 +282,85 @@ async def test_restart_that_fails_to_start_counts_towards_intensity(
     await eventually(lambda: group_sup.incarnation == 2)
     await eventually(lambda: journal.of("start", "w") == [1, 4])
     assert await engine.system.lookup("/g/w").ask("up") == "up"
+
+
+@pytest.mark.parametrize("strategy", [Strategy.ONE_FOR_ALL, Strategy.REST_FOR_ONE])
+async def test_two_crashes_in_one_tick_restart_each_child_once(
+    make_engine: EngineFactory, strategy: Strategy
+) -> None:
+    journal = Journal()
+    engine = await make_engine(group(strategy, *three(journal)))
+    group_sup = engine.root.child("g")
+    assert isinstance(group_sup, Supervisor)
+    engine.system.lookup("/g/a").tell(CRASH)
+    engine.system.lookup("/g/b").tell(CRASH)
+    await eventually(lambda: all(len(journal.of("start", n)) >= 2 for n in "abc"))
+    await asyncio.sleep(0.2)  # room for a second, spurious restart
+    assert {n: journal.of("start", n) for n in "abc"} == {n: [1, 2] for n in "abc"}
+    assert journal.order("start")[3:] == ["a", "b", "c"]
+    assert group_sup.running
+    assert group_sup.incarnation == 1  # it did not give up and get restarted
+    for name in "abc":
+        assert await engine.system.lookup(f"/g/{name}").ask(name) == name
+
+
+async def test_a_supervisor_that_gave_up_refuses_new_children(make_engine: EngineFactory) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner", children=(ActorSpec("w", loop_actor("w", journal)),), max_restarts=0
+    )
+    slow = Backoff(initial=0.3, maximum=0.3, jitter=0.0)
+    engine = await make_engine(group(Strategy.ONE_FOR_ONE, inner, backoff=slow))
+    outer = engine.root.child("g")
+    assert isinstance(outer, Supervisor)
+    inner_sup = outer.child("inner")
+    assert isinstance(inner_sup, Supervisor)
+    await crash(engine, "/g/inner/w")
+    await eventually(lambda: not inner_sup.running)  # gave up; "g" restarts it later
+    with pytest.raises(Unavailable):
+        await inner_sup.start_child(ActorSpec("late", loop_actor("late", journal)))
+    await eventually(lambda: inner_sup.incarnation == 2 and inner_sup.running)
+    assert [child_id for child_id, _ in inner_sup.children()] == ["w"]
+    assert await engine.system.lookup("/g/inner/w").ask("up") == "up"
+    assert engine.health().alive
+
+
+async def test_starting_a_running_supervisor_leaves_running_children_alone(
+    make_engine: EngineFactory,
+) -> None:
+    journal = Journal()
+    engine = await make_engine(group(Strategy.ONE_FOR_ONE, *three(journal)))
+    group_sup = engine.root.child("g")
+    assert isinstance(group_sup, Supervisor)
+    await group_sup.start()
+    assert journal.order("start") == ["a", "b", "c"]
+    assert group_sup.running
+
+
+@pytest.mark.parametrize("cause", ["inner gives up", "a sibling crashes"])
+async def test_temporary_children_do_not_come_back_with_a_restarted_parent(
+    make_engine: EngineFactory, cause: str
+) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner",
+        children=(
+            ActorSpec("w", loop_actor("w", journal)),
+            ActorSpec("t", loop_actor("t", journal), restart=Restart.TEMPORARY),
+        ),
+        max_restarts=0,
+    )
+    sibling = ActorSpec("s", loop_actor("s", journal))
+    engine = await make_engine(group(Strategy.ONE_FOR_ALL, inner, sibling))
+    outer = engine.root.child("g")
+    assert isinstance(outer, Supervisor)
+    inner_sup = outer.child("inner")
+    assert isinstance(inner_sup, Supervisor)
+    temporary = engine.system.lookup("/g/inner/t")
+    # either way "g" stops "inner" and starts it again
+    await crash(engine, "/g/inner/w" if cause == "inner gives up" else "/g/s")
+    await eventually(lambda: inner_sup.incarnation == 2 and inner_sup.running)
+    assert journal.of("start", "w") == [1, 2]
+    assert journal.of("start", "t") == [1]
+    assert temporary.state is ActorState.STOPPED
+    assert [child_id for child_id, _ in inner_sup.children()] == ["w"]
