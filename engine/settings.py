@@ -42,6 +42,8 @@ class Settings(BaseModel):
     db_auto_migrate: bool | None = None
     """Apply SQL migrations at start; ``None`` means only for SQLite (the embedded default)."""
     log_level: str = "INFO"
+    require_api_key: bool = False
+    """Require an API key on ``/api/v1`` (see ``easel apikey create``)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """``uvloop`` (measured faster on the frame path) or the standard ``asyncio`` loop."""
     shutdown_timeout: float = Field(default=10.0, gt=0)

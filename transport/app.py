@@ -14,6 +14,7 @@ from engine.errors import EaselError
 from engine.settings import Settings
 from engine.storage import open_store
 from transport import openapi, ws
+from transport.auth import auth_middleware
 from transport.keys import ENGINE, SERVICES, STORE
 from transport.problem import error_middleware
 from transport.rest import health, pipelines, projects, sessions
@@ -23,7 +24,9 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application; the engine starts and stops with it."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=8 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=8 * 1024 * 1024
+    )
     engine = Engine(settings, root_children())
     app[ENGINE] = engine
     routes = (health, openapi, pipelines, projects, sessions, ws)

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 import uvloop
 from aiohttp import web
 
-from engine.settings import SettingsError, load_settings
-from engine.storage import migrations
+from engine.errors import EaselError
+from engine.metrics import new_registry
+from engine.settings import Settings, SettingsError, load_settings
+from engine.storage import NewApiKey, migrations, open_store
 from transport.app import create_app
 from transport.bench import client_command
 from transport.bench import command as bench_command
@@ -34,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--revision", default="head", help="target revision (default head)")
     current = db_commands.add_parser("current", help="print the schema revision in force")
     for command in (upgrade, current):
+        command.add_argument("--data-dir", help="where the embedded SQLite lives (EASEL_DATA_DIR)")
+    keys = commands.add_parser("apikey", help="issue, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="issue a key; its token is shown once")
+    create.add_argument("name")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    listing = key_commands.add_parser("list", help="list keys (never their secrets)")
+    for command in (create, revoke, listing):
         command.add_argument("--data-dir", help="where the embedded SQLite lives (EASEL_DATA_DIR)")
     bench_command.add_arguments(
         commands.add_parser("bench", help="load a server with realtime clients, print latency")
@@ -98,12 +109,43 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _apikey(args: argparse.Namespace, settings: Settings) -> None:
+    store = await open_store(settings, new_registry())
+    try:
+        if args.key_command == "create":
+            key, token = await store.api_keys.create(NewApiKey(name=args.name))
+            print(f"{key.id}\t{key.name}\n{token}\n(the token is shown only now)")
+        elif args.key_command == "revoke":
+            await store.api_keys.delete(args.key_id)
+            print(f"revoked {args.key_id}")
+        else:
+            page = await store.api_keys.list(limit=500)
+            for key in page.items:
+                print(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}")
+    finally:
+        await store.close()
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """``easel apikey create|list|revoke`` against the configured store."""
+    try:
+        settings = load_settings({"data_dir": args.data_dir})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(_apikey(args, settings))
+    except (SettingsError, EaselError) as error:
+        print(f"easel: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command == "db":
         return _db(args)
+    if args.command == "apikey":
+        return _keys(args)
     if args.command == "bench":
         return bench_command.run(args)
     if args.command == "client":

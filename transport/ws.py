@@ -29,6 +29,7 @@ from engine.errors import (
     Unauthorized,
 )
 from engine.settings import Settings
+from transport.auth import bearer_token, require_api_key
 from transport.keys import ENGINE, SERVICES
 from transport.problem import problem_response
 from transport.protocol import (
@@ -109,13 +110,6 @@ def _limits(settings: Settings, record: SessionRecord | None = None) -> Limits:
     )
 
 
-def _token(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.query.get("token")
-
-
 def _offers_v1(request: web.Request) -> bool:
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
     return SUBPROTOCOL in {part.strip() for part in offered.split(",")}
@@ -147,12 +141,19 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
     if not isinstance(ws, web.WebSocketResponse):
         return ws
     services = request.app[SERVICES]
+    session_id = request.match_info["session_id"]
     try:
-        record = services.sessions.authenticate(request.match_info["session_id"], _token(request))
+        try:
+            record = services.sessions.authenticate(session_id, bearer_token(request))
+        except Unauthorized:
+            await require_api_key(request)  # an API key opens any session
+            record = services.sessions.get(session_id)
     except NotFound as error:
         return await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
     except Unauthorized as error:
         return await _refuse(ws, error, CloseCode.POLICY)
+    except EaselError as error:  # the store is unreachable: try again later
+        return await _refuse(ws, error, CloseCode.INTERNAL)
     await _serve(ws, services, record, request.app[ENGINE].settings)
     return ws
 
@@ -165,6 +166,13 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         return ws
     services = request.app[SERVICES]
     settings = request.app[ENGINE].settings
+    if settings.require_api_key:
+        try:
+            await require_api_key(request)
+        except Unauthorized as error:
+            return await _refuse(ws, error, CloseCode.POLICY)
+        except EaselError as error:
+            return await _refuse(ws, error, CloseCode.INTERNAL)
     try:
         message = await ws.receive(timeout=settings.hello_timeout)
     except TimeoutError:
