@@ -71,7 +71,8 @@ class PipelineRegistry:
         return plugin
 
     async def restore(self) -> None:
-        """Start every stored pipeline; one that can't start is logged and skipped."""
+        """Start every stored pipeline; one that can't start is logged and skipped (its
+        stored config stays known, so a later create under its name replaces it)."""
         if self.configs is None:
             return
         offset = 0
@@ -81,12 +82,11 @@ class PipelineRegistry:
                 config = PipelineConfig.model_validate(
                     stored.model_dump(include={"name", "kind", "replicas", "max_batch", "options"})
                 )
+                self._stored[config.name] = stored.id
                 try:
                     await self.init(config)
                 except Exception:
                     log.exception("stored pipeline %s could not start", config.name)
-                    continue
-                self._stored[config.name] = stored.id
             offset += len(page.items)
             if not page.items or offset >= page.total:
                 return
@@ -118,16 +118,27 @@ class PipelineRegistry:
             except BaseException:
                 await self.supervisor.terminate_child(config.name)
                 raise
+            if persist:
+                try:
+                    await self._persist(config)
+                except BaseException:
+                    await self.supervisor.terminate_child(config.name)
+                    raise
             handle.switch(config, plugin, replicas)
             self._handles[config.name] = handle
-        if persist and self.configs is not None:
-            try:
-                stored = await self.configs.create(NewPipelineConfig(**config.model_dump()))
-            except BaseException:
-                await self.shutdown(config.name)
-                raise
-            self._stored[config.name] = stored.id
         return handle
+
+    async def _persist(self, config: PipelineConfig) -> None:
+        """Store ``config`` under its name: create it, or replace what is stored."""
+        if self.configs is None:
+            return
+        stored = self._stored.get(config.name)
+        if stored is None:
+            created = await self.configs.create(NewPipelineConfig(**config.model_dump()))
+            self._stored[config.name] = created.id
+            return
+        fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})
+        await self.configs.update(stored, PipelineConfigPatch(**fields))
 
     async def reload(self, name: str, config: PipelineConfig | None = None) -> PipelineHandle:
         """Blue/green: warm new replicas, switch, drain the old ones, stop them.
@@ -146,16 +157,19 @@ class PipelineRegistry:
             assert isinstance(group, Supervisor)
             generation = handle.generation + 1
             replicas = await self._start_generation(group, handle, config, plugin, generation)
+            if name in self._stored:
+                try:  # stored before the switch: a reload the store missed never happened
+                    await self._persist(config)
+                except BaseException:
+                    for ref in replicas:
+                        await group.terminate_child(ref.path.rsplit("/", 1)[1])
+                    raise
             old = handle.switch(config, plugin, replicas)
             try:
                 await self._drain(handle, old)
             finally:  # even if the reload is cancelled: the old generation must go
                 for ref in old:
                     await group.terminate_child(ref.path.rsplit("/", 1)[1])
-            stored = self._stored.get(name)
-            if stored is not None and self.configs is not None:
-                fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})
-                await self.configs.update(stored, PipelineConfigPatch(**fields))
             return handle
 
     async def shutdown(self, name: str) -> None:
@@ -165,9 +179,10 @@ class PipelineRegistry:
             handle.closed = True
             del self._handles[name]
             await self.supervisor.terminate_child(name)
-            stored = self._stored.pop(name, None)
+            stored = self._stored.get(name)
             if stored is not None and self.configs is not None:
                 await self.configs.delete(stored)
+                del self._stored[name]
 
     async def check_ready(self) -> None:
         """Readiness: raises ``Unavailable`` naming pipelines that are restarting."""

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from engine.metrics import new_registry
 from engine.settings import Settings
-from engine.storage import SessionStatus, open_store
+from engine.storage import PipelineConfigPatch, SessionStatus, open_store
 from transport.app import create_app
 
 
@@ -69,3 +69,32 @@ async def test_session_metadata_and_final_stats_are_stored(tmp_path: Path) -> No
     assert stored.params == {"effect": "blur", "radius": 4}
     assert stored.status is SessionStatus.CLOSED
     assert stored.stats["frames_in"] == 0
+
+
+async def test_a_stored_pipeline_that_cannot_start_can_be_replaced(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    first = TestServer(create_app(settings))
+    await first.start_server()
+    created = {"name": "sim", "kind": "simulated"}
+    assert (await call(first, "POST", "/api/v1/pipelines", created))[0] == 201
+    await first.close()
+
+    store = await open_store(settings, new_registry())
+    (stored,) = (await store.pipeline_configs.list()).items
+    await store.pipeline_configs.update(
+        stored.id, PipelineConfigPatch(options={"crash_on_load": True})
+    )
+    await store.close()
+
+    second = TestServer(create_app(settings))
+    await second.start_server()  # the broken config is skipped, not fatal
+    assert (await call(second, "GET", "/api/v1/pipelines/sim"))[0] == 404
+    body = {"name": "sim", "kind": "simulated", "options": {"cost_ms": 2}}
+    assert (await call(second, "POST", "/api/v1/pipelines", body))[0] == 201
+    await second.close()
+
+    third = TestServer(create_app(settings))
+    await third.start_server()
+    status, restored = await call(third, "GET", "/api/v1/pipelines/sim")
+    assert (status, restored["options"]) == (200, {"cost_ms": 2})
+    await third.close()
