@@ -41,6 +41,7 @@ __all__ = [
     "COMFY_SERVERS",
     "JOBS",
     "MAX_LIMIT",
+    "MAX_OFFSET",
     "PIPELINE_CONFIGS",
     "SESSIONS",
     "ComfyServers",
@@ -54,6 +55,10 @@ R = TypeVar("R", bound=Record)
 
 MAX_LIMIT = 500
 """The largest page a caller may ask for."""
+
+MAX_OFFSET = 2**31 - 1
+"""The largest offset a caller may ask for: every backend's integer holds it (a larger
+one overflows SQLite's and MongoDB's drivers and PostgreSQL's ``bigint``)."""
 
 PIPELINE_CONFIGS = TableSpec(
     "pipeline_configs",
@@ -99,8 +104,8 @@ class Repository(Generic[R]):
         return record
 
     async def _list(self, limit: int, offset: int, **where: Any) -> Page[R]:
-        if not 1 <= limit <= MAX_LIMIT or offset < 0:
-            raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset >= 0")
+        if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
+            raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}")
         filters = {key: value for key, value in where.items() if value is not None}
         async with self._op("list"):
             return await self._table.find(filters, limit=limit, offset=offset)

@@ -30,6 +30,7 @@ from engine.storage import (
     SessionStatus,
     Store,
 )
+from engine.storage.repository import MAX_OFFSET
 
 
 async def test_created_records_read_back_equal(store: Store) -> None:
@@ -107,6 +108,14 @@ async def test_pages_cover_every_record_once_in_creation_order(store: Store) -> 
         await store.projects.list(limit=0)
     with pytest.raises(Invalid):
         await store.projects.list(offset=-1)
+
+
+@pytest.mark.parametrize("offset", [MAX_OFFSET + 1, 2**63, 10**20])
+async def test_an_offset_past_the_bound_is_invalid(store: Store, offset: int) -> None:
+    await store.projects.create(NewProject(name="p"))
+    assert (await store.projects.list(offset=MAX_OFFSET)).items == ()
+    with pytest.raises(Invalid):
+        await store.projects.list(offset=offset)
 
 
 async def test_jobs_filter_by_status_and_server(store: Store) -> None:
