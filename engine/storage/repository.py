@@ -8,10 +8,12 @@ backend behaves the same. Every method runs on the event loop, is timed as
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from engine.errors import Invalid
 from engine.storage.metrics import StoreMetrics
@@ -71,6 +73,38 @@ COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url
 JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
 
 
+def _refuse_unstorable(value: Any) -> None:
+    # What one backend can't store, none takes: the same input fails the same way
+    # everywhere (PostgreSQL refuses NUL and NaN, MongoDB ints past 64 bits, every
+    # driver strings that aren't UTF-8).
+    if isinstance(value, str):
+        if "\x00" in value or (not value.isascii() and not _utf8(value)):
+            raise Invalid("text must be UTF-8 without NUL characters")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise Invalid("integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise Invalid("numbers must be finite")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_unstorable(key)
+            _refuse_unstorable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_unstorable(item)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Repository(Generic[R]):
     """Get, page, patch and delete for one table; subclasses add creation and filters."""
 
@@ -96,9 +130,15 @@ class Repository(Generic[R]):
 
     async def _create(self, **fields: Any) -> R:
         stamp = now()
-        record = self._spec.record(
-            **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
-        )
+        _refuse_unstorable(fields)
+        try:
+            record = self._spec.record(
+                **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
+            )
+        except ValidationError as exc:
+            raise Invalid(
+                f"invalid {self._spec.name} record: {exc.error_count()} error(s)"
+            ) from exc
         async with self._op("create"):
             await self._table.insert(record)
         return record
@@ -118,6 +158,7 @@ class Repository(Generic[R]):
             for key, value in patch.model_dump(exclude_unset=True).items()
             if value is not None or fields[key].default is None
         }
+        _refuse_unstorable(changes)
         changes["updated_at"] = now()
         async with self._op("update"):
             return await self._table.update(record_id, changes, expect=expect)
@@ -164,7 +205,12 @@ class Sessions(Repository[SessionRecord]):
         return await self._patch(record_id, patch, expect={"status": SessionStatus.OPEN})
 
     async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
-        """Close a session with its final stats. Raises ``NotFound``, ``Conflict`` if closed."""
+        """Close a session with its final stats.
+
+        Raises ``NotFound``, ``Conflict`` if closed, ``Invalid`` for stats no backend
+        can store.
+        """
+        _refuse_unstorable(stats)
         stamp = now()
         changes = {"status": SessionStatus.CLOSED, "ended_at": stamp, "updated_at": stamp}
         async with self._op("finish"):

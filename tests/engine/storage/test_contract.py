@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from engine.errors import Conflict, Invalid, NotFound, Unauthorized
 from engine.storage import (
@@ -316,3 +317,63 @@ async def test_ping_and_operation_metrics(store: Store, registry: CollectorRegis
     assert registry.get_sample_value("easel_db_pool_checked_out") == 0
     assert (registry.get_sample_value("easel_db_pool_size") or 0) > 0
     assert (registry.get_sample_value("easel_db_pool_wait_seconds_count") or 0) > 0
+
+
+@pytest.mark.parametrize("record_id", ["ab\x00cd", "\ud800", "é" * 40])
+async def test_ids_no_record_can_have_are_not_found(store: Store, record_id: str) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+    with pytest.raises(NotFound):
+        await store.projects.get(record_id)
+    with pytest.raises(NotFound):
+        await store.projects.update(record_id, ProjectPatch(description="x"))
+    with pytest.raises(NotFound):
+        await store.projects.delete(record_id)
+    with pytest.raises(NotFound):
+        await store.scenes.create(record_id, NewScene(name="s"))
+    with pytest.raises(NotFound):
+        await store.clips.create(scene.id, NewClip(start=0, duration=1, media_id="m\x00"))
+    with pytest.raises(Unauthorized):
+        await store.api_keys.verify(f"{record_id}.secret")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\x00b", "\ud800", float("nan"), float("inf"), 2**63, {"k\x00": 1}, [1, [float("-inf")]]],
+    ids=["nul", "surrogate", "nan", "inf", "int65", "nul-key", "nested-inf"],
+)
+async def test_values_some_backend_cannot_store_are_invalid_everywhere(
+    store: Store, value: object
+) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    session = await store.sessions.create(NewSession(pipeline="p"))
+    with pytest.raises(Invalid):
+        await store.pipeline_configs.create(
+            NewPipelineConfig(name="c", kind="k", options={"v": value})
+        )
+    with pytest.raises(Invalid):
+        await store.sessions.update(session.id, SessionPatch(params={"v": value}))
+    with pytest.raises(Invalid):
+        await store.sessions.finish(session.id, {"v": value})
+    if isinstance(value, str):
+        with pytest.raises(Invalid):
+            await store.projects.update(project.id, ProjectPatch(description=value))
+        with pytest.raises(Invalid):
+            await store.media.put(b"x", "image/png", value)
+    assert (await store.pipeline_configs.list()).total == 0
+    assert (await store.media.list()).total == 0
+    assert await store.projects.get(project.id) == project
+
+
+async def test_text_longer_than_its_column_is_invalid_everywhere(store: Store) -> None:
+    with pytest.raises(Invalid):
+        await store.media.put(b"x", "image/png", "f" * 256)
+    assert (await store.media.put(b"x", "image/png", "f" * 255)).filename == "f" * 255
+    for too_long in (
+        lambda: NewSession(pipeline="p", client="c" * 201),
+        lambda: NewSession(pipeline="p", drain="d" * 33),
+        lambda: NewJob(workflow="w", server_id="s" * 33),
+        lambda: NewClip(name="n" * 201, start=0, duration=1),
+    ):
+        with pytest.raises(ValidationError):
+            too_long()
