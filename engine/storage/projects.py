@@ -6,6 +6,8 @@ and closes the gap in its project's order.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
 
 from engine.errors import Invalid
@@ -67,19 +69,41 @@ class Projects(Repository[Project]):
 
 
 class Scenes(Repository[Scene]):
-    """The scenes of projects, kept in a dense 0-based order per project."""
+    """The scenes of projects, kept in a dense 0-based order per project.
+
+    ``create``, ``delete`` and ``reorder`` of one project's scenes run one at a time
+    (a per-project ``asyncio.Lock``), so concurrent calls can't duplicate a position
+    or leave a gap. That holds within one process: several engines writing the same
+    database would need the database to serialise them (``SELECT … FOR UPDATE`` on
+    the project row), which this does not do.
+    """
 
     def __init__(
         self, table: Table[Scene], metrics: StoreMetrics, projects: Table[Project]
     ) -> None:
         super().__init__(table, metrics)
         self._projects = projects
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _ordering(self, project_id: str) -> asyncio.Lock:
+        # Weak values: a project's lock lives only while someone holds or awaits it.
+        lock = self._locks.get(project_id)
+        if lock is None:
+            lock = self._locks[project_id] = asyncio.Lock()
+        return lock
 
     async def create(self, project_id: str, new: NewScene) -> Scene:
-        """Append a scene to a project. Raises ``NotFound`` if the project is missing."""
-        await self._projects.get(project_id)
-        count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
-        return await self._create(project_id=project_id, position=count, **new.model_dump())
+        """Append a scene to a project.
+
+        Raises ``NotFound`` if the project is missing,
+        ``Invalid`` if it already holds ``MAX_SCENES`` scenes.
+        """
+        async with self._ordering(project_id):
+            await self._projects.get(project_id)
+            count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
+            if count >= MAX_SCENES:
+                raise Invalid(f"a project holds at most {MAX_SCENES} scenes")
+            return await self._create(project_id=project_id, position=count, **new.model_dump())
 
     async def list(self, project_id: str, *, limit: int = 50, offset: int = 0) -> Page[Scene]:
         """A page of a project's scenes in order. Raises ``Invalid``."""
@@ -92,9 +116,10 @@ class Scenes(Repository[Scene]):
     async def delete(self, record_id: str) -> None:
         """Delete a scene and its clips, and close the gap. Raises ``NotFound``."""
         scene = await self.get(record_id)
-        await super().delete(record_id)
-        remaining = await self._all(scene.project_id)
-        await self._renumber(tuple(s.id for s in remaining), remaining)
+        async with self._ordering(scene.project_id):
+            await super().delete(record_id)
+            remaining = await self._all(scene.project_id)
+            await self._renumber(tuple(s.id for s in remaining), remaining)
 
     async def reorder(self, project_id: str, scene_ids: Sequence[str]) -> tuple[Scene, ...]:
         """Put a project's scenes in the order given and return them in that order.
@@ -102,13 +127,14 @@ class Scenes(Repository[Scene]):
         ``scene_ids`` must name every scene of the project exactly once: otherwise
         raises ``Invalid``. Raises ``NotFound`` if the project is missing.
         """
-        await self._projects.get(project_id)
-        current = await self._all(project_id)
-        if sorted(scene_ids) != sorted(scene.id for scene in current):
-            raise Invalid("scene_ids must list every scene of the project exactly once")
-        async with self._op("reorder"):
-            await self._renumber(tuple(scene_ids), current)
-        return await self._all(project_id)
+        async with self._ordering(project_id):
+            await self._projects.get(project_id)
+            current = await self._all(project_id)
+            if sorted(scene_ids) != sorted(scene.id for scene in current):
+                raise Invalid("scene_ids must list every scene of the project exactly once")
+            async with self._op("reorder"):
+                await self._renumber(tuple(scene_ids), current)
+            return await self._all(project_id)
 
     async def _all(self, project_id: str) -> tuple[Scene, ...]:
         page = await self._table.find({"project_id": project_id}, limit=MAX_SCENES, offset=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import pytest
@@ -30,6 +31,7 @@ from engine.storage import (
     SessionPatch,
     SessionStatus,
     Store,
+    projects,
 )
 from engine.storage.repository import MAX_OFFSET
 
@@ -377,3 +379,40 @@ async def test_text_longer_than_its_column_is_invalid_everywhere(store: Store) -
     ):
         with pytest.raises(ValidationError):
             too_long()
+
+
+async def test_concurrent_scene_creates_take_distinct_positions(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = await asyncio.gather(
+        *(store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(5))
+    )
+    assert sorted(s.position for s in scenes) == [0, 1, 2, 3, 4]
+    listed = await store.scenes.list(project.id)
+    assert [s.position for s in listed.items] == [0, 1, 2, 3, 4]
+
+
+async def test_concurrent_scene_deletes_and_create_keep_positions_dense(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = [await store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(6)]
+    await asyncio.gather(
+        store.scenes.delete(scenes[1].id),
+        store.scenes.delete(scenes[3].id),
+        store.scenes.create(project.id, NewScene(name="new")),
+        store.scenes.delete(scenes[4].id),
+    )
+    listed = await store.scenes.list(project.id)
+    assert [s.position for s in listed.items] == [0, 1, 2, 3]
+    assert [s.name for s in listed.items][:3] == ["s0", "s2", "s5"]
+
+
+async def test_a_project_holds_at_most_max_scenes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projects, "MAX_SCENES", 3)
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = [await store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(3)]
+    with pytest.raises(Invalid):
+        await store.scenes.create(project.id, NewScene(name="one too many"))
+    assert (await store.scenes.list(project.id)).total == 3
+    reordered = await store.scenes.reorder(project.id, [s.id for s in reversed(scenes)])
+    assert [s.name for s in reordered] == ["s2", "s1", "s0"]
