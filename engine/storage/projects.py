@@ -7,10 +7,12 @@ and closes the gap in its project's order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
-from engine.errors import Invalid
+from engine.errors import Invalid, NotFound
 from engine.storage.metrics import StoreMetrics
 from engine.storage.records import (
     Clip,
@@ -22,6 +24,7 @@ from engine.storage.records import (
     Page,
     Project,
     ProjectPatch,
+    Record,
     Scene,
     ScenePatch,
     now,
@@ -95,7 +98,7 @@ class Scenes(Repository[Scene]):
     async def create(self, project_id: str, new: NewScene) -> Scene:
         """Append a scene to a project.
 
-        Raises ``NotFound`` if the project is missing,
+        Raises ``NotFound`` if the project is missing (or deleted meanwhile),
         ``Invalid`` if it already holds ``MAX_SCENES`` scenes.
         """
         async with self._ordering(project_id):
@@ -103,7 +106,9 @@ class Scenes(Repository[Scene]):
             count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
             if count >= MAX_SCENES:
                 raise Invalid(f"a project holds at most {MAX_SCENES} scenes")
-            return await self._create(project_id=project_id, position=count, **new.model_dump())
+            scene = await self._create(project_id=project_id, position=count, **new.model_dump())
+        await _unless_orphaned(self, scene, self._projects, project_id)
+        return scene
 
     async def list(self, project_id: str, *, limit: int = 50, offset: int = 0) -> Page[Scene]:
         """A page of a project's scenes in order. Raises ``Invalid``."""
@@ -152,6 +157,23 @@ class Scenes(Repository[Scene]):
             await self._table.update_each(changes)
 
 
+async def _unless_orphaned(
+    repository: Repository[Any], record: Record, parents: Table[Any], parent_id: str
+) -> None:
+    """Undo the creation of ``record`` if its parent was deleted meanwhile.
+
+    SQL refuses such a row (a foreign key), MongoDB does not: a parent deleted
+    between the check before the insert and the insert itself would leave an orphan
+    its cascade never reaches. Raises ``NotFound`` after deleting ``record``.
+    """
+    try:
+        await parents.get(parent_id)
+    except NotFound:
+        with contextlib.suppress(NotFound):
+            await repository.delete(record.id)
+        raise
+
+
 class Clips(Repository[Clip]):
     """Clips on scene timelines, each optionally referencing a media record."""
 
@@ -171,9 +193,11 @@ class Clips(Repository[Clip]):
         scene = await self._scenes.get(scene_id)
         if new.media_id is not None:
             await self._media.get(new.media_id)
-        return await self._create(
+        clip = await self._create(
             project_id=scene.project_id, scene_id=scene_id, **new.model_dump()
         )
+        await _unless_orphaned(self, clip, self._scenes, scene_id)
+        return clip
 
     async def list(
         self,

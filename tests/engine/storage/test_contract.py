@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -416,3 +417,36 @@ async def test_a_project_holds_at_most_max_scenes(
     assert (await store.scenes.list(project.id)).total == 3
     reordered = await store.scenes.reorder(project.id, [s.id for s in reversed(scenes)])
     assert [s.name for s in reordered] == ["s2", "s1", "s0"]
+
+
+async def test_a_child_created_while_its_parent_is_deleted_does_not_survive(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent goes right after the check before the insert: the window a
+    # concurrent delete has on MongoDB, which has no foreign keys.
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+
+    def deleted_after_check(table: Any, delete: Any) -> None:
+        get = table.get
+        calls = 0
+
+        async def checked_then_deleted(record_id: str) -> Any:
+            nonlocal calls
+            record = await get(record_id)
+            calls += 1
+            if calls == 1:
+                await delete(record_id)
+            return record
+
+        monkeypatch.setattr(table, "get", checked_then_deleted)
+
+    deleted_after_check(store.clips._scenes, store.scenes.delete)
+    with pytest.raises(NotFound):
+        await store.clips.create(scene.id, NewClip(start=0, duration=1))
+    assert (await store.clips.list(scene_id=scene.id)).total == 0
+
+    deleted_after_check(store.scenes._projects, store.projects.delete)
+    with pytest.raises(NotFound):
+        await store.scenes.create(project.id, NewScene(name="orphan"))
+    assert (await store.scenes.list(project.id)).total == 0
