@@ -258,12 +258,14 @@ class SqlTable(Generic[R]):
         cache = self._backend.cache
         if cache is None:
             return await self._read(record_id)
+        # Records are frozen but their dicts are not: the cache keeps its own deep
+        # copy and hands out copies, so no caller can change what the next one reads.
         cached = cache.get(self._spec.name, record_id)
         if isinstance(cached, self._spec.record):
-            return cached
+            return cached.model_copy(deep=True)
         token = cache.token(self._spec.name)
         record = await self._read(record_id)
-        cache.put(self._spec.name, record, token)
+        cache.put(self._spec.name, record.model_copy(deep=True), token)
         return record
 
     def _missing(self, record_id: str) -> NotFound:
@@ -279,15 +281,22 @@ class SqlTable(Generic[R]):
 
     @contextmanager
     def _writing(self, record_ids: Iterable[str], *, cascade: bool = False) -> Iterator[None]:
-        # Invalidate once the unit of work is over (its connection given back, so
-        # its commit is done), whether it succeeded, failed or was cancelled.
+        # Invalidate before the write, so no read after its commit finds the old
+        # record still cached while the unit of work winds down, and again once it
+        # is over (its connection given back), whether it succeeded, failed or was
+        # cancelled, so nothing read meanwhile stays.
+        ids = tuple(record_ids)
+        self._invalidate(ids, cascade=cascade)
         try:
             yield
         finally:
-            if (cache := self._backend.cache) is not None:
-                cache.invalidate(self._spec.name, record_ids)
-                for table in self._cascades if cascade else ():
-                    cache.clear(table)
+            self._invalidate(ids, cascade=cascade)
+
+    def _invalidate(self, record_ids: tuple[str, ...], *, cascade: bool) -> None:
+        if (cache := self._backend.cache) is not None:
+            cache.invalidate(self._spec.name, record_ids)
+            for table in self._cascades if cascade else ():
+                cache.clear(table)
 
     async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
         conditions = self._where(where)
