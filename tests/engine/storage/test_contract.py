@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -450,3 +452,38 @@ async def test_a_child_created_while_its_parent_is_deleted_does_not_survive(
     with pytest.raises(NotFound):
         await store.scenes.create(project.id, NewScene(name="orphan"))
     assert (await store.scenes.list(project.id)).total == 0
+
+
+def _media_files(store: Store) -> list[Path]:
+    return [path for path in store.media._files.root.rglob("*") if path.is_file()]
+
+
+async def test_a_cancelled_media_put_leaves_no_file_and_no_record(store: Store) -> None:
+    for delay in (0, 0.001, 0.005, 0.02):
+        put = asyncio.create_task(store.media.put(b"x" * (16 * 1024 * 1024), "video/mp4"))
+        await asyncio.sleep(delay)
+        put.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await put
+        stored = await store.media.list()
+        assert [path.name for path in _media_files(store)] == [m.id for m in stored.items]
+        for media in stored.items:
+            await store.media.delete(media.id)
+    assert _media_files(store) == []
+
+
+async def test_a_media_put_cancelled_after_its_insert_keeps_its_bytes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = store.media._table
+    insert = table.insert
+
+    async def inserted_then_cancelled(record: Any) -> None:
+        await insert(record)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(table, "insert", inserted_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await store.media.put(b"kept", "image/png")
+    (media,) = (await store.media.list()).items
+    assert await store.media.read(media.id) == b"kept"
