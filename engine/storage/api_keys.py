@@ -18,6 +18,7 @@ from engine.storage.table import TableSpec
 __all__ = ["API_KEYS", "ApiKeys"]
 
 API_KEYS = TableSpec("api_keys", ApiKey, unique=(("name",),))
+_REFUSED = "invalid API key"
 
 
 def _hash(secret: str) -> str:
@@ -37,17 +38,21 @@ class ApiKeys(Repository[ApiKey]):
         return key, f"{key.id}.{secret}"
 
     async def verify(self, token: str) -> ApiKey:
-        """The key a token belongs to. Raises ``Unauthorized`` for any bad token."""
+        """The key a token belongs to.
+
+        Raises ``Unauthorized`` for any bad token, with one message whatever is
+        wrong with it, so a caller can't tell which key ids exist.
+        """
         key_id, _, secret = token.partition(".")
         if not key_id or not secret:
-            raise Unauthorized("malformed API key")
+            raise Unauthorized(_REFUSED)
         async with self._op("verify"):
             try:
                 key = await self._table.get(key_id)
             except NotFound:
-                raise Unauthorized("unknown API key") from None
+                raise Unauthorized(_REFUSED) from None
         if not hmac.compare_digest(key.secret_hash, _hash(secret)):
-            raise Unauthorized("wrong API key")
+            raise Unauthorized(_REFUSED)
         return key
 
     async def list(self, *, limit: int = 50, offset: int = 0) -> Page[ApiKey]:

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from engine.errors import Invalid, NotFound
+from engine.errors import EaselError, Invalid, NotFound
 from engine.storage.metrics import StoreMetrics
 from engine.storage.records import Media, Page, new_id
 from engine.storage.repository import Repository
@@ -38,7 +38,8 @@ class MediaFiles:
             raise NotFound(f"media/{media_id} not found")
         return self.root / media_id[-2:] / media_id
 
-    def _write(self, media_id: str, data: bytes) -> None:
+    def _write(self, media_id: str, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
         path = self._path(media_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -50,6 +51,7 @@ class MediaFiles:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        return digest
 
     def _read(self, media_id: str) -> bytes:
         try:
@@ -57,9 +59,10 @@ class MediaFiles:
         except FileNotFoundError:
             raise NotFound(f"media/{media_id} has no bytes") from None
 
-    async def write(self, media_id: str, data: bytes) -> None:
-        """Store ``data`` as ``media_id`` (in a worker thread)."""
-        await asyncio.to_thread(self._write, media_id, data)
+    async def write(self, media_id: str, data: bytes) -> str:
+        """Store ``data`` as ``media_id`` and return its SHA-256 (hex), both in a worker
+        thread: hashing 256 MiB would hold the loop for a second."""
+        return await asyncio.to_thread(self._write, media_id, data)
 
     async def read(self, media_id: str) -> bytes:
         """The bytes of ``media_id``. Raises ``NotFound``."""
@@ -82,18 +85,35 @@ class MediaRepository(Repository[Media]):
         if len(data) > MAX_MEDIA_BYTES:
             raise Invalid(f"media larger than {MAX_MEDIA_BYTES} bytes")
         media_id = new_id()
-        await self._files.write(media_id, data)
+        # A task of its own: cancelling ``put`` can't stop the worker thread, so the
+        # cleanup waits for it before removing what it wrote.
+        write = asyncio.ensure_future(self._files.write(media_id, data))
         try:
+            sha256 = await asyncio.shield(write)
             return await self._create(
                 id=media_id,
                 content_type=content_type,
                 filename=filename,
                 size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                sha256=sha256,
             )
         except BaseException:
-            await asyncio.shield(self._files.remove(media_id))
+            await asyncio.shield(self._discard(media_id, write))
             raise
+
+    async def _discard(self, media_id: str, write: asyncio.Future[str]) -> None:
+        # The bytes of a put that failed or was cancelled, unless its record was
+        # stored after all (cancelled once the insert had committed): a file without
+        # a record costs disk, a record without its file is broken. When the
+        # database can't tell, the file stays.
+        with contextlib.suppress(Exception):
+            await write
+        try:
+            await self._table.get(media_id)
+        except NotFound:
+            await self._files.remove(media_id)
+        except EaselError:
+            pass
 
     async def read(self, media_id: str) -> bytes:
         """The bytes of a media record. Raises ``NotFound``."""

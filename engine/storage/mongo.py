@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
+from bson.errors import BSONError
 from prometheus_client import CollectorRegistry
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -23,10 +24,10 @@ from pymongo.monitoring import (
     ConnectionPoolListener,
 )
 
-from engine.errors import Conflict, NotFound, Unavailable
+from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.storage.metrics import PoolStatus, StoreMetrics
 from engine.storage.records import Page, Record
-from engine.storage.table import TableSpec, Where
+from engine.storage.table import TableSpec, Where, can_exist
 
 __all__ = ["MongoBackend", "MongoTable"]
 
@@ -98,11 +99,14 @@ class MongoBackend:
 
     @asynccontextmanager
     async def unit(self) -> AsyncIterator[None]:
-        """Map driver errors: duplicate key → ``Conflict``, anything else → ``Unavailable``."""
+        """Map driver errors: duplicate key → ``Conflict``, a value BSON can't hold →
+        ``Invalid``, anything else → ``Unavailable``."""
         try:
             yield
         except DuplicateKeyError:
             raise Conflict("a record with these unique fields already exists") from None
+        except (BSONError, OverflowError, UnicodeEncodeError):
+            raise Invalid("the database refused a value") from None
         except PyMongoError as exc:
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
 
@@ -182,6 +186,8 @@ class MongoTable(Generic[R]):
             await self._coll.insert_one(doc)
 
     async def get(self, record_id: str) -> R:
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         async with self._backend.unit():
             doc = await self._coll.find_one({"_id": record_id})
         if doc is None:
@@ -197,6 +203,8 @@ class MongoTable(Generic[R]):
         return Page(tuple(self._record(doc) for doc in docs), total, limit, offset)
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         query = {"_id": record_id, **(expect or {})}
         async with self._backend.unit():
             doc = await self._coll.find_one_and_update(
@@ -214,6 +222,8 @@ class MongoTable(Generic[R]):
                 await self._coll.bulk_write(ops)
 
     async def delete(self, record_id: str) -> None:
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         async with self._backend.unit():
             deleted = await self._backend.delete_tree(self._spec, {"_id": record_id})
         if deleted == 0:

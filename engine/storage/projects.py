@@ -6,9 +6,13 @@ and closes the gap in its project's order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import Sequence
+from typing import Any
 
-from engine.errors import Invalid
+from engine.errors import Invalid, NotFound
 from engine.storage.metrics import StoreMetrics
 from engine.storage.records import (
     Clip,
@@ -20,6 +24,7 @@ from engine.storage.records import (
     Page,
     Project,
     ProjectPatch,
+    Record,
     Scene,
     ScenePatch,
     now,
@@ -67,19 +72,43 @@ class Projects(Repository[Project]):
 
 
 class Scenes(Repository[Scene]):
-    """The scenes of projects, kept in a dense 0-based order per project."""
+    """The scenes of projects, kept in a dense 0-based order per project.
+
+    ``create``, ``delete`` and ``reorder`` of one project's scenes run one at a time
+    (a per-project ``asyncio.Lock``), so concurrent calls can't duplicate a position
+    or leave a gap. That holds within one process: several engines writing the same
+    database would need the database to serialise them (``SELECT … FOR UPDATE`` on
+    the project row), which this does not do.
+    """
 
     def __init__(
         self, table: Table[Scene], metrics: StoreMetrics, projects: Table[Project]
     ) -> None:
         super().__init__(table, metrics)
         self._projects = projects
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _ordering(self, project_id: str) -> asyncio.Lock:
+        # Weak values: a project's lock lives only while someone holds or awaits it.
+        lock = self._locks.get(project_id)
+        if lock is None:
+            lock = self._locks[project_id] = asyncio.Lock()
+        return lock
 
     async def create(self, project_id: str, new: NewScene) -> Scene:
-        """Append a scene to a project. Raises ``NotFound`` if the project is missing."""
-        await self._projects.get(project_id)
-        count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
-        return await self._create(project_id=project_id, position=count, **new.model_dump())
+        """Append a scene to a project.
+
+        Raises ``NotFound`` if the project is missing (or deleted meanwhile),
+        ``Invalid`` if it already holds ``MAX_SCENES`` scenes.
+        """
+        async with self._ordering(project_id):
+            await self._projects.get(project_id)
+            count = (await self._table.find({"project_id": project_id}, limit=1, offset=0)).total
+            if count >= MAX_SCENES:
+                raise Invalid(f"a project holds at most {MAX_SCENES} scenes")
+            scene = await self._create(project_id=project_id, position=count, **new.model_dump())
+        await _unless_orphaned(self, scene, self._projects, project_id)
+        return scene
 
     async def list(self, project_id: str, *, limit: int = 50, offset: int = 0) -> Page[Scene]:
         """A page of a project's scenes in order. Raises ``Invalid``."""
@@ -92,9 +121,10 @@ class Scenes(Repository[Scene]):
     async def delete(self, record_id: str) -> None:
         """Delete a scene and its clips, and close the gap. Raises ``NotFound``."""
         scene = await self.get(record_id)
-        await super().delete(record_id)
-        remaining = await self._all(scene.project_id)
-        await self._renumber(tuple(s.id for s in remaining), remaining)
+        async with self._ordering(scene.project_id):
+            await super().delete(record_id)
+            remaining = await self._all(scene.project_id)
+            await self._renumber(tuple(s.id for s in remaining), remaining)
 
     async def reorder(self, project_id: str, scene_ids: Sequence[str]) -> tuple[Scene, ...]:
         """Put a project's scenes in the order given and return them in that order.
@@ -102,13 +132,14 @@ class Scenes(Repository[Scene]):
         ``scene_ids`` must name every scene of the project exactly once: otherwise
         raises ``Invalid``. Raises ``NotFound`` if the project is missing.
         """
-        await self._projects.get(project_id)
-        current = await self._all(project_id)
-        if sorted(scene_ids) != sorted(scene.id for scene in current):
-            raise Invalid("scene_ids must list every scene of the project exactly once")
-        async with self._op("reorder"):
-            await self._renumber(tuple(scene_ids), current)
-        return await self._all(project_id)
+        async with self._ordering(project_id):
+            await self._projects.get(project_id)
+            current = await self._all(project_id)
+            if sorted(scene_ids) != sorted(scene.id for scene in current):
+                raise Invalid("scene_ids must list every scene of the project exactly once")
+            async with self._op("reorder"):
+                await self._renumber(tuple(scene_ids), current)
+            return await self._all(project_id)
 
     async def _all(self, project_id: str) -> tuple[Scene, ...]:
         page = await self._table.find({"project_id": project_id}, limit=MAX_SCENES, offset=0)
@@ -124,6 +155,23 @@ class Scenes(Repository[Scene]):
         }
         if changes:
             await self._table.update_each(changes)
+
+
+async def _unless_orphaned(
+    repository: Repository[Any], record: Record, parents: Table[Any], parent_id: str
+) -> None:
+    """Undo the creation of ``record`` if its parent was deleted meanwhile.
+
+    SQL refuses such a row (a foreign key), MongoDB does not: a parent deleted
+    between the check before the insert and the insert itself would leave an orphan
+    its cascade never reaches. Raises ``NotFound`` after deleting ``record``.
+    """
+    try:
+        await parents.get(parent_id)
+    except NotFound:
+        with contextlib.suppress(NotFound):
+            await repository.delete(record.id)
+        raise
 
 
 class Clips(Repository[Clip]):
@@ -145,9 +193,11 @@ class Clips(Repository[Clip]):
         scene = await self._scenes.get(scene_id)
         if new.media_id is not None:
             await self._media.get(new.media_id)
-        return await self._create(
+        clip = await self._create(
             project_id=scene.project_id, scene_id=scene_id, **new.model_dump()
         )
+        await _unless_orphaned(self, clip, self._scenes, scene_id)
+        return clip
 
     async def list(
         self,

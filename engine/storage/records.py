@@ -140,15 +140,15 @@ class SessionStatus(StrEnum):
 
 class NewSession(_Model):
     pipeline: Name
-    drain: str = "latest"
-    client: str = ""
+    drain: str = Field(default="latest", max_length=32)
+    client: str = Field(default="", max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class SessionPatch(_Model):
     """Changes to an open session's client or params."""
 
-    client: str | None = None
+    client: str | None = Field(default=None, max_length=200)
     params: dict[str, Any] | None = None
 
 
@@ -202,12 +202,12 @@ class JobOutput(_Model):
 class NewJob(_Model):
     workflow: Name
     params: dict[str, Any] = Field(default_factory=dict)
-    server_id: str | None = None
+    server_id: str | None = Field(default=None, max_length=32)
 
 
 class JobPatch(_Model):
     status: JobStatus | None = None
-    server_id: str | None = None
+    server_id: str | None = Field(default=None, max_length=32)
     outputs: tuple[JobOutput, ...] | None = None
     error: str | None = None
 
@@ -227,7 +227,7 @@ class Media(Record):
     """Metadata of stored bytes; the bytes live in the media store on disk."""
 
     content_type: Name
-    filename: str = ""
+    filename: str = Field(default="", max_length=255)
     size: int = Field(ge=0)
     sha256: str
 
@@ -265,17 +265,17 @@ class Scene(Record, NewScene):
 
 
 class NewClip(_Model):
-    name: str = ""
+    name: str = Field(default="", max_length=200)
     start: float = Field(ge=0)
     duration: float = Field(gt=0)
-    media_id: str | None = None
+    media_id: str | None = Field(default=None, max_length=32)
 
 
 class ClipPatch(_Model):
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=200)
     start: float | None = Field(default=None, ge=0)
     duration: float | None = Field(default=None, gt=0)
-    media_id: str | None = None
+    media_id: str | None = Field(default=None, max_length=32)
 
 
 class Clip(Record, NewClip):

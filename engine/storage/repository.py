@@ -8,10 +8,12 @@ backend behaves the same. Every method runs on the event loop, is timed as
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from engine.errors import Invalid
 from engine.storage.metrics import StoreMetrics
@@ -41,6 +43,7 @@ __all__ = [
     "COMFY_SERVERS",
     "JOBS",
     "MAX_LIMIT",
+    "MAX_OFFSET",
     "PIPELINE_CONFIGS",
     "SESSIONS",
     "ComfyServers",
@@ -55,6 +58,10 @@ R = TypeVar("R", bound=Record)
 MAX_LIMIT = 500
 """The largest page a caller may ask for."""
 
+MAX_OFFSET = 2**31 - 1
+"""The largest offset a caller may ask for: every backend's integer holds it (a larger
+one overflows SQLite's and MongoDB's drivers and PostgreSQL's ``bigint``)."""
+
 PIPELINE_CONFIGS = TableSpec(
     "pipeline_configs",
     PipelineConfig,
@@ -64,6 +71,38 @@ PIPELINE_CONFIGS = TableSpec(
 SESSIONS = TableSpec("sessions", SessionRecord, indexes=(("status",), ("pipeline",)))
 COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url",)))
 JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
+
+
+def _refuse_unstorable(value: Any) -> None:
+    # What one backend can't store, none takes: the same input fails the same way
+    # everywhere (PostgreSQL refuses NUL and NaN, MongoDB ints past 64 bits, every
+    # driver strings that aren't UTF-8).
+    if isinstance(value, str):
+        if "\x00" in value or (not value.isascii() and not _utf8(value)):
+            raise Invalid("text must be UTF-8 without NUL characters")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise Invalid("integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise Invalid("numbers must be finite")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_unstorable(key)
+            _refuse_unstorable(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_unstorable(item)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Repository(Generic[R]):
@@ -91,16 +130,22 @@ class Repository(Generic[R]):
 
     async def _create(self, **fields: Any) -> R:
         stamp = now()
-        record = self._spec.record(
-            **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
-        )
+        _refuse_unstorable(fields)
+        try:
+            record = self._spec.record(
+                **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
+            )
+        except ValidationError as exc:
+            raise Invalid(
+                f"invalid {self._spec.name} record: {exc.error_count()} error(s)"
+            ) from exc
         async with self._op("create"):
             await self._table.insert(record)
         return record
 
     async def _list(self, limit: int, offset: int, **where: Any) -> Page[R]:
-        if not 1 <= limit <= MAX_LIMIT or offset < 0:
-            raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset >= 0")
+        if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
+            raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}")
         filters = {key: value for key, value in where.items() if value is not None}
         async with self._op("list"):
             return await self._table.find(filters, limit=limit, offset=offset)
@@ -113,6 +158,7 @@ class Repository(Generic[R]):
             for key, value in patch.model_dump(exclude_unset=True).items()
             if value is not None or fields[key].default is None
         }
+        _refuse_unstorable(changes)
         changes["updated_at"] = now()
         async with self._op("update"):
             return await self._table.update(record_id, changes, expect=expect)
@@ -159,7 +205,12 @@ class Sessions(Repository[SessionRecord]):
         return await self._patch(record_id, patch, expect={"status": SessionStatus.OPEN})
 
     async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
-        """Close a session with its final stats. Raises ``NotFound``, ``Conflict`` if closed."""
+        """Close a session with its final stats.
+
+        Raises ``NotFound``, ``Conflict`` if closed, ``Invalid`` for stats no backend
+        can store.
+        """
+        _refuse_unstorable(stats)
         stamp = now()
         changes = {"status": SessionStatus.CLOSED, "ended_at": stamp, "updated_at": stamp}
         async with self._op("finish"):

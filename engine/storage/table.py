@@ -15,12 +15,21 @@ from typing import Any, Generic, Protocol, TypeVar
 from engine.storage.metrics import PoolStatus, StoreMetrics
 from engine.storage.records import Page, Record
 
-__all__ = ["Backend", "Child", "Table", "TableSpec", "Where"]
+__all__ = ["Backend", "Child", "Table", "TableSpec", "Where", "can_exist"]
 
 R = TypeVar("R", bound=Record)
 
 Where = Mapping[str, Any]
 """Equality filters: ``{field: value}``; every pair must match."""
+
+
+def can_exist(record_id: str) -> bool:
+    """Whether a record could have this id: ids are ASCII without NUL (``new_id``).
+
+    Tables answer ``NotFound`` for any other id before asking the database, which
+    would refuse it in its own way (PostgreSQL can't even compare a NUL).
+    """
+    return record_id.isascii() and "\x00" not in record_id
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

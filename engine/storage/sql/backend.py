@@ -19,21 +19,17 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Select, Table, bindparam, event, func, select, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import (
-    DBAPIError,
-    IntegrityError,
-    ProgrammingError,
-)
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from engine.errors import Conflict, NotFound, Unavailable
+from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.storage.metrics import PoolStatus, StoreMetrics
 from engine.storage.records import Page, Record
 from engine.storage.sql.cache import RecordCache
 from engine.storage.sql.schema import METADATA
-from engine.storage.table import TableSpec, Where
+from engine.storage.table import TableSpec, Where, can_exist
 
 __all__ = ["SqlBackend", "SqlTable"]
 
@@ -113,7 +109,8 @@ class SqlBackend:
         Commits when the block ends normally and rolls back when it raises.
         Raises ``Unavailable`` when the database can't be reached or the unit takes
         longer than the timeout, ``Conflict`` on a unique violation and
-        ``NotFound`` when a referenced parent row is missing.
+        ``NotFound`` when a referenced parent row is missing, ``Invalid`` when the
+        database refuses a value (a PostgreSQL data exception, SQLSTATE class 22).
         """
         async with self._connection() as conn, conn.begin():
             yield conn
@@ -157,9 +154,18 @@ class SqlBackend:
             if "foreign key" in str(exc.orig).lower():
                 raise NotFound("referenced record does not exist") from None
             raise Conflict("a record with these unique fields already exists") from None
-        except ProgrammingError:
+        except (DataError, sqlite3.DataError, UnicodeEncodeError, OverflowError):
+            raise Invalid("the database refused a value") from None
+        except (ProgrammingError, sqlite3.ProgrammingError):
+            # A statement the database can't run: a bug here, not an outage.
             raise
-        except (DBAPIError, PoolTimeout, OSError, TimeoutError, sqlite3.Error) as exc:
+        except DBAPIError as exc:
+            # asyncpg's errors reach SQLAlchemy as plain DBAPIError: the SQLSTATE
+            # tells a refused value (class 22, e.g. a NUL or NaN) from an outage.
+            if str(getattr(exc.orig, "sqlstate", "")).startswith("22"):
+                raise Invalid("the database refused a value") from None
+            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
+        except (PoolTimeout, OSError, TimeoutError, sqlite3.Error) as exc:
             # sqlite3 errors come unwrapped from the driver calls of ``first``.
             raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
 
@@ -252,31 +258,45 @@ class SqlTable(Generic[R]):
         cache = self._backend.cache
         if cache is None:
             return await self._read(record_id)
+        # Records are frozen but their dicts are not: the cache keeps its own deep
+        # copy and hands out copies, so no caller can change what the next one reads.
         cached = cache.get(self._spec.name, record_id)
         if isinstance(cached, self._spec.record):
-            return cached
+            return cached.model_copy(deep=True)
         token = cache.token(self._spec.name)
         record = await self._read(record_id)
-        cache.put(self._spec.name, record, token)
+        cache.put(self._spec.name, record.model_copy(deep=True), token)
         return record
 
+    def _missing(self, record_id: str) -> NotFound:
+        return NotFound(f"{self._spec.name}/{record_id} not found")
+
     async def _read(self, record_id: str) -> R:
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         row = await self._backend.first(self._by_id, {"record_id": record_id})
         if row is None:
-            raise NotFound(f"{self._spec.name}/{record_id} not found")
+            raise self._missing(record_id)
         return self._record(row)
 
     @contextmanager
     def _writing(self, record_ids: Iterable[str], *, cascade: bool = False) -> Iterator[None]:
-        # Invalidate once the unit of work is over (its connection given back, so
-        # its commit is done), whether it succeeded, failed or was cancelled.
+        # Invalidate before the write, so no read after its commit finds the old
+        # record still cached while the unit of work winds down, and again once it
+        # is over (its connection given back), whether it succeeded, failed or was
+        # cancelled, so nothing read meanwhile stays.
+        ids = tuple(record_ids)
+        self._invalidate(ids, cascade=cascade)
         try:
             yield
         finally:
-            if (cache := self._backend.cache) is not None:
-                cache.invalidate(self._spec.name, record_ids)
-                for table in self._cascades if cascade else ():
-                    cache.clear(table)
+            self._invalidate(ids, cascade=cascade)
+
+    def _invalidate(self, record_ids: tuple[str, ...], *, cascade: bool) -> None:
+        if (cache := self._backend.cache) is not None:
+            cache.invalidate(self._spec.name, record_ids)
+            for table in self._cascades if cascade else ():
+                cache.clear(table)
 
     async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
         conditions = self._where(where)
@@ -290,6 +310,8 @@ class SqlTable(Generic[R]):
         return Page(tuple(self._record(row._mapping) for row in rows), total, limit, offset)
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         query = (
             self._table.update()
             .where(self._table.c.id == record_id, *self._where(expect or {}))
@@ -316,9 +338,11 @@ class SqlTable(Generic[R]):
 
     async def delete(self, record_id: str) -> None:
         # Children go with their parent through ON DELETE CASCADE.
+        if not can_exist(record_id):
+            raise self._missing(record_id)
         with self._writing((record_id,), cascade=True):
             async with self._backend.unit() as conn:
                 query = self._table.delete().where(self._table.c.id == record_id)
                 result = await conn.execute(query)
         if result.rowcount == 0:
-            raise NotFound(f"{self._spec.name}/{record_id} not found")
+            raise self._missing(record_id)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import event
 
 from engine.errors import Conflict, NotFound
 from engine.settings import Settings
@@ -179,3 +180,51 @@ def test_a_read_from_before_a_write_is_not_kept() -> None:
     cache.clear("projects")
     assert cache.get("projects", record.id) is None
     assert cache.token("scenes") == 0
+
+
+async def test_changing_a_record_read_does_not_change_the_next_read(store: Store) -> None:
+    config = await store.pipeline_configs.create(
+        NewPipelineConfig(name="c", kind="fx", options={"a": 1, "n": [1]})
+    )
+    for _ in range(2):
+        read = await store.pipeline_configs.get(config.id)
+        read.options["a"] = 999
+        read.options["n"].append(2)
+    assert (await store.pipeline_configs.get(config.id)).options == {"a": 1, "n": [1]}
+
+
+async def test_no_read_after_a_commit_returns_the_record_from_before(tmp_path: Path) -> None:
+    store = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    try:
+        backend = store._backend
+        assert isinstance(backend, SqlBackend)
+        assert backend.cache is not None
+        project = await store.projects.create(NewProject(name="p", description="old"))
+        await store.projects.get(project.id)
+        committed = False
+
+        def on_reset(*_args: object) -> None:
+            # A connection goes back to the pool: its transaction is over.
+            nonlocal committed
+            committed = True
+
+        event.listen(backend._engine.sync_engine.pool, "reset", on_reset)
+        stale: list[str] = []
+
+        async def reader() -> None:
+            while True:
+                after_commit = committed
+                description = (await store.projects.get(project.id)).description
+                if after_commit and description == "old":
+                    stale.append(description)
+                if after_commit and description == "new":
+                    return
+                await asyncio.sleep(0)
+
+        reading = asyncio.create_task(reader())
+        await asyncio.sleep(0.01)
+        await store.projects.update(project.id, ProjectPatch(description="new"))
+        await asyncio.wait_for(reading, 5)
+        assert stale == []
+    finally:
+        await store.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from engine.errors import Conflict, Invalid, NotFound, Unauthorized
 from engine.storage import (
@@ -29,7 +34,9 @@ from engine.storage import (
     SessionPatch,
     SessionStatus,
     Store,
+    projects,
 )
+from engine.storage.repository import MAX_OFFSET
 
 
 async def test_created_records_read_back_equal(store: Store) -> None:
@@ -107,6 +114,14 @@ async def test_pages_cover_every_record_once_in_creation_order(store: Store) -> 
         await store.projects.list(limit=0)
     with pytest.raises(Invalid):
         await store.projects.list(offset=-1)
+
+
+@pytest.mark.parametrize("offset", [MAX_OFFSET + 1, 2**63, 10**20])
+async def test_an_offset_past_the_bound_is_invalid(store: Store, offset: int) -> None:
+    await store.projects.create(NewProject(name="p"))
+    assert (await store.projects.list(offset=MAX_OFFSET)).items == ()
+    with pytest.raises(Invalid):
+        await store.projects.list(offset=offset)
 
 
 async def test_jobs_filter_by_status_and_server(store: Store) -> None:
@@ -287,9 +302,13 @@ async def test_api_keys_store_only_a_hash_and_verify(store: Store) -> None:
     secret = token.split(".", 1)[1]
     assert secret not in key.model_dump_json()
     assert await store.api_keys.verify(token) == key
+    messages = set()
     for bad in (token + "x", key.id + ".wrong", "nodot", "missing." + secret, ""):
-        with pytest.raises(Unauthorized):
+        with pytest.raises(Unauthorized) as refused:
             await store.api_keys.verify(bad)
+        messages.add(str(refused.value))
+    # Unknown id and wrong secret read the same: no probing for key ids.
+    assert len(messages) == 1
     await store.api_keys.delete(key.id)
     with pytest.raises(Unauthorized):
         await store.api_keys.verify(token)
@@ -307,3 +326,168 @@ async def test_ping_and_operation_metrics(store: Store, registry: CollectorRegis
     assert registry.get_sample_value("easel_db_pool_checked_out") == 0
     assert (registry.get_sample_value("easel_db_pool_size") or 0) > 0
     assert (registry.get_sample_value("easel_db_pool_wait_seconds_count") or 0) > 0
+
+
+@pytest.mark.parametrize("record_id", ["ab\x00cd", "\ud800", "é" * 40])
+async def test_ids_no_record_can_have_are_not_found(store: Store, record_id: str) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+    with pytest.raises(NotFound):
+        await store.projects.get(record_id)
+    with pytest.raises(NotFound):
+        await store.projects.update(record_id, ProjectPatch(description="x"))
+    with pytest.raises(NotFound):
+        await store.projects.delete(record_id)
+    with pytest.raises(NotFound):
+        await store.scenes.create(record_id, NewScene(name="s"))
+    with pytest.raises(NotFound):
+        await store.clips.create(scene.id, NewClip(start=0, duration=1, media_id="m\x00"))
+    with pytest.raises(Unauthorized):
+        await store.api_keys.verify(f"{record_id}.secret")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\x00b", "\ud800", float("nan"), float("inf"), 2**63, {"k\x00": 1}, [1, [float("-inf")]]],
+    ids=["nul", "surrogate", "nan", "inf", "int65", "nul-key", "nested-inf"],
+)
+async def test_values_some_backend_cannot_store_are_invalid_everywhere(
+    store: Store, value: object
+) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    session = await store.sessions.create(NewSession(pipeline="p"))
+    with pytest.raises(Invalid):
+        await store.pipeline_configs.create(
+            NewPipelineConfig(name="c", kind="k", options={"v": value})
+        )
+    with pytest.raises(Invalid):
+        await store.sessions.update(session.id, SessionPatch(params={"v": value}))
+    with pytest.raises(Invalid):
+        await store.sessions.finish(session.id, {"v": value})
+    if isinstance(value, str):
+        with pytest.raises(Invalid):
+            await store.projects.update(project.id, ProjectPatch(description=value))
+        with pytest.raises(Invalid):
+            await store.media.put(b"x", "image/png", value)
+    assert (await store.pipeline_configs.list()).total == 0
+    assert (await store.media.list()).total == 0
+    assert await store.projects.get(project.id) == project
+
+
+async def test_text_longer_than_its_column_is_invalid_everywhere(store: Store) -> None:
+    with pytest.raises(Invalid):
+        await store.media.put(b"x", "image/png", "f" * 256)
+    assert (await store.media.put(b"x", "image/png", "f" * 255)).filename == "f" * 255
+    for too_long in (
+        lambda: NewSession(pipeline="p", client="c" * 201),
+        lambda: NewSession(pipeline="p", drain="d" * 33),
+        lambda: NewJob(workflow="w", server_id="s" * 33),
+        lambda: NewClip(name="n" * 201, start=0, duration=1),
+    ):
+        with pytest.raises(ValidationError):
+            too_long()
+
+
+async def test_concurrent_scene_creates_take_distinct_positions(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = await asyncio.gather(
+        *(store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(5))
+    )
+    assert sorted(s.position for s in scenes) == [0, 1, 2, 3, 4]
+    listed = await store.scenes.list(project.id)
+    assert [s.position for s in listed.items] == [0, 1, 2, 3, 4]
+
+
+async def test_concurrent_scene_deletes_and_create_keep_positions_dense(store: Store) -> None:
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = [await store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(6)]
+    await asyncio.gather(
+        store.scenes.delete(scenes[1].id),
+        store.scenes.delete(scenes[3].id),
+        store.scenes.create(project.id, NewScene(name="new")),
+        store.scenes.delete(scenes[4].id),
+    )
+    listed = await store.scenes.list(project.id)
+    assert [s.position for s in listed.items] == [0, 1, 2, 3]
+    assert [s.name for s in listed.items][:3] == ["s0", "s2", "s5"]
+
+
+async def test_a_project_holds_at_most_max_scenes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projects, "MAX_SCENES", 3)
+    project = await store.projects.create(NewProject(name="p"))
+    scenes = [await store.scenes.create(project.id, NewScene(name=f"s{i}")) for i in range(3)]
+    with pytest.raises(Invalid):
+        await store.scenes.create(project.id, NewScene(name="one too many"))
+    assert (await store.scenes.list(project.id)).total == 3
+    reordered = await store.scenes.reorder(project.id, [s.id for s in reversed(scenes)])
+    assert [s.name for s in reordered] == ["s2", "s1", "s0"]
+
+
+async def test_a_child_created_while_its_parent_is_deleted_does_not_survive(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent goes right after the check before the insert: the window a
+    # concurrent delete has on MongoDB, which has no foreign keys.
+    project = await store.projects.create(NewProject(name="p"))
+    scene = await store.scenes.create(project.id, NewScene(name="s"))
+
+    def deleted_after_check(table: Any, delete: Any) -> None:
+        get = table.get
+        calls = 0
+
+        async def checked_then_deleted(record_id: str) -> Any:
+            nonlocal calls
+            record = await get(record_id)
+            calls += 1
+            if calls == 1:
+                await delete(record_id)
+            return record
+
+        monkeypatch.setattr(table, "get", checked_then_deleted)
+
+    deleted_after_check(store.clips._scenes, store.scenes.delete)
+    with pytest.raises(NotFound):
+        await store.clips.create(scene.id, NewClip(start=0, duration=1))
+    assert (await store.clips.list(scene_id=scene.id)).total == 0
+
+    deleted_after_check(store.scenes._projects, store.projects.delete)
+    with pytest.raises(NotFound):
+        await store.scenes.create(project.id, NewScene(name="orphan"))
+    assert (await store.scenes.list(project.id)).total == 0
+
+
+def _media_files(store: Store) -> list[Path]:
+    return [path for path in store.media._files.root.rglob("*") if path.is_file()]
+
+
+async def test_a_cancelled_media_put_leaves_no_file_and_no_record(store: Store) -> None:
+    for delay in (0, 0.001, 0.005, 0.02):
+        put = asyncio.create_task(store.media.put(b"x" * (16 * 1024 * 1024), "video/mp4"))
+        await asyncio.sleep(delay)
+        put.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await put
+        stored = await store.media.list()
+        assert [path.name for path in _media_files(store)] == [m.id for m in stored.items]
+        for media in stored.items:
+            await store.media.delete(media.id)
+    assert _media_files(store) == []
+
+
+async def test_a_media_put_cancelled_after_its_insert_keeps_its_bytes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = store.media._table
+    insert = table.insert
+
+    async def inserted_then_cancelled(record: Any) -> None:
+        await insert(record)
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(table, "insert", inserted_then_cancelled)
+    with pytest.raises(asyncio.CancelledError):
+        await store.media.put(b"kept", "image/png")
+    (media,) = (await store.media.list()).items
+    assert await store.media.read(media.id) == b"kept"
