@@ -279,11 +279,12 @@ class PipelineHandle:
         self._failed.clear()
         return old
 
-    async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:
-        """Send one frame to the least busy replica and await its answer.
+    def submit(self, frame: FrameIn[Any], timeout: float) -> asyncio.Future[PipelineAnswer]:
+        """Send one frame to the least busy replica; the future holds its answer.
 
-        Raises the frame's own error (``BadContent`` …), ``ActorCrashed`` when the
-        replica crashed on it, ``Unavailable`` when the pipeline is gone.
+        The future fails with the frame's own error (``BadContent`` …),
+        ``ActorCrashed`` when the replica crashed on it, ``AskTimeout``. Raises
+        ``Unavailable`` at once when the pipeline is gone.
         """
         replicas = self._replicas
         if self.closed or not replicas:
@@ -291,14 +292,21 @@ class PipelineHandle:
         ref = replicas[0] if len(replicas) == 1 else self._pick(replicas)
         key = id(ref)
         inflight = self._inflight
+        future = ref.ask_future(PipelineJob(frame, time.perf_counter()), timeout)
         inflight[key] = inflight.get(key, 0) + 1
-        try:
-            return await ref.ask(PipelineJob(frame, time.perf_counter()), timeout)
-        finally:
-            if inflight[key] == 1:
-                del inflight[key]  # no entry per replica that ever lived
-            else:
-                inflight[key] -= 1
+        future.add_done_callback(lambda _: self._landed(key))
+        return future
+
+    async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:
+        """``submit`` and await the answer."""
+        return await self.submit(frame, timeout)
+
+    def _landed(self, key: int) -> None:
+        inflight = self._inflight
+        if inflight[key] == 1:
+            del inflight[key]  # no entry per replica that ever lived
+        else:
+            inflight[key] -= 1
 
     def _pick(self, replicas: list[ActorRef[PipelineJob, PipelineAnswer]]) -> ActorRef[Any, Any]:
         self._next = (self._next + 1) % len(replicas)

@@ -179,7 +179,7 @@ class Attachment:
         await self.drain.put(frame)
 
 
-Outcome = tuple[InboundFrame, PipelineAnswer | EaselError]
+Pending = tuple[InboundFrame, asyncio.Future[PipelineAnswer]]
 
 Message = Attach | Detach | UpdateParams | Describe | Call | Close | _Expire | _TaskFailed
 
@@ -330,7 +330,7 @@ class SessionActor(LoopActor[Message, Any]):
     async def _run_pump(self, drain: Drain, connection: Connection) -> None:
         limit = self.record.max_inflight(self.registry.settings)
         slots = asyncio.Semaphore(limit)
-        order: deque[asyncio.Task[Outcome]] = deque()
+        order: deque[Pending] = deque()
         ready = asyncio.Event()
         sender = asyncio.get_running_loop().create_task(
             self._send_in_order(order, ready, slots, drain, connection)
@@ -349,14 +349,14 @@ class SessionActor(LoopActor[Message, Any]):
                     if room is not None:
                         room.release()
                     raise
-                order.append(asyncio.ensure_future(self._process(frame, room)))
+                order.append((frame, self._submit(frame, room)))
                 ready.set()
         except SessionClosed:
             pass
         finally:
             sender.cancel()
-            for task in order:
-                task.cancel()
+            for _, future in order:
+                future.cancel()
 
     def _session_params(self, plugin: PipelineKind) -> Any:
         """The session's params, validated once per change rather than once per frame
@@ -373,7 +373,9 @@ class SessionActor(LoopActor[Message, Any]):
         except NotFound:
             return None  # the frame will be answered with the error
 
-    async def _process(self, frame: InboundFrame, room: Room | None) -> Outcome:
+    def _submit(self, frame: InboundFrame, room: Room | None) -> asyncio.Future[PipelineAnswer]:
+        """Hand a frame to the pipeline without a task per frame; the room is given
+        back when the answer lands. Errors before sending come back as a failed future."""
         record = self.record
         try:
             handle = self.registry.pipelines.get(record.pipeline)
@@ -382,20 +384,28 @@ class SessionActor(LoopActor[Message, Any]):
             else:
                 params = self._session_params(handle.plugin)
             job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
-            return frame, await handle.process(job, self.registry.settings.frame_timeout)
-        except ActorError as error:
-            failed = PipelineError(f"pipeline {record.pipeline} failed on this frame: {error}")
-            failed.__cause__ = error
-            return frame, failed
+            future = handle.submit(job, self.registry.settings.frame_timeout)
         except EaselError as error:
-            return frame, error
-        finally:
-            if room is not None:
-                room.release()
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(error)
+        if room is not None:
+            future.add_done_callback(lambda _: room.release())
+        return future
+
+    def _outcome(self, future: asyncio.Future[PipelineAnswer]) -> PipelineAnswer | EaselError:
+        """The answer, or the error to send for that frame."""
+        try:
+            return future.result()
+        except ActorError as error:
+            failed = PipelineError(f"pipeline {self.record.pipeline} failed on this frame: {error}")
+            failed.__cause__ = error
+            return failed
+        except EaselError as error:
+            return error
 
     async def _send_in_order(
         self,
-        order: deque[asyncio.Task[Outcome]],
+        order: deque[Pending],
         ready: asyncio.Event,
         slots: asyncio.Semaphore,
         drain: Drain,
@@ -410,9 +420,12 @@ class SessionActor(LoopActor[Message, Any]):
             while not order:
                 ready.clear()
                 await ready.wait()
-            frame, answer = await order[0]
+            frame, future = order[0]
+            if not future.done():
+                await asyncio.wait((future,))  # neither raises nor cancels the future
             order.popleft()
             slots.release()
+            answer = self._outcome(future)
             try:
                 if isinstance(answer, EaselError):
                     record.stats.errors += 1
