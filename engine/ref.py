@@ -248,20 +248,28 @@ class ActorRef(Generic[M, R]):
         (an ``EaselError``), ``ActorCrashed``, ``AskTimeout``, ``ActorStopped``,
         ``MailboxFull`` or ``Undeliverable``; ``ValueError`` (nothing sent) unless
         ``timeout`` is a positive, finite number of seconds."""
-        return await self.ask_future(message, timeout)
+        future, key = self._send(message, timeout)
+        try:
+            return await future
+        finally:
+            self._cell.system.deadlines.discard(future, key)
 
     def ask_future(self, message: M, timeout: float = 5.0) -> asyncio.Future[R]:
         """Send now and return the future of the answer, on the loop: for callers that
         keep several asks in flight without a task each. Fails like ``ask``; send-time
         errors (``ActorStopped``, ``MailboxFull``, ``ValueError``) are raised here."""
+        future, key = self._send(message, timeout)
+        deadlines = self._cell.system.deadlines
+        future.add_done_callback(lambda done: deadlines.discard(done, key))
+        return future
+
+    def _send(self, message: M, timeout: float) -> tuple[asyncio.Future[R], int]:
         _check_timeout(timeout)
         cell = self._cell
         system = cell.system
         future: asyncio.Future[R] = system.loop.create_future()
         cell.post(Envelope(message, LoopReply(future, system.loop_thread)))
-        key = system.deadlines.add(future, timeout, cell.path)
-        future.add_done_callback(lambda done: system.deadlines.discard(done, key))
-        return future
+        return future, system.deadlines.add(future, timeout, cell.path)
 
     def ask_blocking(self, message: M, timeout: float = 5.0) -> R:
         """Send and wait, from a thread that is not the event loop's. Raises as ``ask``."""
