@@ -148,12 +148,8 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
         except Unauthorized:
             await require_api_key(request)  # an API key opens any session
             record = services.sessions.get(session_id)
-    except NotFound as error:
-        return await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
-    except Unauthorized as error:
-        return await _refuse(ws, error, CloseCode.POLICY)
-    except EaselError as error:  # the store is unreachable: try again later
-        return await _refuse(ws, error, CloseCode.INTERNAL)
+    except EaselError as error:  # otherwise the store is unreachable: try again later
+        return await _refuse(ws, error, _close_code(error, CloseCode.INTERNAL))
     await _serve(ws, services, record, request.app[ENGINE].settings)
     return ws
 
@@ -169,10 +165,8 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
     if settings.require_api_key:
         try:
             await require_api_key(request)
-        except Unauthorized as error:
-            return await _refuse(ws, error, CloseCode.POLICY)
         except EaselError as error:
-            return await _refuse(ws, error, CloseCode.INTERNAL)
+            return await _refuse(ws, error, _close_code(error, CloseCode.INTERNAL))
     try:
         message = await ws.receive(timeout=settings.hello_timeout)
     except TimeoutError:
@@ -184,14 +178,8 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         if not isinstance(hello, Hello):
             raise ProtocolViolation(ErrorCode.BAD_FRAME, "the first frame must be HELLO")
         record = await _session_for(services, hello)
-    except ProtocolViolation as violation:
-        return await _refuse(ws, violation, violation.close or CloseCode.POLICY)
-    except NotFound as error:
-        return await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
-    except Unauthorized as error:
-        return await _refuse(ws, error, CloseCode.POLICY)
-    except EaselError as error:
-        return await _refuse(ws, error, CloseCode.POLICY)
+    except (ProtocolViolation, EaselError) as error:
+        return await _refuse(ws, error, _close_code(error, CloseCode.POLICY))
     await _serve(ws, services, record, settings)
     return ws
 
@@ -204,6 +192,17 @@ async def _session_for(services: Services, hello: Hello) -> SessionRecord:
         DrainKind(hello.drain or DrainKind.LATEST),
         hello.params or {},
     )
+
+
+def _close_code(error: Exception, otherwise: int) -> int:
+    """The close code for refusing a connection because of ``error``."""
+    if isinstance(error, ProtocolViolation):
+        return error.close or CloseCode.POLICY
+    if isinstance(error, NotFound):
+        return CloseCode.UNKNOWN_SESSION
+    if isinstance(error, Unauthorized):
+        return CloseCode.POLICY
+    return otherwise
 
 
 async def _refuse(
