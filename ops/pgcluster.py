@@ -12,21 +12,15 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
+from transport.bench.servers import free_port
+
 __all__ = ["PG_USER", "PgCluster", "free_port"]
 
 PG_USER = "easel"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _os_user() -> str | None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,12 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from transport.bench.servers import free_port
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -78,7 +72,7 @@ def _serve(port: int, data: str) -> subprocess.Popen[bytes]:
 
 
 async def run(clients: int, seconds: float) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as data:
         server = _serve(port, data)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.transport.test_cli import EASEL, ROOT, free_port, wait_until_serving
+from tests.transport.test_cli import EASEL, ROOT, wait_until_serving
+from transport.bench.servers import free_port
 from transport.cli import main
 
 TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
