@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from engine.doorbell import Doorbell
 from engine.errors import SessionClosed
 
 __all__ = ["AllDrain", "Drain", "DrainKind", "InboundFrame", "LatestDrain", "make_drain"]
@@ -48,7 +49,7 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 class Drain:
-    """Base of both strategies: one waiting consumer, closeable."""
+    """Base of both strategies: one consumer, woken through ``bell``; closeable."""
 
     kind: DrainKind
 
@@ -58,7 +59,9 @@ class Drain:
         """The most frames this drain ever held at once."""
         self._superseded = 0
         self._on_superseded = on_superseded
-        self._getter: asyncio.Future[None] | None = None
+        self.bell = Doorbell()
+        """Rung when a frame arrives or the drain closes; the consumer may share it
+        with its other sources of work."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -79,11 +82,7 @@ class Drain:
         while not len(self):
             if self.closed:
                 raise SessionClosed("drain closed")
-            self._getter = asyncio.get_running_loop().create_future()
-            try:
-                await self._getter
-            finally:
-                self._getter = None
+            await self.bell.wait()
         if self.closed:
             raise SessionClosed("drain closed")
 
@@ -102,7 +101,7 @@ class Drain:
     def close(self) -> None:
         """Refuse further frames and release whoever waits."""
         self.closed = True
-        _wake(self._getter)
+        self.bell.ring()
 
 
 class LatestDrain(Drain):
@@ -126,7 +125,7 @@ class LatestDrain(Drain):
                 self._on_superseded()
         self._frame = frame
         self.peak = 1
-        _wake(self._getter)
+        self.bell.ring()
 
     def _pop(self) -> InboundFrame | None:
         frame, self._frame = self._frame, None
@@ -160,7 +159,7 @@ class AllDrain(Drain):
             raise SessionClosed("drain closed")
         self._frames.append(frame)
         self.peak = max(self.peak, len(self._frames))
-        _wake(self._getter)
+        self.bell.ring()
 
     def _pop(self) -> InboundFrame | None:
         if not self._frames:

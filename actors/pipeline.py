@@ -23,6 +23,7 @@ from actors.metrics import RealtimeMetrics
 from actors.pipelines import FrameIn, FrameOut, Pipeline, PipelineConfig, check_answers
 from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor, ThreadActor
+from engine.doorbell import Doorbell
 from engine.errors import EaselError, Unavailable
 from engine.ref import ActorRef
 
@@ -33,6 +34,8 @@ __all__ = [
     "PipelineJob",
     "PipelineReplica",
     "ReplicaCore",
+    "Room",
+    "Ticket",
     "replica_factory",
 ]
 
@@ -180,52 +183,90 @@ def replica_factory(
     return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))
 
 
+class Ticket:
+    """One consumer's place in a ``Room``'s queue; granted entry rings its bell."""
+
+    __slots__ = ("bell", "granted", "queued")
+
+    def __init__(self, bell: Doorbell) -> None:
+        self.bell = bell
+        self.queued = False
+        self.granted = False
+
+
 class Room:
     """Admission to a pipeline: at most ``capacity`` frames queued or in process.
 
     Sessions wait here, in FIFO order (fair across sessions), *before* taking a frame
     from their drain, so under ``latest`` the frame that waits is still the one a newer
     frame can supersede, and latency stays bounded when many sessions oversubscribe a
-    pipeline. The capacity follows the replicas (it changes on reload). Loop only.
+    pipeline. A session's frame loop never blocks here: ``enter`` either admits it or
+    queues its ticket, and the ticket's bell rings when a place is handed to it. The
+    capacity follows the replicas (it changes on reload). Loop only.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._queue: deque[Ticket] = deque()
 
-    async def acquire(self) -> None:
-        if self.used < self.capacity and not self._waiters:
+    def enter(self, ticket: Ticket) -> bool:
+        """Take a place now (True), or queue ``ticket`` for the next free one (False)."""
+        if ticket.granted:
+            ticket.granted = False  # the place was counted when it was handed over
+            return True
+        if ticket.queued:
+            return False
+        if self.used < self.capacity and not self._queue:
             self.used += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter  # woken with a slot already counted for us
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()
-            else:
-                with contextlib.suppress(ValueError):  # release() may have popped it
-                    self._waiters.remove(waiter)
-            raise
+            return True
+        ticket.queued = True
+        self._queue.append(ticket)
+        return False
 
     def release(self) -> None:
+        """Give a place back: to the first queued ticket, or to the room."""
         if self.used <= self.capacity:
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)  # hand our slot over
+            while self._queue:
+                ticket = self._queue.popleft()
+                if ticket.queued:
+                    self._grant(ticket)  # the place passes on, still counted
                     return
         self.used -= 1
 
+    def withdraw(self, ticket: Ticket) -> None:
+        """``ticket``'s owner no longer wants in: unqueue it or give back its place."""
+        if ticket.granted:
+            ticket.granted = False
+            self.release()
+        elif ticket.queued:
+            ticket.queued = False
+            with contextlib.suppress(ValueError):
+                self._queue.remove(ticket)
+
+    async def acquire(self) -> None:
+        """Wait for a place (for callers with a task of their own)."""
+        ticket = Ticket(Doorbell())
+        try:
+            while not self.enter(ticket):
+                await ticket.bell.wait()
+        except asyncio.CancelledError:
+            self.withdraw(ticket)
+            raise
+
     def resize(self, capacity: int) -> None:
         self.capacity = capacity
-        while self._waiters and self.used < self.capacity:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+        while self._queue and self.used < self.capacity:
+            ticket = self._queue.popleft()
+            if ticket.queued:
                 self.used += 1
-                waiter.set_result(None)
+                self._grant(ticket)
+
+    @staticmethod
+    def _grant(ticket: Ticket) -> None:
+        ticket.queued = False
+        ticket.granted = True
+        ticket.bell.ring()
 
 
 def room_for(config: PipelineConfig, plugin: PipelineKind) -> int:

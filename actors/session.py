@@ -18,11 +18,12 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.drain import Drain, DrainKind, InboundFrame, make_drain
-from actors.pipeline import PipelineAnswer, Room
+from actors.pipeline import PipelineAnswer, Room, Ticket
 from actors.pipelines import FrameIn, FrameOut
 from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor
@@ -33,7 +34,6 @@ from engine.errors import (
     Invalid,
     NotFound,
     PipelineError,
-    SessionClosed,
 )
 from engine.ref import ActorState
 from engine.settings import Settings
@@ -180,6 +180,7 @@ class Attachment:
 
 
 Pending = tuple[InboundFrame, asyncio.Future[PipelineAnswer]]
+Answerer = Callable[[InboundFrame, asyncio.Future[PipelineAnswer]], Awaitable[None]]
 
 Message = Attach | Detach | UpdateParams | Describe | Call | Close | _Expire | _TaskFailed
 
@@ -328,33 +329,39 @@ class SessionActor(LoopActor[Message, Any]):
     # --- the pump: drain → pipeline → connection, in order -----------------------------
 
     async def _run_pump(self, drain: Drain, connection: Connection) -> None:
+        """One task per attached session moves frames both ways: it admits frames
+        from the drain into the pipeline (up to ``max_inflight`` at once, and only
+        when the pipeline's room lets it in) and sends the answers back in ``seq``
+        order. It sleeps on the drain's bell, which the drain, the room and every
+        pending answer ring."""
         limit = self.record.max_inflight(self.registry.settings)
-        slots = asyncio.Semaphore(limit)
+        bell = drain.bell
+        ticket = Ticket(bell)
         order: deque[Pending] = deque()
-        ready = asyncio.Event()
-        sender = asyncio.get_running_loop().create_task(
-            self._send_in_order(order, ready, slots, drain, connection)
-        )
-        sender.add_done_callback(self._watch)
+        waiting: Room | None = None  # where our ticket may be queued or granted
+        send = self._answerer(drain, connection)
         try:
-            while True:
-                await slots.acquire()
-                await drain.ready()
-                room = self._room()
-                if room is not None:
-                    await room.acquire()
-                try:
+            while not drain.closed:
+                while len(order) < limit and len(drain):
+                    room = self._room()
+                    if waiting is not None and waiting is not room:
+                        waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
+                    waiting = room
+                    if room is not None and not room.enter(ticket):
+                        break  # queued: the bell rings when our turn comes
                     frame = drain.take()
-                except SessionClosed:
-                    if room is not None:
-                        room.release()
-                    raise
-                order.append((frame, self._submit(frame, room)))
-                ready.set()
-        except SessionClosed:
-            pass
+                    future = self._submit(frame, room)
+                    order.append((frame, future))
+                    if not future.done():
+                        future.add_done_callback(bell.ring)
+                if order and order[0][1].done():
+                    frame, future = order.popleft()
+                    await send(frame, future)
+                    continue
+                await bell.wait()
         finally:
-            sender.cancel()
+            if waiting is not None:
+                waiting.withdraw(ticket)
             for _, future in order:
                 future.cancel()
 
@@ -403,56 +410,47 @@ class SessionActor(LoopActor[Message, Any]):
         except EaselError as error:
             return error
 
-    async def _send_in_order(
-        self,
-        order: deque[Pending],
-        ready: asyncio.Event,
-        slots: asyncio.Semaphore,
-        drain: Drain,
-        connection: Connection,
-    ) -> None:
+    def _answerer(self, drain: Drain, connection: Connection) -> Answerer:
+        """How this attachment answers one frame: RESULT or ERROR, with its stats."""
         record, metrics = self.record, self.registry.metrics
         pipeline = record.pipeline
         out_count = metrics.frames.labels(pipeline, "out").inc
         err_count = metrics.frames.labels(pipeline, "errored").inc
         latency = metrics.latency.labels(pipeline).observe
-        while True:
-            while not order:
-                ready.clear()
-                await ready.wait()
-            frame, future = order[0]
-            if not future.done():
-                await asyncio.wait((future,))  # neither raises nor cancels the future
-            order.popleft()
-            slots.release()
+        stats = record.stats
+
+        async def send(frame: InboundFrame, future: asyncio.Future[PipelineAnswer]) -> None:
             answer = self._outcome(future)
             try:
                 if isinstance(answer, EaselError):
-                    record.stats.errors += 1
+                    stats.errors += 1
                     err_count()
                     await connection.send_error(answer, frame.seq)
-                    continue
+                    return
                 superseded = drain.take_superseded()
-                record.stats.superseded += superseded
+                stats.superseded += superseded
                 total = time.perf_counter() - frame.received
+                total_ms = total * 1000.0
                 timings = {
                     "queue_ms": answer.queue_ms,
                     "pipeline_ms": answer.pipeline_ms,
-                    "total_ms": total * 1000.0,
+                    "total_ms": total_ms,
                 }
                 await connection.send_result(frame.seq, answer.out, timings, superseded)
             except Exception:
                 # e.g. a plug-in answered with a content type the protocol lacks: that
                 # frame gets an internal error, the session goes on
                 log.exception("session %s: answer to seq %d not sent", record.id, frame.seq)
-                record.stats.errors += 1
+                stats.errors += 1
                 err_count()
                 await connection.send_error(EaselError("the answer could not be sent"), frame.seq)
-                continue
-            record.stats.frames_out += 1
-            record.stats.last_total_ms = timings["total_ms"]
+                return
+            stats.frames_out += 1
+            stats.last_total_ms = total_ms
             out_count()
             latency(total)
+
+        return send
 
     # --- endings -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 import pykka
 
 from engine.actor import LoopActor, ThreadActor
+from engine.doorbell import Doorbell
 from engine.errors import ActorCrashed, ActorStopped, EaselError
 from engine.mailbox import Envelope, Mailbox
 
@@ -94,8 +95,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
     ) -> None:
         super().__init__(behaviour, mailbox, path, observe, on_exit)
         self.loop_thread = threading.get_ident()
-        self._woken = False
-        self._waiter: asyncio.Future[None] | None = None
+        self._bell = Doorbell(self.loop)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -105,29 +105,12 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
 
     def wake(self) -> None:
         if threading.get_ident() == self.loop_thread:
-            self._wake_here()
+            self._bell.ring()
         else:
             try:
-                self.loop.call_soon_threadsafe(self._wake_here)
+                self.loop.call_soon_threadsafe(self._bell.ring)
             except RuntimeError:  # loop closed
                 pass
-
-    def _wake_here(self) -> None:
-        # A bare future instead of asyncio.Event: the same semantics, without the
-        # Event's waiter deque and running-loop lookup on every message.
-        self._woken = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _sleep(self) -> None:
-        if not self._woken:
-            waiter = self._waiter = self.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        self._woken = False
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -152,7 +135,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         mailbox, behaviour = self.mailbox, self.behaviour
         try:
             while not self.stopping:
-                await self._sleep()
+                await self._bell.wait()
                 handled = 0
                 while not self.stopping:
                     envelope = mailbox.take_one()
