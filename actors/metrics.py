@@ -1,12 +1,16 @@
 """Realtime-path metrics, registered on the engine's own registry.
 
 Labels are pipeline names (declared by operators, so bounded) and states; never
-session or actor ids.
+session or actor ids. What is counted per frame uses lock-free shards
+(``engine.metrics.HotFamily``): the loop's writers share one shard per label set,
+each pipeline replica owns its own.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+
+from engine.metrics import hot_counter, hot_histogram
 
 __all__ = ["RealtimeMetrics"]
 
@@ -19,32 +23,32 @@ class RealtimeMetrics:
         self.connections = Gauge(
             "easel_ws_connections", "Open WebSocket connections.", registry=registry
         )
-        self.frames = Counter(
+        self.frames = hot_counter(
             "easel_frames",
             "Frames by pipeline and outcome (in, out, superseded, errored).",
             ["pipeline", "outcome"],
-            registry=registry,
+            registry,
         )
-        self.latency = Histogram(
+        self.latency = hot_histogram(
             "easel_frame_latency_seconds",
             "From a frame's arrival to its RESULT being written, by pipeline.",
             ["pipeline"],
-            buckets=_LATENCY,
-            registry=registry,
+            _LATENCY,
+            registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = hot_histogram(
             "easel_pipeline_batch_size",
             "Frames per micro-batch, by pipeline.",
             ["pipeline"],
-            buckets=_BATCH,
-            registry=registry,
+            _BATCH,
+            registry,
         )
-        self.process_seconds = Histogram(
+        self.process_seconds = hot_histogram(
             "easel_pipeline_process_seconds",
             "Seconds per process() call, by pipeline.",
             ["pipeline"],
-            buckets=_LATENCY,
-            registry=registry,
+            _LATENCY,
+            registry,
         )
         self.sessions = Gauge(
             "easel_sessions",

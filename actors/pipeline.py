@@ -73,8 +73,11 @@ class ReplicaCore:
         self.config = config
         self.handle = handle
         self.instance: Pipeline[Any] | None = None
-        self._batch = handle.metrics.batch_size.labels(config.name).observe
-        self._process = handle.metrics.process_seconds.labels(config.name).observe
+        metrics = handle.metrics
+        self._batches = metrics.batch_size.shard(config.name)
+        self._seconds = metrics.process_seconds.shard(config.name)
+        self._batch = self._batches.observe
+        self._process = self._seconds.observe
 
     def start(self) -> int:
         """Create and load the instance; returns its ``max_batch``."""
@@ -111,6 +114,9 @@ class ReplicaCore:
         return answer
 
     def close(self, instance: Pipeline[Any] | None = None) -> None:
+        metrics = self.handle.metrics
+        metrics.batch_size.retire(self._batches, self.config.name)
+        metrics.process_seconds.retire(self._seconds, self.config.name)
         instance = instance or self.instance
         if instance is None:
             return
@@ -152,6 +158,8 @@ class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
     """A replica of a non-blocking pipeline (``Pipeline.blocking = False``), on the loop.
 
     Frames are handled one message at a time; the plug-in's calls must not block.
+    While the replica is idle, a session's ask runs it directly (``receive_now``):
+    no mailbox round trip and no task switch per frame.
     """
 
     kind = "pipeline"
@@ -162,6 +170,9 @@ class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
     async def on_start(self) -> None:
         self.core.start()
         self.core.handle.notify(self.context.path, ready=True)
+
+    def receive_now(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
 
     async def receive(self, message: PipelineJob) -> PipelineAnswer:
         return self.core.process_one(message)

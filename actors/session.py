@@ -241,8 +241,8 @@ class SessionActor(LoopActor[Message, Any]):
         self.record.attached = True
         self.registry.attached_changed(+1)
         labels = self.registry.metrics.frames
-        superseded = labels.labels(self.record.pipeline, "superseded").inc
-        frames_in = labels.labels(self.record.pipeline, "in").inc
+        superseded = labels.loop_shard(self.record.pipeline, "superseded").inc
+        frames_in = labels.loop_shard(self.record.pipeline, "in").inc
         self._drain = make_drain(
             self.record.drain, self.registry.settings.drain_capacity, superseded
         )
@@ -414,9 +414,9 @@ class SessionActor(LoopActor[Message, Any]):
         """How this attachment answers one frame: RESULT or ERROR, with its stats."""
         record, metrics = self.record, self.registry.metrics
         pipeline = record.pipeline
-        out_count = metrics.frames.labels(pipeline, "out").inc
-        err_count = metrics.frames.labels(pipeline, "errored").inc
-        latency = metrics.latency.labels(pipeline).observe
+        out_count = metrics.frames.loop_shard(pipeline, "out").inc
+        err_count = metrics.frames.loop_shard(pipeline, "errored").inc
+        latency = metrics.latency.loop_shard(pipeline).observe
         stats = record.stats
 
         async def send(frame: InboundFrame, future: asyncio.Future[PipelineAnswer]) -> None:

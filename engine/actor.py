@@ -72,6 +72,19 @@ class LoopActor(_Behaviour[M, R]):
         """
         raise NotImplementedError
 
+    def receive_now(self, message: M) -> R:
+        """Optional: handle one message without ever suspending.
+
+        An actor that overrides it may be called *directly*: an ``ask`` made on the
+        loop while this actor is idle (nothing in its mailbox, no message in hand) runs
+        ``receive_now`` in the asker's task instead of queueing the message and
+        switching tasks twice. It is still one message at a time, and the failure rules
+        are the same: an ``EaselError`` answers that ask, anything else crashes the
+        incarnation. ``receive`` must handle the same messages the same way (it is used
+        whenever the actor is busy or the sender is not on the loop).
+        """
+        raise NotImplementedError
+
     async def on_stop(self) -> None:
         """Runs after a requested or normal stop; exceptions are logged and ignored."""
 

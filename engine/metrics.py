@@ -6,19 +6,34 @@ bounded however many actors run.
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
-from collections import Counter as Tally
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+import prometheus_client
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from engine.system import ActorSystem
 
-__all__ = ["ActorMetrics", "Timings", "new_registry"]
+__all__ = [
+    "ActorMetrics",
+    "HotFamily",
+    "Tally",
+    "Timings",
+    "hot_counter",
+    "hot_histogram",
+    "new_registry",
+]
 
 _FAST_BUCKETS = (
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -31,28 +46,149 @@ def new_registry() -> CollectorRegistry:
 
 
 class Timings:
-    """One actor's message-handling histogram, written by that actor's thread alone.
+    """A histogram written by one thread alone, so without locks.
 
     ``prometheus_client.Histogram.observe`` takes a lock per bucket touched, which
-    was a visible share of a loop→loop ask. An actor handles one message at a time on
-    one thread, so its counts need no lock; scrapes read them (under the GIL) and add
-    them up by kind.
+    was a visible share of a loop→loop ask and of every frame. A writer that owns its
+    own ``Timings`` (an actor, the loop) needs no lock; scrapes read the counts (under
+    the GIL) and add them up.
     """
 
-    __slots__ = ("counts", "total")
+    __slots__ = ("bounds", "counts", "total")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(_FAST_BUCKETS) + 1)
+    def __init__(self, bounds: Sequence[float] = _FAST_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(_FAST_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
 
     def add(self, other: Timings) -> None:
         for index, count in enumerate(other.counts):
             self.counts[index] += count
         self.total += other.total
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, count)`` pairs as Prometheus wants them, ``+Inf`` last."""
+        running, pairs = 0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            pairs.append((bound, float(running)))
+        return pairs
+
+
+class Tally:
+    """A counter written by one thread alone, so without locks."""
+
+    __slots__ = ("bounds", "total")
+
+    def __init__(self, bounds: Sequence[float] = ()) -> None:
+        self.bounds = bounds
+        self.total = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.total += amount
+
+    def add(self, other: Tally) -> None:
+        self.total += other.total
+
+
+Shard = TypeVar("Shard", Timings, Tally)
+
+
+class HotFamily(Collector, Generic[Shard]):
+    """A labelled counter or histogram for hot paths: each writer thread owns shards.
+
+    ``shard(labels)`` hands out a child nobody else writes to; the loop's writers may
+    share one through ``loop_shard``. A scrape adds up the live shards and those
+    handed back with ``retire`` (so totals never go back when a writer goes away).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[Sequence[float]], Shard],
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float] = (),
+    ) -> None:
+        self.make: Callable[[Sequence[float]], Shard] = make
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = list(labelnames)
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self._live: dict[tuple[str, ...], list[Shard]] = {}
+        self._retired: dict[tuple[str, ...], Shard] = {}
+        self._loop: dict[tuple[str, ...], Shard] = {}
+        registry.register(self)
+
+    def shard(self, *labels: str) -> Shard:
+        """A new child for one writer; ``retire`` it when the writer is done."""
+        shard = self.make(self.buckets)
+        with self._lock:
+            self._live.setdefault(labels, []).append(shard)
+        return shard
+
+    def loop_shard(self, *labels: str) -> Shard:
+        """The child shared by every writer on the event loop thread (never retired)."""
+        shard = self._loop.get(labels)
+        if shard is None:
+            shard = self._loop[labels] = self.shard(*labels)
+        return shard
+
+    def retire(self, shard: Shard, *labels: str) -> None:
+        with self._lock:
+            live = self._live.get(labels, [])
+            if shard in live:
+                live.remove(shard)
+                self._retired.setdefault(labels, self.make(self.buckets)).add(shard)
+
+    def _totals(self) -> dict[tuple[str, ...], Shard]:
+        totals: dict[tuple[str, ...], Shard] = {}
+        with self._lock:  # writers never take it: only shard() and retire() wait
+            for labels, live in self._live.items():
+                for member in live:
+                    totals.setdefault(labels, self.make(self.buckets)).add(member)
+            for labels, retired in self._retired.items():
+                totals.setdefault(labels, self.make(self.buckets)).add(retired)
+        return totals
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def _family(self) -> Metric:
+        if self.make is Timings:
+            return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for labels, total in sorted(self._totals().items()):
+            if isinstance(family, HistogramMetricFamily) and isinstance(total, Timings):
+                family.add_metric(list(labels), total.cumulative(), sum_value=total.total)
+            elif isinstance(family, CounterMetricFamily):
+                family.add_metric(list(labels), total.total)
+        yield family
+
+
+def hot_histogram(
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str],
+    buckets: Sequence[float],
+    registry: CollectorRegistry,
+) -> HotFamily[Timings]:
+    return HotFamily(Timings, name, documentation, labelnames, registry, buckets)
+
+
+def hot_counter(
+    name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+) -> HotFamily[Tally]:
+    return HotFamily(Tally, name, documentation, labelnames, registry)
 
 
 class ActorMetrics(Collector):
@@ -61,12 +197,12 @@ class ActorMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._system: ActorSystem | None = None
-        self.restarts = Counter(
+        self.restarts = prometheus_client.Counter(
             "easel_actor_restarts", "Actor restarts by kind.", ["kind"], registry=registry
         )
         self._retired: dict[str, Timings] = {}
         """Timings of actors that are gone, by kind, so counters never go back."""
-        self.dead_letters = Counter(
+        self.dead_letters = prometheus_client.Counter(
             "easel_actor_dead_letters",
             "Messages that were never handled, by kind and reason.",
             ["kind", "reason"],
@@ -116,8 +252,8 @@ class ActorMetrics(Collector):
         depth = GaugeMetricFamily(
             "easel_actor_mailbox_depth", "Messages waiting, summed by kind.", labels=["kind"]
         )
-        states: Tally[tuple[str, str]] = Tally()
-        depths: Tally[str] = Tally()
+        states: Counter[tuple[str, str]] = Counter()
+        depths: Counter[str] = Counter()
         timings: dict[str, Timings] = {}
         for kind, retired in self._retired.items():
             timings.setdefault(kind, Timings()).add(retired)
@@ -131,13 +267,8 @@ class ActorMetrics(Collector):
         for kind, total in sorted(depths.items()):
             depth.add_metric([kind], total)
         seconds = self._seconds_family()
-        bounds = [*(str(b) for b in _FAST_BUCKETS), "+Inf"]
         for kind, timing in sorted(timings.items()):
-            running, cumulative = 0, []
-            for bound, count in zip(bounds, timing.counts, strict=True):
-                running += count
-                cumulative.append((bound, float(running)))
-            seconds.add_metric([kind], cumulative, sum_value=timing.total)
+            seconds.add_metric([kind], timing.cumulative(), sum_value=timing.total)
         yield actors
         yield depth
         yield seconds

@@ -98,6 +98,13 @@ class Cell(Generic[M, R]):
 
     # --- sending (any thread) ---------------------------------------------------
 
+    def call_direct(self, message: Any, future: asyncio.Future[Any]) -> bool:
+        """On the loop: let an idle loop actor that takes direct calls handle
+        ``message`` in the caller's task (see ``LoopActor.receive_now``). Returns
+        whether it did; ``future`` then holds the answer."""
+        runner = self._runner
+        return runner is not None and runner.direct and runner.call_direct(message, future)
+
     def post(self, envelope: Envelope) -> None:
         """Queue ``envelope``; raises ``ActorStopped`` or ``MailboxFull``."""
         wake, dropped = self.mailbox.put(envelope)
@@ -259,15 +266,20 @@ class ActorRef(Generic[M, R]):
         keep several asks in flight without a task each. Fails like ``ask``; send-time
         errors (``ActorStopped``, ``MailboxFull``, ``ValueError``) are raised here."""
         future, key = self._send(message, timeout)
-        deadlines = self._cell.system.deadlines
-        future.add_done_callback(lambda done: deadlines.discard(done, key))
+        if key != _ANSWERED:
+            deadlines = self._cell.system.deadlines
+            future.add_done_callback(lambda done: deadlines.discard(done, key))
         return future
 
     def _send(self, message: M, timeout: float) -> tuple[asyncio.Future[R], int]:
+        """Queue an ask (or have an idle loop actor answer it at once); returns its
+        future and deadline key (``_ANSWERED`` when there is no deadline to keep)."""
         _check_timeout(timeout)
         cell = self._cell
         system = cell.system
         future: asyncio.Future[R] = system.loop.create_future()
+        if cell.call_direct(message, future):
+            return future, _ANSWERED
         cell.post(Envelope(message, LoopReply(future, system.loop_thread)))
         return future, system.deadlines.add(future, timeout, cell.path)
 
@@ -283,6 +295,10 @@ class ActorRef(Generic[M, R]):
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
             raise AskTimeout(f"{cell.path} did not answer within {timeout}s") from None
+
+
+_ANSWERED = -1
+"""The deadline key of an ask answered directly: there is no deadline to discard."""
 
 
 def _check_timeout(timeout: float) -> None:

@@ -80,6 +80,12 @@ class _Runner(Generic[B]):
         self.on_exit = on_exit
         self.loop = asyncio.get_running_loop()
         self.stopping = False
+        self.direct = False
+        """Whether ``call_direct`` may handle messages in the caller's task."""
+
+    def call_direct(self, message: Any, future: asyncio.Future[Any]) -> bool:
+        """Handle ``message`` in the caller's task if possible; only loop actors can."""
+        return False
 
 
 class LoopRunner(_Runner[LoopActor[Any, Any]]):
@@ -97,6 +103,11 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         self.loop_thread = threading.get_ident()
         self._bell = Doorbell(self.loop)
         self._task: asyncio.Task[None] | None = None
+        self.direct = type(behaviour).receive_now is not LoopActor.receive_now
+        self._in_hand = False
+        """A direct call is running (so a nested one must queue)."""
+        self._crash: BaseException | None = None
+        """What crashed a direct call; the runner's task reports it."""
 
     async def start(self) -> None:
         """Run ``on_start``; raises what it raises (the incarnation never runs then)."""
@@ -131,11 +142,46 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
             return False
         return True
 
+    def call_direct(self, message: Any, future: asyncio.Future[Any]) -> bool:
+        """Handle ``message`` now, in the caller's task, if this incarnation is idle:
+        its task asleep with nothing queued, no message in hand, not stopping. Settles
+        ``future`` like an ask and returns True; returns False (nothing done) otherwise,
+        and the caller queues the message instead. Loop thread only."""
+        if (
+            self._in_hand
+            or self.stopping
+            or self._crash is not None
+            or not self._bell.sleeping
+            or len(self.mailbox)
+        ):
+            return False
+        self._in_hand = True
+        started = time.perf_counter()
+        try:
+            answer = self.behaviour.receive_now(message)
+        except EaselError as error:
+            answer = error
+        except Exception as error:
+            answer = _crash_error(self.path, error)
+            self._crash = error  # later messages wait in the mailbox for the restart
+            self._bell.ring()
+        finally:
+            self._in_hand = False
+            self.observe(time.perf_counter() - started)
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+        return True
+
     async def _run(self) -> None:
         mailbox, behaviour = self.mailbox, self.behaviour
         try:
             while not self.stopping:
                 await self._bell.wait()
+                if self._crash is not None:
+                    await self._crashed(self._crash)
+                    return
                 handled = 0
                 while not self.stopping:
                     envelope = mailbox.take_one()
