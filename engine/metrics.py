@@ -21,6 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from engine.system import ActorSystem
@@ -73,7 +74,8 @@ class Timings:
     def cumulative(self) -> list[tuple[str, float]]:
         """``(le, count)`` pairs as Prometheus wants them, ``+Inf`` last."""
         running, pairs = 0, []
-        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+        labels = [*map(floatToGoString, self.bounds), "+Inf"]
+        for bound, count in zip(labels, self.counts, strict=True):
             running += count
             pairs.append((bound, float(running)))
         return pairs

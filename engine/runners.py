@@ -161,7 +161,9 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
             answer = self.behaviour.receive_now(message)
         except EaselError as error:
             answer = error
-        except Exception as error:
+        except (Exception, asyncio.CancelledError) as error:
+            # as in ``_run``: a cancelled await inside the handler is a crash too (the
+            # caller's own task is not being cancelled: nothing here awaits)
             answer = _crash_error(self.path, error)
             self._crash = error  # later messages wait in the mailbox for the restart
             self._bell.ring()
