@@ -235,8 +235,9 @@ class Room:
         self._queue.append(ticket)
         return False
 
-    def release(self) -> None:
-        """Give a place back: to the first queued ticket, or to the room."""
+    def release(self, *_: object) -> None:
+        """Give a place back: to the first queued ticket, or to the room. Usable as a
+        future's done callback."""
         if self.used <= self.capacity:
             while self._queue:
                 ticket = self._queue.popleft()
@@ -342,11 +343,12 @@ class PipelineHandle:
         if self.closed or not replicas:
             raise Unavailable(f"pipeline {self.name} is not available")
         ref = replicas[0] if len(replicas) == 1 else self._pick(replicas)
-        key = id(ref)
-        inflight = self._inflight
         future = ref.ask_future(PipelineJob(frame, time.perf_counter()), timeout)
-        inflight[key] = inflight.get(key, 0) + 1
-        future.add_done_callback(lambda _: self._landed(key))
+        if not future.done():  # answered directly by an idle loop replica otherwise
+            key = id(ref)
+            inflight = self._inflight
+            inflight[key] = inflight.get(key, 0) + 1
+            future.add_done_callback(lambda _: self._landed(key))
         return future
 
     async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from actors.drain import Drain, DrainKind, InboundFrame, make_drain
-from actors.pipeline import PipelineAnswer, Room, Ticket
+from actors.pipeline import PipelineAnswer, PipelineHandle, Room, Ticket
 from actors.pipelines import FrameIn, FrameOut
 from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor
@@ -343,16 +343,22 @@ class SessionActor(LoopActor[Message, Any]):
         try:
             while not drain.closed:
                 while len(order) < limit and len(drain):
-                    room = self._room()
+                    handle = self._handle()
+                    room = None if handle is None else handle.room
                     if waiting is not None and waiting is not room:
                         waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
                     waiting = room
                     if room is not None and not room.enter(ticket):
                         break  # queued: the bell rings when our turn comes
                     frame = drain.take()
-                    future = self._submit(frame, room)
+                    future = self._submit(frame, handle)
                     order.append((frame, future))
-                    if not future.done():
+                    if future.done():
+                        if room is not None:
+                            room.release()
+                    else:
+                        if room is not None:
+                            future.add_done_callback(room.release)
                         future.add_done_callback(bell.ring)
                 if order and order[0][1].done():
                     frame, future = order.popleft()
@@ -374,30 +380,31 @@ class SessionActor(LoopActor[Message, Any]):
             self._parsed = cached
         return cached[2]
 
-    def _room(self) -> Room | None:
+    def _handle(self) -> PipelineHandle | None:
         try:
-            return self.registry.pipelines.get(self.record.pipeline).room
+            return self.registry.pipelines.get(self.record.pipeline)
         except NotFound:
             return None  # the frame will be answered with the error
 
-    def _submit(self, frame: InboundFrame, room: Room | None) -> asyncio.Future[PipelineAnswer]:
-        """Hand a frame to the pipeline without a task per frame; the room is given
-        back when the answer lands. Errors before sending come back as a failed future."""
+    def _submit(
+        self, frame: InboundFrame, handle: PipelineHandle | None
+    ) -> asyncio.Future[PipelineAnswer]:
+        """Hand a frame to the pipeline without a task per frame. Errors before
+        sending come back as a failed future."""
         record = self.record
         try:
-            handle = self.registry.pipelines.get(record.pipeline)
+            if handle is None:
+                handle = self.registry.pipelines.get(record.pipeline)  # raises NotFound
             if frame.params:
                 params = handle.plugin.parse_params({**record.params, **frame.params})
             else:
                 params = self._session_params(handle.plugin)
             job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
-            future = handle.submit(job, self.registry.settings.frame_timeout)
+            return handle.submit(job, self.registry.settings.frame_timeout)
         except EaselError as error:
-            future = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[PipelineAnswer] = asyncio.get_running_loop().create_future()
             future.set_exception(error)
-        if room is not None:
-            future.add_done_callback(lambda _: room.release())
-        return future
+            return future
 
     def _outcome(self, future: asyncio.Future[PipelineAnswer]) -> PipelineAnswer | EaselError:
         """The answer, or the error to send for that frame."""

@@ -8,7 +8,6 @@ client). Answers come from the session's pump through ``WsConnection``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -73,8 +72,10 @@ class WsConnection:
 
     async def _send(self, data: bytes) -> None:
         if not self.ws.closed:
-            with contextlib.suppress(ConnectionError):
+            try:
                 await self.ws.send_bytes(data)
+            except ConnectionError:
+                pass  # the reader sees the closed socket and detaches
 
     async def send_result(
         self, seq: int, out: FrameOut, timings: dict[str, float], superseded: int

@@ -134,8 +134,8 @@ async def spawned(
         elif loop == "uvloop":
             command = [sys.executable, "-c", UVLOOP_RUN, module, *args]
         if profile is not None:
-            command = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(profile),
-                       "-m", module, *args]  # fmt: skip
+            report = ["-r", "text", "--show-all", "-o", str(profile)]
+            command = [sys.executable, "-m", "pyinstrument", *report, "-m", module, *args]
         proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
