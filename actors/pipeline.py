@@ -45,14 +45,14 @@ Listener = Callable[[str], None]
 """Receives ``pipeline.restarting`` and ``pipeline.ready``, on the loop."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PipelineJob:
     frame: FrameIn[Any]
     enqueued: float
     """``time.perf_counter()`` when the job was sent."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PipelineAnswer:
     out: FrameOut
     queue_ms: float

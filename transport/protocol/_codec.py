@@ -258,7 +258,14 @@ def encode_result(
     w: int | None = None,
     h: int | None = None,
 ) -> bytes:
-    header = _header(seq=seq, ct=ct, w=w, h=h, t=timings.to_header(), superseded=superseded)
+    # built by hand: one RESULT per answered frame, the hottest encoder
+    header: dict[str, Any] = {"seq": seq, "ct": ct}
+    if w is not None:
+        header["w"] = w
+    if h is not None:
+        header["h"] = h
+    header["t"] = timings.to_header()
+    header["superseded"] = superseded
     return encode(FrameType.RESULT, header, payload)
 
 

@@ -37,7 +37,7 @@ class Hello:
     params: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InputFrame:
     """FRAME: one image to process. ``payload`` is a zero-copy view of the message.
 

@@ -149,7 +149,7 @@ class Limits:
 DEFAULT_LIMITS: Final = Limits()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Timings:
     """RESULT ``t``: where one frame's time went, in milliseconds."""
 
