@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import json
@@ -40,6 +41,7 @@ from transport.bench import (
     make_jpeg,
     make_payload,
     measure,
+    measure_interleaved,
     ratios,
     spawned,
 )
@@ -101,20 +103,29 @@ async def throughput(plan: Plan, loop: str = "asyncio") -> Outcome:
         payload=make_payload(64 * KIB),
         window=8,
         drain=Drain.ALL,
-        duration=plan.seconds(3, 10),
+        duration=plan.seconds(4, 10),
+        warmup=0.2,
     )
+    slices = plan.seconds(4, 10)
     profile = None if plan.profile is None else plan.profile / f"a-{loop}.txt"
-    out = Outcome(f"a. throughput: 1 client, 64 KiB, window 8, drain all, loop {loop}")
-    easel = await _row("easel", load, f"easel/{loop}", loop=loop, profile=profile)
-    narrow = await _row(
-        "easel", load, f"easel/{loop} inflight=1", loop=loop, settings={"max_inflight": 1}
+    out = Outcome(
+        f"a. throughput: 1 client, 64 KiB, window 8, drain all, loop {loop} "
+        f"(targets take {slices:.0f} turns each)"
     )
-    echo = await _row("echo", load, f"echo/{loop}", loop=loop)
-    out.rows = [easel, narrow, echo]
-    for row in (easel, narrow):
-        ratio = ratios(row, echo)["throughput_ratio"] or 0.0
+    async with contextlib.AsyncExitStack() as servers:
+        easel = await servers.enter_async_context(spawned("easel", loop=loop, profile=profile))
+        narrow = await servers.enter_async_context(spawned("easel", {"max_inflight": 1}, loop=loop))
+        echo = await servers.enter_async_context(spawned("echo", loop=loop))
+        labels = [f"easel/{loop}", f"easel/{loop} inflight=1", f"echo/{loop}"]
+        out.rows, turns = await measure_interleaved(
+            list(zip((easel, narrow, echo), labels, strict=True)), load, slices=int(slices)
+        )
+    for index, row in enumerate(out.rows[:2]):
+        ratio = ratios(row, out.rows[2])["throughput_ratio"] or 0.0
+        each = [ratios(turn[index], turn[2])["throughput_ratio"] or 0.0 for turn in turns]
         out.notes.append(
-            f"{row.label}: {ratio:.1%} of echo throughput (target >= 50%): {_verdict(ratio >= 0.5)}"
+            f"{row.label}: {ratio:.1%} of echo throughput (target >= 50%): "
+            f"{_verdict(ratio >= 0.5)}; per turn {min(each):.1%} .. {max(each):.1%}"
         )
     return out
 

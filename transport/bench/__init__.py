@@ -3,7 +3,7 @@
 from transport.bench.command import add_arguments, bench, run
 from transport.bench.load import Load, Tally, make_jpeg, make_payload
 from transport.bench.report import Row, format_table, ratios
-from transport.bench.run import PipelineSpec, measure
+from transport.bench.run import PipelineSpec, measure, measure_interleaved
 from transport.bench.servers import Target, in_process, spawned
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "make_jpeg",
     "make_payload",
     "measure",
+    "measure_interleaved",
     "ratios",
     "run",
     "spawned",

@@ -70,6 +70,20 @@ class Tally:
     stop: float = 0.0
     error_codes: dict[str, int] = field(default_factory=dict)
 
+    def add(self, other: Tally) -> None:
+        """Fold in another measured span of the same load (interleaved runs)."""
+        self.sent += other.sent
+        self.answered += other.answered
+        self.superseded += other.superseded
+        self.errors += other.errors
+        self.unanswered += other.unanswered
+        self.latencies.extend(other.latencies)
+        self.span += other.span
+        self.in_span += other.in_span
+        self.in_span_bytes += other.in_span_bytes
+        for code, count in other.error_codes.items():
+            self.error_codes[code] = self.error_codes.get(code, 0) + count
+
 
 def make_jpeg(width: int, height: int, quality: int = 85) -> bytes:
     """A JPEG of a colourful gradient with some noise, so it compresses like a photo."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -15,7 +15,7 @@ from transport.bench.report import Row, row_from
 from transport.bench.servers import Target, ensure_pipeline, loop_lag, quantile
 from transport.client import Client
 
-__all__ = ["PipelineSpec", "measure", "stderr_progress"]
+__all__ = ["PipelineSpec", "measure", "measure_interleaved", "stderr_progress"]
 
 CONNECTS_AT_ONCE = 32
 
@@ -74,7 +74,62 @@ async def measure(
     progress: bool = True,
 ) -> Row:
     """Run ``load`` against ``target`` and return its row (RSS if the target is spawned)."""
-    label = label or target.kind
+    span = await _measure_span(target, load, label or target.kind, pipeline, progress)
+    return span.row(label or target.kind, load.clients)
+
+
+async def measure_interleaved(
+    targets: Sequence[tuple[Target, str]],
+    load: Load,
+    *,
+    slices: int,
+    pipeline: PipelineSpec | None = None,
+    progress: bool = True,
+) -> tuple[list[Row], list[list[Row]]]:
+    """Give each target ``load.duration`` in all, in ``slices`` turns taken in rotation.
+
+    A noisy machine drifts over a run; targets that take turns see the same drift, so
+    their ratio holds better than with one long run after the other. Returns one row
+    per target over all its turns, and the rows of every turn (``[turn][target]``).
+    """
+    turn = replace(load, duration=load.duration / slices)
+    totals = [_Span(Tally()) for _ in targets]
+    turns: list[list[Row]] = []
+    for index in range(slices):
+        rows = []
+        for (target, label), total in zip(targets, totals, strict=True):
+            shown = f"{label} {index + 1}/{slices}"
+            span = await _measure_span(target, turn, shown, pipeline, progress)
+            total.add(span)
+            rows.append(span.row(label, load.clients))
+        turns.append(rows)
+    merged = [
+        total.row(label, load.clients) for (_, label), total in zip(targets, totals, strict=True)
+    ]
+    return merged, turns
+
+
+@dataclass
+class _Span:
+    """What one measurement saw, before it is summarized into a row."""
+
+    tally: Tally
+    lag_p99: float | None = None
+    rss: list[int] = field(default_factory=list)
+
+    def add(self, other: _Span) -> None:
+        self.tally.add(other.tally)
+        if other.lag_p99 is not None:
+            self.lag_p99 = max(self.lag_p99 or 0.0, other.lag_p99)
+        self.rss.extend(other.rss)
+
+    def row(self, label: str, clients: int) -> Row:
+        return row_from(label, clients, self.tally, loop_lag_p99=self.lag_p99, rss=self.rss or None)
+
+
+async def _measure_span(
+    target: Target, load: Load, label: str, pipeline: PipelineSpec | None, progress: bool
+) -> _Span:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         if pipeline is not None and target.kind == "easel":
@@ -106,4 +161,4 @@ async def measure(
     if lag_before is not None and lag_after is not None:
         before = dict(lag_before)
         lag_p99 = quantile(0.99, [(le, count - before.get(le, 0.0)) for le, count in lag_after])
-    return row_from(label, load.clients, tally, loop_lag_p99=lag_p99, rss=target.rss or None)
+    return _Span(tally, lag_p99, list(target.rss))
