@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from tests.transport.test_cli import EASEL, ROOT, wait_until_serving
-from transport.bench.servers import free_port
+from transport.bench import Load, make_payload, measure_interleaved
+from transport.bench.servers import free_port, in_process
 from transport.cli import main
+from transport.protocol import Drain
 
 TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
 
@@ -79,3 +81,20 @@ def test_client_sends_frames_and_saves_results(
     assert saved == ["00000.jpg", "00001.jpg", "00002.jpg"]
     assert (out / "00000.jpg").read_bytes()[:2] == b"\xff\xd8"  # passthrough: our JPEG back
     assert "3 frames, 0 failed" in capsys.readouterr().out
+
+
+async def test_interleaved_targets_take_turns_and_rows_add_up() -> None:
+    load = Load(payload=make_payload(2048), window=2, drain=Drain.ALL, duration=0.6, warmup=0.05)
+    async with in_process("easel") as easel, in_process("echo") as echo:
+        rows, turns = await measure_interleaved(
+            [(easel, "easel"), (echo, "echo")], load, slices=3, progress=False
+        )
+    assert [row.label for row in rows] == ["easel", "echo"]
+    assert len(turns) == 3
+    assert all([row.label for row in turn] == ["easel", "echo"] for turn in turns)
+    for index, row in enumerate(rows):
+        each = [turn[index] for turn in turns]
+        assert all(part.answered > 0 and part.errors == 0 for part in each)
+        assert row.sent == sum(part.sent for part in each)
+        assert row.answered == sum(part.answered for part in each)
+        assert min(part.fps for part in each) <= row.fps <= max(part.fps for part in each)
