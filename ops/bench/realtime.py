@@ -22,6 +22,7 @@ import contextlib
 import functools
 import importlib.util
 import json
+import os
 import queue
 import statistics
 import sys
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actors.pipelines import FrameIn, PipelineConfig
+from actors.pipelines.imagefx import ImageFx, ImageFxParams
 from transport.bench import (
     Load,
     PipelineSpec,
@@ -161,21 +164,49 @@ async def many_sessions(plan: Plan) -> Outcome:
     out = Outcome(
         f"c. 200 sessions x 10 fps, 512x512 JPEG ({len(load.payload) // KIB} KiB), imagefx invert"
     )
+    cost_ms = await asyncio.to_thread(imagefx_cost_ms, load.payload)
+    cores = os.cpu_count() or 1
+    fx2 = PipelineSpec("fx2", "imagefx", replicas=2)
     out.rows.append(await _row("easel", load, "easel latest"))
     out.rows.append(await _row("easel", replace(load, drain=Drain.ALL), "easel all"))
     if not plan.quick:
-        fx2 = PipelineSpec("fx2", "imagefx", replicas=2)
         out.rows.append(await _row("easel", load, "easel latest, 2 replicas", pipeline=fx2))
+    # what this machine can serve: half its cores' worth of imagefx (the load generator
+    # and the WebSocket work need the rest), at the same 10 fps per session
+    rate = load.rate or 1.0
+    fits = max(1, int(0.5 * cores * 1000.0 / cost_ms / rate))
+    sized = replace(load, clients=fits, pipeline="fx2", drain=Drain.ALL)
+    out.rows.append(
+        await _row("easel", sized, f"easel all, 2 replicas, {fits} sessions", pipeline=fx2)
+    )
+    wanted = load.clients * rate
+    out.notes.append(
+        f"imagefx costs {cost_ms:.2f} ms of CPU per frame here (decode, invert, encode; one "
+        f"thread): {wanted:.0f} fps need {wanted * cost_ms / 1000.0:.1f} cores for imagefx "
+        f"alone; this machine has {cores}, shared with the load generator"
+    )
     for row in out.rows:
         every = row.answered == row.sent and not row.errors and not row.unanswered
         out.notes.append(
             f"{row.label}: every frame answered: {'yes' if every else 'no'} "
             f"({row.answered}/{row.sent} answered, {row.superseded} superseded, "
-            f"{row.unanswered} unanswered, {row.sent / load.duration / load.clients:.1f} fps "
+            f"{row.unanswered} unanswered, {row.sent / load.duration / row.clients:.1f} fps "
             "sent per client); "
             f"p99 {_fmt(row.p99_ms, ' ms')}, loop lag p99 {_fmt(row.loop_lag_p99_ms, ' ms')}"
         )
     return out
+
+
+def imagefx_cost_ms(jpeg: bytes, frames: int = 100) -> float:
+    """CPU milliseconds ``imagefx`` spends on one frame of ``jpeg`` (invert), in process."""
+    fx = ImageFx(PipelineConfig(name="cost", kind="imagefx"))
+    fx.load()
+    frame = FrameIn(jpeg, "image/jpeg", None, None, ImageFxParams(effect="invert"))
+    fx.process([frame])  # warm up
+    started = time.process_time()
+    for _ in range(frames):
+        fx.process([frame])
+    return (time.process_time() - started) * 1000.0 / frames
 
 
 async def overload(plan: Plan) -> Outcome:
