@@ -361,6 +361,10 @@ class SessionActor(LoopActor[Message, Any]):
                             future.add_done_callback(room.release)
                         future.add_done_callback(bell.ring)
                 if order and order[0][1].done():
+                    if waiting is not None:
+                        # a slow client can hold up the send: while it does, our place
+                        # in the queue (or one just handed to us) goes to others
+                        waiting.withdraw(ticket)
                     frame, future = order.popleft()
                     await send(frame, future)
                     continue

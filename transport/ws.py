@@ -64,11 +64,38 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
+CLOSE_TIMEOUT = 5.0
+"""Seconds a goodbye (last ERROR, CLOSE) may wait for a client that reads nothing."""
+
+
+async def _goodbye(
+    ws: web.WebSocketResponse,
+    transport: asyncio.Transport | None,
+    code: int,
+    reason: bytes,
+    last: bytes | None = None,
+) -> None:
+    """Send ``last`` (if any) and close. A client that stopped reading (its buffers
+    full) would hold those writes forever; after ``CLOSE_TIMEOUT`` the socket is
+    aborted instead, so a session, a handler or a shutdown never waits on it."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            if last is not None and not ws.closed:
+                await ws.send_bytes(last)
+            await ws.close(code=code, message=reason)
+    except (TimeoutError, ConnectionError):
+        if transport is not None:
+            transport.abort()
+
+
 class WsConnection:
     """A session's client, over one WebSocket. Loop only."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
 
     async def _send(self, data: bytes) -> None:
         if not self.ws.closed:
@@ -101,7 +128,7 @@ class WsConnection:
         await self._send(encode_event(EventName(name), data))
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
+        await _goodbye(self.ws, self.transport, code, reason.encode())
 
 
 def _limits(settings: Settings, record: SessionRecord | None = None) -> Limits:
@@ -151,7 +178,7 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
             record = services.sessions.get(session_id)
     except EaselError as error:  # otherwise the store is unreachable: try again later
         return await _refuse(ws, error, _close_code(error, CloseCode.INTERNAL))
-    await _serve(ws, services, record, request.app[ENGINE].settings)
+    await _serve(ws, services, record, request.app[ENGINE].settings, request.transport)
     return ws
 
 
@@ -181,7 +208,7 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         record = await _session_for(services, hello)
     except (ProtocolViolation, EaselError) as error:
         return await _refuse(ws, error, _close_code(error, CloseCode.POLICY))
-    await _serve(ws, services, record, settings)
+    await _serve(ws, services, record, settings, request.transport)
     return ws
 
 
@@ -218,9 +245,13 @@ async def _refuse(
 
 
 async def _serve(
-    ws: web.WebSocketResponse, services: Services, record: SessionRecord, settings: Settings
+    ws: web.WebSocketResponse,
+    services: Services,
+    record: SessionRecord,
+    settings: Settings,
+    transport: asyncio.Transport | None,
 ) -> None:
-    connection = WsConnection(ws)
+    connection = WsConnection(ws, transport)
     ref = services.sessions.ref(record.id)
     try:
         attachment: Attachment = await ref.ask(Attach(connection))
@@ -234,7 +265,9 @@ async def _serve(
     services.metrics.connections.inc()
     try:
         await ws.send_bytes(_welcome(record, limits))
-        await _read(ws, ref, attachment, limits)
+        await _read(ws, ref, attachment, limits, transport)
+    except ConnectionError:
+        pass  # the socket closed while we were answering on it: the client is gone
     finally:
         services.metrics.connections.dec()
         await _detach(ref, connection)
@@ -267,7 +300,11 @@ def _welcome(record: SessionRecord, limits: Limits) -> bytes:
 
 
 async def _read(
-    ws: web.WebSocketResponse, ref: Any, attachment: Attachment, limits: Limits
+    ws: web.WebSocketResponse,
+    ref: Any,
+    attachment: Attachment,
+    limits: Limits,
+    transport: asyncio.Transport | None,
 ) -> None:
     violations = ViolationCounter()
     last_seq = -1
@@ -326,8 +363,8 @@ async def _read(
                 await ws.close(code=CloseCode.POLICY, message=b"too many protocol violations")
                 return
         except EaselError as error:  # the session ended under us
-            await ws.send_bytes(encode_exception(error, fatal=True))
-            await ws.close(code=CloseCode.NORMAL, message=b"session closed")
+            last = encode_exception(error, fatal=True)
+            await _goodbye(ws, transport, CloseCode.NORMAL, b"session closed", last)
             return
 
 

@@ -19,6 +19,7 @@ from transport.protocol import (
     encode,
     encode_frame,
 )
+from transport.ws import CLOSE_TIMEOUT
 
 
 async def simulated(
@@ -293,3 +294,57 @@ async def test_many_latest_sessions_wait_in_their_drains_not_in_the_pipeline(
         await client.close()
     watcher.cancel()
     assert 1 <= deepest <= 2  # the pipeline never held more than its room
+
+
+async def test_clients_that_stop_reading_do_not_hold_the_pipeline_from_others(
+    easel: Easel,
+) -> None:
+    """An `all` session whose client stops reading blocks in its own send; the places
+    its frames held in the pipeline's room go to other sessions meanwhile."""
+    from transport.keys import SERVICES
+
+    await simulated(easel, max_batch=1, cost_ms=2)
+    room = easel.server.app[SERVICES].pipelines.get("sim").room
+    assert room.capacity == 2
+    big = bytes(1_000_000)
+    stuck = [await easel.connect(pipeline="sim", drain="all") for _ in range(2)]
+
+    async def flood(client: Client) -> None:
+        for seq in range(200):
+            await client.send_frame(seq, ContentType.PNG, big)
+
+    for client in stuck:
+        client._reader.cancel()  # the client reads nothing any more
+    floods = [asyncio.ensure_future(flood(client)) for client in stuck]
+    await asyncio.sleep(2)  # their answers fill the socket buffers; their sends block
+    other = await easel.connect(pipeline="sim", drain="latest")
+    await other.send_frame(0, ContentType.PNG, png())
+    async with asyncio.timeout(8):
+        answer = await anext(aiter(other.results()))
+    assert isinstance(answer, Result)
+    assert answer.seq == 0
+    for task in floods:
+        task.cancel()
+    await asyncio.gather(*floods, return_exceptions=True)
+    await other.close()
+    # Ending a session whose client reads nothing: the goodbye cannot be written, so
+    # after CLOSE_TIMEOUT the server aborts the socket rather than wait for ever.
+    for client in stuck:
+        status, _ = await easel.request("DELETE", f"/api/v1/sessions/{client.welcome.session}")
+        assert status == 204
+    for _ in range(int((CLOSE_TIMEOUT + 5) / 0.05)):
+        if await _open_websockets(easel) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await _open_websockets(easel) == 0
+    for client in stuck:  # our side still holds unsent frames: drop them
+        connection = client._ws._response.connection
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
+
+
+async def _open_websockets(easel: Easel) -> float:
+    async with easel.http.get(easel.url + "/metrics") as response:
+        text = await response.text()
+    (line,) = [row for row in text.splitlines() if row.startswith("easel_ws_connections ")]
+    return float(line.split()[1])
