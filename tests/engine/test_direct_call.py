@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,20 +14,11 @@ from engine.actor import LoopActor
 from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped, Invalid
 from engine.ref import ActorRef, ActorState
-from engine.settings import Settings
 from engine.supervisor import ActorSpec, Supervisor
 from tests.engine.actors import BAD, CANCELLED, CRASH, STOP, Journal, eventually, loop_actor
 
 AGAIN = "again"
 HOLD = "hold"
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    engine = Engine(Settings())
-    await engine.start()
-    yield engine
-    await engine.stop()
 
 
 def direct_actor(name: str, journal: Journal) -> Callable[[], Any]:

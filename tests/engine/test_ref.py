@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,19 +15,10 @@ from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped, AskTimeout, Invalid, MailboxFull
 from engine.mailbox import MailboxSpec, Overflow
 from engine.ref import ActorRef, ActorState
-from engine.settings import Settings
 from engine.supervisor import ActorSpec
 from tests.engine.actors import BAD, CRASH, Journal, eventually, loop_actor, thread_actor
 
 KINDS = [loop_actor, thread_actor]
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    engine = Engine(Settings())
-    await engine.start()
-    yield engine
-    await engine.stop()
 
 
 async def spawn(

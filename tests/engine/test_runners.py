@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,17 +14,8 @@ from engine.actor import LoopActor, ThreadActor
 from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped
 from engine.ref import ActorState
-from engine.settings import Settings
 from engine.supervisor import ActorSpec, Restart, Supervisor
 from tests.engine.actors import CANCELLED, Journal, eventually, loop_actor
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[Engine]:
-    engine = Engine(Settings())
-    await engine.start()
-    yield engine
-    await engine.stop()
 
 
 class SelfTeller(LoopActor[str, None]):
