@@ -77,26 +77,13 @@ class Drain:
     def _pop(self) -> InboundFrame | None:
         raise NotImplementedError
 
-    async def ready(self) -> None:
-        """Wait until a frame is pending (without taking it). Raises ``SessionClosed``."""
-        while not len(self):
-            if self.closed:
-                raise SessionClosed("drain closed")
-            await self.bell.wait()
-        if self.closed:
-            raise SessionClosed("drain closed")
-
     def take(self) -> InboundFrame:
-        """The pending frame (the newest under ``latest``); call after ``ready``."""
+        """The pending frame (the newest under ``latest``); raises ``SessionClosed``
+        when none is. The consumer waits on ``bell`` until ``len(drain)`` is non-zero."""
         frame = self._pop()
         if frame is None:
             raise SessionClosed("no frame pending")
         return frame
-
-    async def get(self) -> InboundFrame:
-        """The next frame to process; waits for one. Raises ``SessionClosed`` once closed."""
-        await self.ready()
-        return self.take()
 
     def close(self) -> None:
         """Refuse further frames and release whoever waits."""

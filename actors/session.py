@@ -27,6 +27,7 @@ from actors.pipeline import PipelineAnswer, PipelineHandle, Room, Ticket
 from actors.pipelines import FrameIn, FrameOut
 from actors.pipelines.catalog import PipelineKind
 from engine.actor import LoopActor
+from engine.doorbell import Doorbell
 from engine.errors import (
     ActorError,
     Conflict,
@@ -350,16 +351,7 @@ class SessionActor(LoopActor[Message, Any]):
                     waiting = room
                     if room is not None and not room.enter(ticket):
                         break  # queued: the bell rings when our turn comes
-                    frame = drain.take()
-                    future = self._submit(frame, handle)
-                    order.append((frame, future))
-                    if future.done():
-                        if room is not None:
-                            room.release()
-                    else:
-                        if room is not None:
-                            future.add_done_callback(room.release)
-                        future.add_done_callback(bell.ring)
+                    order.append(self._dispatch(drain.take(), handle, room, bell))
                 if order and order[0][1].done():
                     if waiting is not None:
                         # a slow client can hold up the send: while it does, our place
@@ -383,6 +375,21 @@ class SessionActor(LoopActor[Message, Any]):
             cached = (plugin, self.record.params, plugin.parse_params(self.record.params))
             self._parsed = cached
         return cached[2]
+
+    def _dispatch(
+        self, frame: InboundFrame, handle: PipelineHandle | None, room: Room | None, bell: Doorbell
+    ) -> Pending:
+        """Submit ``frame``; its room place goes back, and the pump's bell rings, when
+        the answer lands (at once for an answer that is already there)."""
+        future = self._submit(frame, handle)
+        if future.done():
+            if room is not None:
+                room.release()
+        else:
+            if room is not None:
+                future.add_done_callback(room.release)
+            future.add_done_callback(bell.ring)
+        return frame, future
 
     def _handle(self) -> PipelineHandle | None:
         try:

@@ -177,7 +177,7 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
             await require_api_key(request)  # an API key opens any session
             record = services.sessions.get(session_id)
     except EaselError as error:  # otherwise the store is unreachable: try again later
-        return await _refuse(ws, error, _close_code(error, CloseCode.INTERNAL))
+        return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.INTERNAL))
     await _serve(ws, services, record, request.app[ENGINE].settings, request.transport)
     return ws
 
@@ -194,20 +194,26 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         try:
             await require_api_key(request)
         except EaselError as error:
-            return await _refuse(ws, error, _close_code(error, CloseCode.INTERNAL))
+            return await _refuse(
+                ws, request.transport, error, _close_code(error, CloseCode.INTERNAL)
+            )
     try:
         message = await ws.receive(timeout=settings.hello_timeout)
     except TimeoutError:
-        return await _refuse(ws, ProtocolViolation(ErrorCode.BAD_FRAME, "no HELLO in time"))
+        return await _refuse(
+            ws, request.transport, ProtocolViolation(ErrorCode.BAD_FRAME, "no HELLO in time")
+        )
     if message.type is not WSMsgType.BINARY:
-        return await _refuse(ws, ProtocolViolation(ErrorCode.BAD_FRAME, "send HELLO first"))
+        return await _refuse(
+            ws, request.transport, ProtocolViolation(ErrorCode.BAD_FRAME, "send HELLO first")
+        )
     try:
         hello = decode_client(message.data, _limits(settings))
         if not isinstance(hello, Hello):
             raise ProtocolViolation(ErrorCode.BAD_FRAME, "the first frame must be HELLO")
         record = await _session_for(services, hello)
     except (ProtocolViolation, EaselError) as error:
-        return await _refuse(ws, error, _close_code(error, CloseCode.POLICY))
+        return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.POLICY))
     await _serve(ws, services, record, settings, request.transport)
     return ws
 
@@ -234,13 +240,17 @@ def _close_code(error: Exception, otherwise: int) -> int:
 
 
 async def _refuse(
-    ws: web.WebSocketResponse, error: Exception, close: int = CloseCode.POLICY
+    ws: web.WebSocketResponse,
+    transport: asyncio.Transport | None,
+    error: Exception,
+    close: int = CloseCode.POLICY,
 ) -> web.WebSocketResponse:
+    """Say why with one fatal ERROR, then close with ``close``."""
     if isinstance(error, ProtocolViolation):
-        await ws.send_bytes(encode_error(error.code, error.message, fatal=True))
+        last = encode_error(error.code, error.message, fatal=True)
     else:
-        await ws.send_bytes(encode_exception(error, fatal=True))
-    await ws.close(code=close, message=str(error).encode()[:120])
+        last = encode_exception(error, fatal=True)
+    await _goodbye(ws, transport, close, str(error).encode()[:120], last)
     return ws
 
 
@@ -256,10 +266,10 @@ async def _serve(
     try:
         attachment: Attachment = await ref.ask(Attach(connection))
     except Conflict as error:
-        await _refuse(ws, Forbidden(error.message), CloseCode.ALREADY_ATTACHED)
+        await _refuse(ws, transport, Forbidden(error.message), CloseCode.ALREADY_ATTACHED)
         return
     except (ActorStopped, NotFound) as error:
-        await _refuse(ws, error, CloseCode.UNKNOWN_SESSION)
+        await _refuse(ws, transport, error, CloseCode.UNKNOWN_SESSION)
         return
     limits = _limits(settings, record)
     services.metrics.connections.inc()
