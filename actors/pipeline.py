@@ -351,10 +351,6 @@ class PipelineHandle:
             future.add_done_callback(lambda _: self._landed(key))
         return future
 
-    async def process(self, frame: FrameIn[Any], timeout: float) -> PipelineAnswer:
-        """``submit`` and await the answer."""
-        return await self.submit(frame, timeout)
-
     def _landed(self, key: int) -> None:
         inflight = self._inflight
         if inflight[key] == 1:
