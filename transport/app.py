@@ -6,16 +6,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from actors.services import start_services
-from actors.session import Close
-from actors.tree import root_children
+from actors.domain import start_domain, supervision_tree
+from actors.sessions.messages import Close
 from engine.engine import Engine
 from engine.errors import EaselError
 from engine.settings import Settings
 from engine.storage import open_store
 from transport import openapi, ws
 from transport.auth import auth_middleware
-from transport.keys import ENGINE, SERVICES, STORE
+from transport.keys import DOMAIN, ENGINE, STORE
 from transport.problem import error_middleware
 from transport.rest import health, pipelines, projects, sessions
 
@@ -27,7 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=8 * 1024 * 1024
     )
-    engine = Engine(settings, root_children())
+    engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
     routes = (health, openapi, pipelines, projects, sessions, ws)
     for module in routes:
@@ -40,24 +39,24 @@ def create_app(settings: Settings) -> web.Application:
         try:
             await engine.start()
             try:
-                app[SERVICES] = await start_services(engine, store)
+                app[DOMAIN] = await start_domain(engine, store)
                 yield
             finally:
                 await engine.stop()
-                services = app.get(SERVICES)
-                if services is not None:
-                    await services.sessions.flush()
+                domain = app.get(DOMAIN)
+                if domain is not None:
+                    await domain.sessions.flush()
         finally:
             await store.close()
 
     async def close_connections(app: web.Application) -> None:
         # aiohttp waits for open handlers before cleanup: end sessions (1001) first.
-        services = app.get(SERVICES)
-        if services is None:
+        domain = app.get(DOMAIN)
+        if domain is None:
             return
-        for record in services.sessions.records():
+        for state in domain.sessions.states():
             try:
-                await services.sessions.ref(record.id).ask(Close(1001, "server going away"))
+                await domain.sessions.ref(state.id).ask(Close(1001, "server going away"))
             except EaselError:
                 continue
 

@@ -39,13 +39,13 @@ from transport.protocol import (
     SUBPROTOCOL,
     CloseCode,
     ContentType,
-    Drain,
+    DrainStrategy,
     ErrorCode,
     Frame,
+    FrameTimings,
     FrameType,
     Limits,
     ProtocolViolation,
-    Timings,
     decode,
     encode_call,
     encode_frame,
@@ -142,7 +142,7 @@ class Result:
     seq: int
     ct: str
     payload: memoryview
-    timings: Timings | None
+    timings: FrameTimings | None
     superseded: int = 0
     w: int | None = None
     h: int | None = None
@@ -153,7 +153,7 @@ class Result:
         t = h.get("t")
         timings = None
         if isinstance(t, dict):
-            timings = Timings(
+            timings = FrameTimings(
                 float(t.get("queue_ms", 0.0)),
                 float(t.get("pipeline_ms", 0.0)),
                 float(t.get("total_ms", 0.0)),
@@ -214,7 +214,7 @@ class Client:
         hello: bool | None = None,
         resume: str | None = None,
         pipeline: str | None = None,
-        drain: Drain | None = None,
+        drain: DrainStrategy | None = None,
         params: Mapping[str, Any] | None = None,
         limits: Limits = DEFAULT_LIMITS,
         http: aiohttp.ClientSession | None = None,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from aiohttp import WSMsgType, web
 
-from transport.protocol import DEFAULT_LIMITS, SUBPROTOCOL, Drain, Limits, encode_welcome
+from transport.protocol import DEFAULT_LIMITS, SUBPROTOCOL, DrainStrategy, Limits, encode_welcome
 
 __all__ = ["echo_app", "main"]
 
@@ -24,7 +24,12 @@ __all__ = ["echo_app", "main"]
 def echo_app(limits: Limits = DEFAULT_LIMITS) -> web.Application:
     """An application echoing binary messages on both realtime endpoints."""
     welcome = encode_welcome(
-        session="echo", resume="", pipeline="echo", drain=Drain.ALL, params={}, limits=limits
+        session="echo",
+        resume="",
+        pipeline="echo",
+        drain=DrainStrategy.ALL,
+        params={},
+        limits=limits,
     )
 
     async def echo(request: web.Request) -> web.WebSocketResponse:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from actors.services import Services
+from actors.domain import Domain
 from engine.engine import Engine
 from engine.storage import Store
 
-__all__ = ["ENGINE", "SERVICES", "STORE"]
+__all__ = ["DOMAIN", "ENGINE", "STORE"]
 
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
-SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+DOMAIN: web.AppKey[Domain] = web.AppKey("domain", Domain)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)

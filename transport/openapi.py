@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from actors.pipelines import PipelineConfig
+from actors.plugins import PipelineConfig
 from engine.storage import (
     ClipPatch,
     NewClip,

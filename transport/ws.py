@@ -14,10 +14,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from actors.drain import DrainKind, InboundFrame
-from actors.pipelines import FrameOut
-from actors.services import Services
-from actors.session import Attach, Attachment, Call, Detach, SessionRecord, UpdateParams
+from actors.domain import Domain
+from actors.plugins import FrameOut
+from actors.sessions.drains import InboundFrame
+from actors.sessions.messages import (
+    Attach,
+    Attachment,
+    Call,
+    Detach,
+    SessionMessage,
+    UpdateParams,
+)
+from actors.sessions.state import SessionState
 from engine.errors import (
     ActorStopped,
     Conflict,
@@ -27,23 +35,25 @@ from engine.errors import (
     NotFound,
     Unauthorized,
 )
+from engine.ref import ActorRef
 from engine.settings import Settings
 from transport.auth import bearer_token, require_api_key
-from transport.keys import ENGINE, SERVICES
+from transport.keys import DOMAIN, ENGINE
 from transport.problem import problem_response
 from transport.protocol import (
     SUBPROTOCOL,
+    ClientMessage,
     CloseCode,
     ContentType,
-    Drain,
+    DrainStrategy,
     ErrorCode,
     EventName,
+    FrameTimings,
     Hello,
     InputFrame,
     Limits,
     ParamsUpdate,
     ProtocolViolation,
-    Timings,
     ViolationCounter,
     decode_client,
     encode_error,
@@ -60,6 +70,8 @@ from transport.protocol import Call as CallFrame
 __all__ = ["routes"]
 
 log = logging.getLogger(__name__)
+
+SessionRef = ActorRef[SessionMessage, Any]
 
 routes = web.RouteTableDef()
 
@@ -105,14 +117,14 @@ class WsConnection:
                 pass  # the reader sees the closed socket and detaches
 
     async def send_result(
-        self, seq: int, out: FrameOut, timings: dict[str, float], superseded: int
+        self, seq: int, out: FrameOut, timings: FrameTimings, superseded: int
     ) -> None:
         await self._send(
             encode_result(
                 seq,
                 ContentType(out.content_type),
                 out.payload,
-                timings=Timings(**timings),
+                timings=timings,
                 superseded=superseded,
                 w=out.width,
                 h=out.height,
@@ -131,7 +143,7 @@ class WsConnection:
         await _goodbye(self.ws, self.transport, code, reason.encode())
 
 
-def _limits(settings: Settings, record: SessionRecord | None = None) -> Limits:
+def _limits(settings: Settings, record: SessionState | None = None) -> Limits:
     inflight = settings.max_inflight if record is None else record.max_inflight(settings)
     return Limits(
         max_frame=settings.max_frame, max_header=settings.max_header, max_inflight=inflight
@@ -168,17 +180,17 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
     ws = await _upgrade(request)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
-    services = request.app[SERVICES]
+    domain = request.app[DOMAIN]
     session_id = request.match_info["session_id"]
     try:
         try:
-            record = services.sessions.authenticate(session_id, bearer_token(request))
+            record = domain.sessions.authenticate(session_id, bearer_token(request))
         except Unauthorized:
             await require_api_key(request)  # an API key opens any session
-            record = services.sessions.get(session_id)
+            record = domain.sessions.get(session_id)
     except EaselError as error:  # otherwise the store is unreachable: try again later
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.INTERNAL))
-    await _serve(ws, services, record, request.app[ENGINE].settings, request.transport)
+    await _serve(ws, domain, record, request.app[ENGINE].settings, request.transport)
     return ws
 
 
@@ -188,7 +200,7 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
     ws = await _upgrade(request)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
-    services = request.app[SERVICES]
+    domain = request.app[DOMAIN]
     settings = request.app[ENGINE].settings
     if settings.require_api_key:
         try:
@@ -211,19 +223,19 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         hello = decode_client(message.data, _limits(settings))
         if not isinstance(hello, Hello):
             raise ProtocolViolation(ErrorCode.BAD_FRAME, "the first frame must be HELLO")
-        record = await _session_for(services, hello)
+        record = await _session_for(domain, hello)
     except (ProtocolViolation, EaselError) as error:
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.POLICY))
-    await _serve(ws, services, record, settings, request.transport)
+    await _serve(ws, domain, record, settings, request.transport)
     return ws
 
 
-async def _session_for(services: Services, hello: Hello) -> SessionRecord:
+async def _session_for(domain: Domain, hello: Hello) -> SessionState:
     if hello.session is not None:
-        return services.sessions.authenticate(hello.session, hello.resume)
-    return await services.sessions.create(
+        return domain.sessions.authenticate(hello.session, hello.resume)
+    return await domain.sessions.create(
         hello.pipeline or "passthrough",
-        DrainKind(hello.drain or DrainKind.LATEST),
+        DrainStrategy(hello.drain or DrainStrategy.LATEST),
         hello.params or {},
     )
 
@@ -256,13 +268,13 @@ async def _refuse(
 
 async def _serve(
     ws: web.WebSocketResponse,
-    services: Services,
-    record: SessionRecord,
+    domain: Domain,
+    record: SessionState,
     settings: Settings,
     transport: asyncio.Transport | None,
 ) -> None:
     connection = WsConnection(ws, transport)
-    ref = services.sessions.ref(record.id)
+    ref = domain.sessions.ref(record.id)
     try:
         attachment: Attachment = await ref.ask(Attach(connection))
     except Conflict as error:
@@ -272,18 +284,18 @@ async def _serve(
         await _refuse(ws, transport, error, CloseCode.UNKNOWN_SESSION)
         return
     limits = _limits(settings, record)
-    services.metrics.connections.inc()
+    domain.metrics.connections.inc()
     try:
         await ws.send_bytes(_welcome(record, limits))
-        await _read(ws, ref, attachment, limits, transport)
+        await _Reader(ws, ref, attachment, limits, transport).run()
     except ConnectionError:
         pass  # the socket closed while we were answering on it: the client is gone
     finally:
-        services.metrics.connections.dec()
+        domain.metrics.connections.dec()
         await _detach(ref, connection)
 
 
-async def _detach(ref: Any, connection: WsConnection) -> None:
+async def _detach(ref: SessionRef, connection: WsConnection) -> None:
     """Tell the session its client is gone. A full mailbox is retried for a while: a
     lost Detach would leave the session attached to a dead socket."""
     for _ in range(100):
@@ -298,99 +310,123 @@ async def _detach(ref: Any, connection: WsConnection) -> None:
     log.error("session %s: could not detach its closed connection", ref.path)
 
 
-def _welcome(record: SessionRecord, limits: Limits) -> bytes:
+def _welcome(record: SessionState, limits: Limits) -> bytes:
     return encode_welcome(
         session=record.id,
         resume=record.token,
         pipeline=record.pipeline,
-        drain=Drain(record.drain),
+        drain=DrainStrategy(record.drain),
         params=record.params,
         limits=limits,
     )
 
 
-async def _read(
-    ws: web.WebSocketResponse,
-    ref: Any,
-    attachment: Attachment,
-    limits: Limits,
-    transport: asyncio.Transport | None,
-) -> None:
-    violations = ViolationCounter()
-    last_seq = -1
-    first = True
-    async for message in ws:
-        received = time.perf_counter()
-        try:
-            if message.type is WSMsgType.TEXT:
-                raise ProtocolViolation(ErrorCode.BINARY_ONLY, "frames are binary messages")
-            if message.type is not WSMsgType.BINARY:
-                continue
-            decoded = decode_client(message.data, limits)
-            if first and isinstance(decoded, Hello):
-                # A HELLO as the first frame on a session's own endpoint: apply its
-                # params and confirm with a fresh WELCOME.
-                first = False
-                violations.valid()
-                if decoded.params:
-                    try:
-                        await ref.ask(UpdateParams(decoded.params))
-                    except EaselError as error:  # bad params: an error, not the end
-                        await ws.send_bytes(encode_exception(error))
-                        continue
-                await ws.send_bytes(_welcome(attachment.record, limits))
-                continue
-            first = False
-            if isinstance(decoded, InputFrame):
-                if decoded.seq <= last_seq:
-                    raise ProtocolViolation(
-                        ErrorCode.BAD_FRAME,
-                        f"seq must increase (got {decoded.seq} after {last_seq})",
-                        seq=decoded.seq,
-                    )
-                last_seq = decoded.seq
-                violations.valid()
-                await attachment.submit(
-                    InboundFrame(
-                        decoded.seq,
-                        decoded.ct,
-                        decoded.w,
-                        decoded.h,
-                        decoded.payload,
-                        decoded.params,
-                        received,
-                    )
+class _Reader:
+    """Reads one attached connection until it closes: one handler per message type.
+
+    Frames go into the session's drain (waiting there under ``all``); control
+    messages (params, CALL, a first HELLO) are asks to the session actor. Malformed
+    input is answered with an ERROR and counted; enough in a row close the socket.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        ref: SessionRef,
+        attachment: Attachment,
+        limits: Limits,
+        transport: asyncio.Transport | None,
+    ) -> None:
+        self.ws = ws
+        self.ref = ref
+        self.attachment = attachment
+        self.limits = limits
+        self.transport = transport
+        self.violations = ViolationCounter()
+        self.last_seq = -1
+        self.first = True
+
+    async def run(self) -> None:
+        async for message in self.ws:
+            received = time.perf_counter()
+            try:
+                if message.type is WSMsgType.BINARY:
+                    await self._handle(decode_client(message.data, self.limits), received)
+                elif message.type is WSMsgType.TEXT:
+                    raise ProtocolViolation(ErrorCode.BINARY_ONLY, "frames are binary messages")
+            except ProtocolViolation as violation:
+                if await self._violated(violation):
+                    return
+            except EaselError as error:  # the session ended under us
+                last = encode_exception(error, fatal=True)
+                await _goodbye(self.ws, self.transport, CloseCode.NORMAL, b"session closed", last)
+                return
+
+    async def _handle(self, decoded: ClientMessage, received: float) -> None:
+        first, self.first = self.first, False
+        if isinstance(decoded, InputFrame):
+            await self._frame(decoded, received)
+        elif isinstance(decoded, Hello):
+            if not first:
+                raise ProtocolViolation(
+                    ErrorCode.BAD_FRAME, "HELLO is only valid as the first frame"
                 )
-                continue
-            violations.valid()
-            await _control(ws, ref, decoded)
-        except ProtocolViolation as violation:
-            await ws.send_bytes(violation.encode())
-            if violation.close is not None:
-                await ws.close(code=violation.close, message=violation.message.encode())
-                return
-            if violations.violation():
-                await ws.close(code=CloseCode.POLICY, message=b"too many protocol violations")
-                return
-        except EaselError as error:  # the session ended under us
-            last = encode_exception(error, fatal=True)
-            await _goodbye(ws, transport, CloseCode.NORMAL, b"session closed", last)
+            await self._hello(decoded)
+        elif isinstance(decoded, ParamsUpdate):
+            self.violations.valid()
+            await self._params(decoded.params)
+        elif isinstance(decoded, CallFrame):
+            self.violations.valid()
+            await self._call(decoded)
+
+    async def _frame(self, frame: InputFrame, received: float) -> None:
+        if frame.seq <= self.last_seq:
+            raise ProtocolViolation(
+                ErrorCode.BAD_FRAME,
+                f"seq must increase (got {frame.seq} after {self.last_seq})",
+                seq=frame.seq,
+            )
+        self.last_seq = frame.seq
+        self.violations.valid()
+        await self.attachment.submit(
+            InboundFrame(
+                frame.seq, frame.ct, frame.w, frame.h, frame.payload, frame.params, received
+            )
+        )
+
+    async def _hello(self, hello: Hello) -> None:
+        """A HELLO as the first frame on a session's own endpoint: apply its params
+        and confirm with a fresh WELCOME."""
+        self.violations.valid()
+        if hello.params and not await self._params(hello.params):
             return
+        await self.ws.send_bytes(_welcome(self.attachment.state, self.limits))
 
-
-async def _control(ws: web.WebSocketResponse, ref: Any, decoded: Any) -> None:
-    if isinstance(decoded, ParamsUpdate):
+    async def _params(self, params: dict[str, Any]) -> bool:
+        """Merge ``params`` into the session's; bad ones get an ERROR, not the end."""
         try:
-            await ref.ask(UpdateParams(decoded.params))
+            await self.ref.ask(UpdateParams(params))
         except EaselError as error:
-            await ws.send_bytes(encode_exception(error))
-    elif isinstance(decoded, CallFrame):
+            await self.ws.send_bytes(encode_exception(error))
+            return False
+        return True
+
+    async def _call(self, call: CallFrame) -> None:
         try:
-            result = await ref.ask(Call(str(decoded.method), decoded.args))
+            result = await self.ref.ask(Call(str(call.method), call.args))
         except EaselError as error:
             code, text = error_for(error)
-            await ws.send_bytes(encode_reply_error(decoded.id, code, text))
+            await self.ws.send_bytes(encode_reply_error(call.id, code, text))
         else:
-            await ws.send_bytes(encode_reply(decoded.id, result))
-    elif isinstance(decoded, Hello):
-        raise ProtocolViolation(ErrorCode.BAD_FRAME, "HELLO is only valid as the first frame")
+            await self.ws.send_bytes(encode_reply(call.id, result))
+
+    async def _violated(self, violation: ProtocolViolation) -> bool:
+        """Answer ``violation``; True when the connection must end because of it."""
+        await self.ws.send_bytes(violation.encode())
+        if violation.close is not None:
+            await self.ws.close(code=violation.close, message=violation.message.encode())
+            return True
+        if self.violations.violation():
+            await self.ws.close(code=CloseCode.POLICY, message=b"too many protocol violations")
+            return True
+        return False

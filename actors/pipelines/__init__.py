@@ -1,47 +1,9 @@
-"""Pipeline plug-ins: the contract, the catalog, and the built-in kinds.
+"""Running pipelines: replicas under supervision, admission, the handle, the service.
 
-See ``base`` for the lifecycle and threading contract, ``catalog`` for how third
-parties add kinds through the ``easel.pipelines`` entry-point group.
+- ``replicas``: the actors that run a plug-in instance (thread or loop);
+- ``admission``: the ``Room`` that bounds frames queued or in process per pipeline;
+- ``handle``: ``PipelineHandle``, what a session sends frames to;
+- ``service``: ``PipelineService``, init/get/reload/shutdown of named pipelines.
+
+The plug-ins themselves (the contract and the built-in kinds) are in ``actors.plugins``.
 """
-
-from .base import (
-    Answer,
-    FrameIn,
-    FrameOut,
-    NoOptions,
-    NoParams,
-    Params,
-    Pipeline,
-    PipelineConfig,
-    check_answers,
-    each_frame,
-)
-from .catalog import BUILTIN_PIPELINES, ENTRY_POINT_GROUP, PipelineCatalog, PipelineKind
-from .imagefx import ImageFx, ImageFxOptions, ImageFxParams
-from .passthrough import Passthrough
-from .simulated import Simulated, SimulatedCrash, SimulatedOptions, SimulatedParams
-
-__all__ = [
-    "BUILTIN_PIPELINES",
-    "ENTRY_POINT_GROUP",
-    "Answer",
-    "FrameIn",
-    "FrameOut",
-    "ImageFx",
-    "ImageFxOptions",
-    "ImageFxParams",
-    "NoOptions",
-    "NoParams",
-    "Params",
-    "Passthrough",
-    "Pipeline",
-    "PipelineCatalog",
-    "PipelineConfig",
-    "PipelineKind",
-    "Simulated",
-    "SimulatedCrash",
-    "SimulatedOptions",
-    "SimulatedParams",
-    "check_answers",
-    "each_frame",
-]

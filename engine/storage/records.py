@@ -108,7 +108,7 @@ class Page(Generic[R]):
 
 
 class NewPipelineConfig(_Model):
-    """The fields of ``actors.pipelines.PipelineConfig``, as an operator declared them."""
+    """The fields of ``actors.plugins.PipelineConfig``, as an operator declared them."""
 
     name: Name
     kind: Name

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from actors.pipelines import FrameIn, PipelineConfig
-from actors.pipelines.imagefx import ImageFx, ImageFxParams
+from actors.plugins import FrameIn, PipelineConfig
+from actors.plugins.imagefx import ImageFx, ImageFxParams
 from transport.bench import (
     Load,
     PipelineSpec,
@@ -48,7 +48,7 @@ from transport.bench import (
     ratios,
     spawned,
 )
-from transport.protocol import Drain
+from transport.protocol import DrainStrategy
 
 KIB = 1024
 
@@ -105,7 +105,7 @@ async def throughput(plan: Plan, loop: str = "asyncio") -> Outcome:
     load = Load(
         payload=make_payload(64 * KIB),
         window=8,
-        drain=Drain.ALL,
+        drain=DrainStrategy.ALL,
         duration=plan.seconds(4, 10),
         warmup=0.2,
     )
@@ -135,7 +135,10 @@ async def throughput(plan: Plan, loop: str = "asyncio") -> Outcome:
 
 async def ping_pong(plan: Plan, loop: str = "asyncio") -> Outcome:
     load = Load(
-        payload=make_payload(64 * KIB), window=1, drain=Drain.ALL, duration=plan.seconds(3, 10)
+        payload=make_payload(64 * KIB),
+        window=1,
+        drain=DrainStrategy.ALL,
+        duration=plan.seconds(3, 10),
     )
     profile = None if plan.profile is None else plan.profile / f"b-{loop}.txt"
     out = Outcome(f"b. ping-pong: 1 client, 64 KiB, window 1, loop {loop}")
@@ -170,7 +173,7 @@ async def many_sessions(plan: Plan) -> Outcome:
     out.rows.append(await _row("easel", load, "easel latest"))
     # under `all` nothing is dropped: give the backlog time to drain, so "answered"
     # shows that, and the latency columns show what the backlog costs
-    everything = replace(load, drain=Drain.ALL, grace=60.0)
+    everything = replace(load, drain=DrainStrategy.ALL, grace=60.0)
     out.rows.append(await _row("easel", everything, "easel all"))
     if not plan.quick:
         out.rows.append(await _row("easel", load, "easel latest, 2 replicas", pipeline=fx2))
@@ -178,7 +181,7 @@ async def many_sessions(plan: Plan) -> Outcome:
     # and the WebSocket work need the rest), at the same 10 fps per session
     rate = load.rate or 1.0
     fits = max(1, int(0.5 * cores * 1000.0 / cost_ms / rate))
-    sized = replace(load, clients=fits, pipeline="fx2", drain=Drain.ALL)
+    sized = replace(load, clients=fits, pipeline="fx2", drain=DrainStrategy.ALL)
     out.rows.append(
         await _row("easel", sized, f"easel all, 2 replicas, {fits} sessions", pipeline=fx2)
     )
@@ -223,7 +226,7 @@ async def overload(plan: Plan) -> Outcome:
         grace=30.0,
     )
     out = Outcome(f"d. 1 client at 100 fps, simulated {cost:.0f} ms/frame (capacity 50 fps)")
-    for drain in (Drain.LATEST, Drain.ALL):
+    for drain in (DrainStrategy.LATEST, DrainStrategy.ALL):
         out.rows.append(
             await _row("easel", replace(load, drain=drain), f"easel {drain}", pipeline=spec)
         )
@@ -248,7 +251,7 @@ async def batching(plan: Plan) -> Outcome:
         payload=make_payload(16 * KIB),
         clients=8,
         window=2,
-        drain=Drain.ALL,
+        drain=DrainStrategy.ALL,
         duration=plan.seconds(4, 15),
     )
     out = Outcome("e. 8 clients, simulated 20 ms + 1 ms/extra item, window 2, drain all")
@@ -321,7 +324,7 @@ def json_dumps_bench() -> list[str]:
     import orjson
     from aiohttp import web
 
-    from actors.pipelines.imagefx import ImageFxParams
+    from actors.plugins.imagefx import ImageFxParams
 
     session = {
         "id": "s_3f2a9c1e0b7d4e8a",

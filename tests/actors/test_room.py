@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.pipeline import Room, Ticket
+from actors.pipelines.admission import Room, Ticket
 from engine.doorbell import Doorbell
 
 
@@ -156,18 +156,36 @@ async def test_shrinking_lets_places_drain_away_as_they_are_released() -> None:
     assert room.used == 0
 
 
-async def test_acquire_cancelled_after_its_grant_passes_the_place_on() -> None:
+async def test_a_ticket_withdrawn_after_its_grant_passes_the_place_on() -> None:
     room = Room(1)
-    await room.acquire()
-    cancelled = asyncio.ensure_future(room.acquire())
-    kept = asyncio.ensure_future(room.acquire())
-    await asyncio.sleep(0)
-    room.release()  # granted to the first waiter, whose task has not run yet
-    cancelled.cancel()
-    await asyncio.gather(cancelled, return_exceptions=True)
-    assert cancelled.cancelled()
-    await asyncio.wait_for(kept, 1.0)
+    first, withdrawn, kept = tickets(3)
+    assert room.enter(first)
+    assert not room.enter(withdrawn)
+    assert not room.enter(kept)
+    room.release()  # granted to the first waiter, whose owner has not come back yet
+    assert withdrawn.granted
+    room.withdraw(withdrawn)
+    assert (kept.granted, withdrawn.granted, room.used) == (True, False, 1)
+    assert await rung(kept.bell)
+    assert room.enter(kept)
     assert room.used == 1
+
+
+async def test_resizing_admits_queued_tickets_and_shrinks_as_places_come_back() -> None:
+    room = Room(1)
+    first, withdrawn, kept = tickets(3)
+    assert room.enter(first)
+    assert not room.enter(withdrawn)
+    assert not room.enter(kept)
+    room.withdraw(withdrawn)
+    room.resize(2)  # a reload added a replica: the next queued ticket gets in at once
+    assert (kept.granted, room.used) == (True, 2)
+    assert room.enter(kept)
+    room.resize(1)  # shrinking: places drain away as they are released
+    room.release()
+    assert room.used == 1
+    room.release()
+    assert room.used == 0
 
 
 # --- Doorbell ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from tests.transport.test_cli import EASEL, ROOT, wait_until_serving
 from transport.bench import Load, make_payload, measure_interleaved
 from transport.bench.servers import free_port, in_process
 from transport.cli import main
-from transport.protocol import Drain
+from transport.protocol import DrainStrategy
 
 TINY = ["--duration", "1", "--warmup", "0.2", "--frame-size", "2048", "--quiet", "--json"]
 
@@ -84,7 +84,9 @@ def test_client_sends_frames_and_saves_results(
 
 
 async def test_interleaved_targets_take_turns_and_rows_add_up() -> None:
-    load = Load(payload=make_payload(2048), window=2, drain=Drain.ALL, duration=0.6, warmup=0.05)
+    load = Load(
+        payload=make_payload(2048), window=2, drain=DrainStrategy.ALL, duration=0.6, warmup=0.05
+    )
     async with in_process("easel") as easel, in_process("echo") as echo:
         rows, turns = await measure_interleaved(
             [(easel, "easel"), (echo, "echo")], load, slices=3, progress=False

@@ -17,7 +17,14 @@ from transport.client import (
     Result,
     ServerError,
 )
-from transport.protocol import ContentType, Drain, ErrorCode, EventName, Limits, Timings
+from transport.protocol import (
+    ContentType,
+    DrainStrategy,
+    ErrorCode,
+    EventName,
+    FrameTimings,
+    Limits,
+)
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
@@ -36,7 +43,7 @@ async def fake_session(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=(p.SUBPROTOCOL,), compress=False)
     await ws.prepare(request)
     session = request.match_info.get("session", "new")
-    pipeline, drain = "identity", Drain.LATEST
+    pipeline, drain = "identity", DrainStrategy.LATEST
     if session == "new":
         hello = p.decode_client(await ws.receive_bytes())
         assert isinstance(hello, p.Hello)
@@ -64,7 +71,7 @@ async def fake_session(request: web.Request) -> web.StreamResponse:
             await ws.send_bytes(p.encode_error(ErrorCode.PIPELINE_ERROR, "boom", seq=msg.seq))
         elif isinstance(msg, p.InputFrame):
             await ws.send_bytes(
-                p.encode_result(msg.seq, msg.ct, msg.payload, timings=Timings(1, 2, 3))
+                p.encode_result(msg.seq, msg.ct, msg.payload, timings=FrameTimings(1, 2, 3))
             )
         elif isinstance(msg, p.Call):
             await ws.send_bytes(p.encode_reply(msg.id, {"method": msg.method, **msg.args}))
@@ -90,7 +97,9 @@ async def test_connect_to_a_session_without_hello(base_url: str) -> None:
 
 
 async def test_connect_with_hello_creates_the_session(base_url: str) -> None:
-    client = await Client.connect(base_url, token="secret", pipeline="sketch", drain=Drain.ALL)
+    client = await Client.connect(
+        base_url, token="secret", pipeline="sketch", drain=DrainStrategy.ALL
+    )
     try:
         assert (client.welcome.session, client.welcome.pipeline) == ("new", "sketch")
         assert client.welcome.drain == "all"
@@ -111,7 +120,7 @@ async def test_frames_are_answered_by_results_and_errors(base_url: str) -> None:
     result, error = answers
     assert isinstance(result, Result)
     assert (result.seq, result.ct, bytes(result.payload)) == (1, "image/jpeg", b"jpeg")
-    assert result.timings == Timings(1.0, 2.0, 3.0)
+    assert result.timings == FrameTimings(1.0, 2.0, 3.0)
     assert isinstance(error, ServerError)
     assert (error.code, error.seq, error.fatal) == ("pipeline_error", FAIL_SEQ, False)
 

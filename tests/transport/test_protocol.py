@@ -17,16 +17,16 @@ from transport.protocol import (
     CallMethod,
     CloseCode,
     ContentType,
-    Drain,
+    DrainStrategy,
     ErrorCode,
     EventName,
+    FrameTimings,
     FrameType,
     Hello,
     InputFrame,
     Limits,
     ParamsUpdate,
     ProtocolViolation,
-    Timings,
     ViolationCounter,
     decode,
     decode_client,
@@ -104,9 +104,9 @@ def test_vocabulary_matches_protocol_md() -> None:
 def test_public_names_are_pinned() -> None:
     assert set(p.__all__) == {
         "DEFAULT_LIMITS", "MAGIC", "PRELUDE_SIZE", "SUBPROTOCOL", "VERSION",
-        "Call", "CallMethod", "ClientMessage", "CloseCode", "ContentType", "Drain",
+        "Call", "CallMethod", "ClientMessage", "CloseCode", "ContentType", "DrainStrategy",
         "ErrorCode", "EventName", "Frame", "FrameType", "Hello", "InputFrame", "Limits",
-        "ParamsUpdate", "ProtocolViolation", "Timings", "ViolationCounter",
+        "ParamsUpdate", "ProtocolViolation", "FrameTimings", "ViolationCounter",
         "decode", "decode_client", "encode", "encode_call", "encode_error", "encode_event",
         "encode_exception", "encode_frame", "encode_hello", "encode_params", "encode_reply",
         "encode_reply_error", "encode_result", "encode_welcome", "error_for",
@@ -147,7 +147,7 @@ def test_hello_round_trip() -> None:
         session="s1",
         resume="r1",
         pipeline="sketch",
-        drain=Drain.ALL,
+        drain=DrainStrategy.ALL,
         params={"strength": 0.5},
     )
     assert decode(data).type is FrameType.HELLO
@@ -156,7 +156,7 @@ def test_hello_round_trip() -> None:
         session="s1",
         resume="r1",
         pipeline="sketch",
-        drain=Drain.ALL,
+        drain=DrainStrategy.ALL,
         params={"strength": 0.5},
     )
     assert decode_client(p.encode_hello()) == Hello()
@@ -203,7 +203,7 @@ def test_server_frames_round_trip() -> None:
             session="s1",
             resume="r",
             pipeline="sketch",
-            drain=Drain.LATEST,
+            drain=DrainStrategy.LATEST,
             params={"k": 1},
             limits=limits,
         )
@@ -219,7 +219,9 @@ def test_server_frames_round_trip() -> None:
     }
 
     result = decode(
-        p.encode_result(4, ContentType.PNG, b"png", timings=Timings(1.0, 2.5, 4.0), superseded=2)
+        p.encode_result(
+            4, ContentType.PNG, b"png", timings=FrameTimings(1.0, 2.5, 4.0), superseded=2
+        )
     )
     assert result.type is FrameType.RESULT
     assert result.header == {
@@ -230,7 +232,7 @@ def test_server_frames_round_trip() -> None:
     }
     assert bytes(result.payload) == b"png"
     raw = decode(
-        p.encode_result(5, ContentType.RGB8, b"\0" * 6, timings=Timings(0, 0, 0), w=2, h=1)
+        p.encode_result(5, ContentType.RGB8, b"\0" * 6, timings=FrameTimings(0, 0, 0), w=2, h=1)
     )
     assert (raw.header["w"], raw.header["h"], raw.header["superseded"]) == (2, 1, 0)
 
@@ -549,7 +551,7 @@ msgpack_values = st.recursive(
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=20)
-    | st.sampled_from([*ContentType, *Drain, *CallMethod]),
+    | st.sampled_from([*ContentType, *DrainStrategy, *CallMethod]),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(st.text(max_size=8) | st.binary(max_size=4), inner, max_size=4)
@@ -563,7 +565,7 @@ header_keys = st.sampled_from(
 client_types = st.sampled_from([0x01, 0x10, 0x20, 0x30])
 valid_messages = st.sampled_from(
     [
-        p.encode_hello(client="c", drain=Drain.LATEST, params={"a": 1}),
+        p.encode_hello(client="c", drain=DrainStrategy.LATEST, params={"a": 1}),
         p.encode_frame(1, ContentType.JPEG, JPEG, ts=1.5, params={"s": 2}),
         p.encode_frame(2, ContentType.RGBA8, b"\0" * 16, w=2, h=2),
         p.encode_params({"a": [1, {"b": 2}]}),

@@ -9,12 +9,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from actors.pipelines import FrameIn, FrameOut
+from actors.plugins import FrameIn, FrameOut
 from engine.supervisor import Supervisor
 from tests.transport.conftest import Easel, ServerFactory, png
 from tests.transport.test_realtime import collect
 from transport.client import Client, Result, ServerError
-from transport.keys import ENGINE, SERVICES
+from transport.keys import DOMAIN, ENGINE
 from transport.protocol import CloseCode, ContentType, FrameType, decode, encode_hello
 
 
@@ -38,7 +38,7 @@ async def test_sessions_survive_a_restart_of_their_supervisor(easel: Easel) -> N
 async def test_a_plug_in_answering_an_unknown_content_type_fails_only_that_frame(
     easel: Easel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.pipelines import passthrough
+    from actors.plugins import passthrough
 
     original = passthrough.echo
 
@@ -99,7 +99,7 @@ async def test_an_old_replica_failing_after_a_reload_does_not_mark_the_pipeline_
 ) -> None:
     await easel.post("/api/v1/pipelines", {"name": "sim", "kind": "simulated"})
     await easel.post("/api/v1/pipelines/sim/reload", {})
-    handle = easel.server.app[SERVICES].pipelines.get("sim")
+    handle = easel.server.app[DOMAIN].pipelines.get("sim")
     assert [ref.path for ref in handle.replicas] == ["/pipelines/sim/g2-r0"]
     handle.notify("/pipelines/sim/g1-r0", ready=False)  # the drained generation
     await asyncio.sleep(0.01)

@@ -234,7 +234,7 @@ async def test_many_clients_at_once(easel: Easel, drain: str) -> None:
 async def test_a_crashed_session_closes_1011_and_no_other_session_notices(
     easel: Easel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.session import SessionActor
+    from actors.sessions.actor import SessionActor
 
     calls = SessionActor._call
 
@@ -264,10 +264,10 @@ async def test_a_crashed_session_closes_1011_and_no_other_session_notices(
 async def test_many_latest_sessions_wait_in_their_drains_not_in_the_pipeline(
     easel: Easel,
 ) -> None:
-    from transport.keys import SERVICES
+    from transport.keys import DOMAIN
 
     await simulated(easel, max_batch=1, cost_ms=10)
-    handle = easel.server.app[SERVICES].pipelines.get("sim")
+    handle = easel.server.app[DOMAIN].pipelines.get("sim")
     assert handle.room.capacity == 2  # one replica, two frames of room
     clients = [await easel.connect(pipeline="sim", drain="latest") for _ in range(12)]
     deepest = 0
@@ -301,10 +301,10 @@ async def test_clients_that_stop_reading_do_not_hold_the_pipeline_from_others(
 ) -> None:
     """An `all` session whose client stops reading blocks in its own send; the places
     its frames held in the pipeline's room go to other sessions meanwhile."""
-    from transport.keys import SERVICES
+    from transport.keys import DOMAIN
 
     await simulated(easel, max_batch=1, cost_ms=2)
-    room = easel.server.app[SERVICES].pipelines.get("sim").room
+    room = easel.server.app[DOMAIN].pipelines.get("sim").room
     assert room.capacity == 2
     big = bytes(1_000_000)
     stuck = [await easel.connect(pipeline="sim", drain="all") for _ in range(2)]

@@ -19,7 +19,7 @@ from transport.bench.load import Load, make_jpeg, make_payload
 from transport.bench.report import Row, format_table, ratios
 from transport.bench.run import PipelineSpec, measure
 from transport.bench.servers import Target, in_process, spawned
-from transport.protocol import ContentType, Drain
+from transport.protocol import ContentType, DrainStrategy
 
 __all__ = ["add_arguments", "bench", "run"]
 
@@ -71,7 +71,7 @@ def _load(args: argparse.Namespace) -> Load:
         rate=None if args.pipelined else (args.rate or 30.0),
         window=args.window,
         pipeline=args.pipeline,
-        drain=Drain(args.drain),
+        drain=DrainStrategy(args.drain),
         params=args.params,
         duration=args.duration,
         warmup=args.warmup,

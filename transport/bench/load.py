@@ -24,7 +24,7 @@ import aiohttp
 from PIL import Image
 
 from transport.client import Client, ConnectionClosed
-from transport.protocol import ContentType, Drain, FrameType
+from transport.protocol import ContentType, DrainStrategy, FrameType
 
 __all__ = ["Load", "Tally", "make_jpeg", "make_payload", "run_clients"]
 
@@ -42,7 +42,7 @@ class Load:
     """Frames per second per client; ``None`` means pipelined with ``window`` in flight."""
     window: int = 1
     pipeline: str = "passthrough"
-    drain: Drain = Drain.LATEST
+    drain: DrainStrategy = DrainStrategy.LATEST
     params: Mapping[str, Any] = field(default_factory=dict)
     duration: float = 5.0
     warmup: float = 0.5

@@ -66,6 +66,7 @@ about bytes on one connection, never crosses into the actors, and its code is
 per instance where ``EaselError.code`` is per class.
 """
 
+from engine.types import DrainStrategy, FrameTimings
 from transport.protocol._codec import (
     Frame,
     ProtocolViolation,
@@ -107,12 +108,10 @@ from transport.protocol._types import (
     CallMethod,
     CloseCode,
     ContentType,
-    Drain,
     ErrorCode,
     EventName,
     FrameType,
     Limits,
-    Timings,
 )
 
 __all__ = [
@@ -126,17 +125,17 @@ __all__ = [
     "ClientMessage",
     "CloseCode",
     "ContentType",
-    "Drain",
+    "DrainStrategy",
     "ErrorCode",
     "EventName",
     "Frame",
+    "FrameTimings",
     "FrameType",
     "Hello",
     "InputFrame",
     "Limits",
     "ParamsUpdate",
     "ProtocolViolation",
-    "Timings",
     "ViolationCounter",
     "decode",
     "decode_client",

@@ -16,6 +16,7 @@ from engine.errors import (
     Unavailable,
     Undeliverable,
 )
+from engine.types import DrainStrategy, FrameTimings
 from transport.protocol._types import (
     DEFAULT_LIMITS,
     ERROR_CODES,
@@ -25,12 +26,10 @@ from transport.protocol._types import (
     VERSION,
     CloseCode,
     ContentType,
-    Drain,
     ErrorCode,
     EventName,
     FrameType,
     Limits,
-    Timings,
     is_str_map,
     member,
 )
@@ -192,7 +191,7 @@ def encode_hello(
     session: str | None = None,
     resume: str | None = None,
     pipeline: str | None = None,
-    drain: Drain | None = None,
+    drain: DrainStrategy | None = None,
     params: Mapping[str, Any] | None = None,
 ) -> bytes:
     header = _header(
@@ -212,7 +211,7 @@ def encode_welcome(
     session: str,
     resume: str,
     pipeline: str,
-    drain: Drain,
+    drain: DrainStrategy,
     params: Mapping[str, Any],
     limits: Limits,
 ) -> bytes:
@@ -253,7 +252,7 @@ def encode_result(
     ct: ContentType,
     payload: bytes | memoryview,
     *,
-    timings: Timings,
+    timings: FrameTimings,
     superseded: int = 0,
     w: int | None = None,
     h: int | None = None,

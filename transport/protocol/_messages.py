@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from engine.types import DrainStrategy
 from transport.protocol._codec import Frame, ProtocolViolation, decode
 from transport.protocol._types import (
     CALL_METHODS,
@@ -15,7 +16,6 @@ from transport.protocol._types import (
     VERSION,
     CallMethod,
     ContentType,
-    Drain,
     ErrorCode,
     FrameType,
     Limits,
@@ -33,7 +33,7 @@ class Hello:
     session: str | None = None
     resume: str | None = None
     pipeline: str | None = None
-    drain: Drain | None = None
+    drain: DrainStrategy | None = None
     params: dict[str, Any] | None = None
 
 

@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.pipeline import PipelineHandle
-from actors.pipelines import PipelineConfig
-from transport.keys import SERVICES
+from actors.pipelines.handle import PipelineHandle
+from actors.plugins import PipelineConfig
+from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
 __all__ = ["ReloadBody", "describe", "routes"]
@@ -43,7 +43,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
 
 @routes.get("/api/v1/pipelines")
 async def list_pipelines(request: web.Request) -> web.Response:
-    registry = request.app[SERVICES].pipelines
+    registry = request.app[DOMAIN].pipelines
     items = [describe(registry.get(name)) for name in registry.names()]
     return json_response({"items": items, "total": len(items)})
 
@@ -51,19 +51,19 @@ async def list_pipelines(request: web.Request) -> web.Response:
 @routes.post("/api/v1/pipelines")
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
-    handle = await request.app[SERVICES].pipelines.init(config, persist=True)
+    handle = await request.app[DOMAIN].pipelines.init(config, persist=True)
     return json_response(describe(handle), status=201)
 
 
 @routes.get("/api/v1/pipelines/{name}")
 async def get_pipeline(request: web.Request) -> web.Response:
-    handle = request.app[SERVICES].pipelines.get(request.match_info["name"])
+    handle = request.app[DOMAIN].pipelines.get(request.match_info["name"])
     return json_response(describe(handle))
 
 
 @routes.post("/api/v1/pipelines/{name}/reload")
 async def reload_pipeline(request: web.Request) -> web.Response:
-    registry = request.app[SERVICES].pipelines
+    registry = request.app[DOMAIN].pipelines
     name = request.match_info["name"]
     body = await read_body(request, ReloadBody)
     changes = body.model_dump(exclude_none=True)
@@ -76,5 +76,5 @@ async def reload_pipeline(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/pipelines/{name}")
 async def delete_pipeline(request: web.Request) -> web.Response:
-    await request.app[SERVICES].pipelines.shutdown(request.match_info["name"])
+    await request.app[DOMAIN].pipelines.shutdown(request.match_info["name"])
     return web.Response(status=204)

@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.drain import DrainKind
-from actors.session import SessionRecord
-from transport.keys import SERVICES
+from actors.sessions.state import SessionState
+from engine.types import DrainStrategy
+from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
 __all__ = ["routes"]
@@ -21,7 +21,7 @@ class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pipeline: str = Field(default="passthrough", min_length=1)
-    drain: DrainKind = DrainKind.LATEST
+    drain: DrainStrategy = DrainStrategy.LATEST
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -31,35 +31,35 @@ class PatchSession(BaseModel):
     params: dict[str, Any]
 
 
-def _ws_url(request: web.Request, record: SessionRecord) -> str:
+def _ws_url(request: web.Request, state: SessionState) -> str:
     scheme = "wss" if request.secure else "ws"
-    return f"{scheme}://{request.host}/api/v1/sessions/{record.id}/ws"
+    return f"{scheme}://{request.host}/api/v1/sessions/{state.id}/ws"
 
 
 @routes.post("/api/v1/sessions")
 async def create_session(request: web.Request) -> web.Response:
     body = await read_body(request, CreateSession)
-    record = await request.app[SERVICES].sessions.create(body.pipeline, body.drain, body.params)
-    answer = {**record.describe(), "token": record.token, "ws_url": _ws_url(request, record)}
+    state = await request.app[DOMAIN].sessions.create(body.pipeline, body.drain, body.params)
+    answer = {**state.describe(), "token": state.token, "ws_url": _ws_url(request, state)}
     return json_response(answer, status=201)
 
 
 @routes.get("/api/v1/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    items = [record.describe() for record in request.app[SERVICES].sessions.records()]
+    items = [state.describe() for state in request.app[DOMAIN].sessions.states()]
     return json_response({"items": items, "total": len(items)})
 
 
 @routes.get("/api/v1/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
-    record = request.app[SERVICES].sessions.get(request.match_info["session_id"])
-    return json_response(record.describe())
+    state = request.app[DOMAIN].sessions.get(request.match_info["session_id"])
+    return json_response(state.describe())
 
 
 @routes.patch("/api/v1/sessions/{session_id}")
 async def patch_session(request: web.Request) -> web.Response:
     body = await read_body(request, PatchSession)
-    sessions = request.app[SERVICES].sessions
+    sessions = request.app[DOMAIN].sessions
     session_id = request.match_info["session_id"]
     await sessions.update_params(session_id, body.params)
     return json_response(sessions.get(session_id).describe())
@@ -67,5 +67,5 @@ async def patch_session(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/sessions/{session_id}")
 async def delete_session(request: web.Request) -> web.Response:
-    await request.app[SERVICES].sessions.delete(request.match_info["session_id"])
+    await request.app[DOMAIN].sessions.delete(request.match_info["session_id"])
     return web.Response(status=204)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from actors.pipelines import FrameIn, FrameOut, NoParams, Passthrough, PipelineConfig
+from actors.plugins import FrameIn, FrameOut, NoParams, Passthrough, PipelineConfig
 
 
 def test_returns_each_payload_as_the_same_object() -> None:

@@ -1,7 +1,7 @@
-"""Sessions: create, find, authenticate, update and end them. Runs on the loop.
+"""The session service: create, find, authenticate, update and end sessions. Loop only.
 
 Each session is a transient child of the ``/sessions`` supervisor at
-``/sessions/<id>``: restarted after a crash (same record, same params), gone after a
+``/sessions/<id>``: restarted after a crash (same state: params, token, stats), gone after a
 normal end (idle timeout, delete).
 """
 
@@ -15,27 +15,30 @@ import secrets
 import time
 from typing import Any
 
-from actors.drain import DrainKind
 from actors.metrics import RealtimeMetrics
-from actors.pipeline_registry import PipelineRegistry
-from actors.session import Close, SessionActor, SessionRecord, UpdateParams
+from actors.pipelines.service import PipelineService
+from actors.sessions.actor import SessionActor
+from actors.sessions.deps import SessionDeps
+from actors.sessions.messages import Close, SessionMessage, UpdateParams
+from actors.sessions.state import SessionState
 from engine.errors import EaselError, Invalid, NotFound, Overloaded, Unauthorized
 from engine.mailbox import MailboxSpec
 from engine.ref import ActorRef
 from engine.settings import Settings
 from engine.storage import NewSession, SessionPatch, Sessions
 from engine.supervisor import ActorSpec, Restart, Supervisor
+from engine.types import DrainStrategy
 
-__all__ = ["SessionRegistry"]
+__all__ = ["SessionService"]
 
 log = logging.getLogger(__name__)
 
 
-class SessionRegistry:
+class SessionService:
     def __init__(
         self,
         supervisor: Supervisor,
-        pipelines: PipelineRegistry,
+        pipelines: PipelineService,
         settings: Settings,
         metrics: RealtimeMetrics,
         stored: Sessions | None = None,
@@ -45,24 +48,25 @@ class SessionRegistry:
         self.settings = settings
         self.metrics = metrics
         self.stored = stored
-        self._records: dict[str, SessionRecord] = {}
+        self._states: dict[str, SessionState] = {}
         self._attached = 0
         self._reserved = 0
         """Sessions being created right now: they count towards the limit."""
         self._writes: set[asyncio.Task[None]] = set()
+        self._deps = SessionDeps(settings, metrics, pipelines, self.attached_changed, self.forget)
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._states)
 
     async def create(
         self,
         pipeline: str,
-        drain: DrainKind = DrainKind.LATEST,
+        drain: DrainStrategy = DrainStrategy.LATEST,
         params: dict[str, Any] | None = None,
-    ) -> SessionRecord:
+    ) -> SessionState:
         """Start a session. Raises ``Overloaded`` at the session limit (retry later),
         ``Invalid`` for an unknown pipeline, ``BadParams`` for params it rejects."""
-        if len(self._records) + self._reserved >= self.settings.max_sessions:
+        if len(self._states) + self._reserved >= self.settings.max_sessions:
             raise Overloaded(
                 f"the engine is at its limit of {self.settings.max_sessions} sessions",
                 retry_after=max(1.0, self.settings.session_idle_timeout / 4),
@@ -80,13 +84,13 @@ class SessionRegistry:
             self._reserved -= 1
 
     async def _start(
-        self, pipeline: str, drain: DrainKind, params: dict[str, Any]
-    ) -> SessionRecord:
+        self, pipeline: str, drain: DrainStrategy, params: dict[str, Any]
+    ) -> SessionState:
         session_id = secrets.token_hex(8)
         if self.stored is not None:
             new = NewSession(pipeline=pipeline, drain=str(drain), params=params)
             session_id = (await self.stored.create(new)).id
-        record = SessionRecord(
+        state = SessionState(
             id=session_id,
             token=secrets.token_urlsafe(24),
             pipeline=pipeline,
@@ -94,12 +98,12 @@ class SessionRegistry:
             params=params,
             created_at=time.time(),
         )
-        self._records[record.id] = record
+        self._states[state.id] = state
         try:
             await self.supervisor.start_child(
                 ActorSpec(
-                    id=record.id,
-                    factory=lambda: SessionActor(record, self),
+                    id=state.id,
+                    factory=lambda: SessionActor(state, self._deps),
                     restart=Restart.TRANSIENT,
                     kind="session",
                     mailbox=MailboxSpec(capacity=256),
@@ -107,33 +111,33 @@ class SessionRegistry:
                 )
             )
         except BaseException:
-            self._records.pop(record.id, None)
+            self._states.pop(state.id, None)
             if self.stored is not None:
                 with contextlib.suppress(EaselError):  # don't keep a session that never ran
-                    await self.stored.delete(record.id)
+                    await self.stored.delete(state.id)
             raise
         self._count()
-        return record
+        return state
 
-    def get(self, session_id: str) -> SessionRecord:
-        record = self._records.get(session_id)
-        if record is None:
+    def get(self, session_id: str) -> SessionState:
+        state = self._states.get(session_id)
+        if state is None:
             raise NotFound(f"no session {session_id!r}")
-        return record
+        return state
 
-    def ref(self, session_id: str) -> ActorRef[Any, Any]:
+    def ref(self, session_id: str) -> ActorRef[SessionMessage, Any]:
         self.get(session_id)
         return self.supervisor.system.lookup(f"{self.supervisor.path}/{session_id}")
 
-    def records(self) -> list[SessionRecord]:
-        return sorted(self._records.values(), key=lambda r: (r.created_at, r.id))
+    def states(self) -> list[SessionState]:
+        return sorted(self._states.values(), key=lambda r: (r.created_at, r.id))
 
-    def authenticate(self, session_id: str, token: str | None) -> SessionRecord:
+    def authenticate(self, session_id: str, token: str | None) -> SessionState:
         """The session if ``token`` is its token; ``NotFound`` or ``Unauthorized`` otherwise."""
-        record = self.get(session_id)
-        if token is None or not hmac.compare_digest(record.token, token):
+        state = self.get(session_id)
+        if token is None or not hmac.compare_digest(state.token, token):
             raise Unauthorized("a valid session token is required")
-        return record
+        return state
 
     async def update_params(self, session_id: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge ``patch`` into the session's params (validated) and store them."""
@@ -155,22 +159,22 @@ class SessionRegistry:
     def forget(self, session_id: str) -> None:
         """Called by a session when it ends for good: its final params and stats are
         written to the store in the background (``flush`` waits for them)."""
-        record = self._records.pop(session_id, None)
-        if record is None:
+        state = self._states.pop(session_id, None)
+        if state is None:
             return
         self._count()
         if self.stored is not None:
-            task = asyncio.get_running_loop().create_task(self._finish(record))
+            task = asyncio.get_running_loop().create_task(self._finish(state))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
-    async def _finish(self, record: SessionRecord) -> None:
+    async def _finish(self, state: SessionState) -> None:
         assert self.stored is not None
         try:
-            await self.stored.update(record.id, SessionPatch(params=record.params))
-            await self.stored.finish(record.id, record.stats.as_dict())
+            await self.stored.update(state.id, SessionPatch(params=state.params))
+            await self.stored.finish(state.id, state.stats.as_dict())
         except EaselError:
-            log.exception("session %s: final stats could not be stored", record.id)
+            log.exception("session %s: final stats could not be stored", state.id)
 
     async def flush(self) -> None:
         """Wait for pending writes of ended sessions."""
@@ -182,4 +186,4 @@ class SessionRegistry:
 
     def _count(self) -> None:
         self.metrics.sessions.labels("attached").set(self._attached)
-        self.metrics.sessions.labels("detached").set(len(self._records) - self._attached)
+        self.metrics.sessions.labels("detached").set(len(self._states) - self._attached)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from engine.errors import BadContent
 
-from .base import FrameOut
+from .api import FrameOut
 
 __all__ = [
     "CONTENT_TYPES",

@@ -5,7 +5,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from actors.pipelines import (
+from actors.plugins import (
     ENTRY_POINT_GROUP,
     Answer,
     FrameIn,
@@ -17,7 +17,7 @@ from actors.pipelines import (
     PipelineConfig,
     Simulated,
 )
-from actors.pipelines.catalog import EntryPointSource
+from actors.plugins.catalog import EntryPointSource
 from engine.errors import NotFound, PipelineError
 
 

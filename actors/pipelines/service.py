@@ -1,4 +1,4 @@
-"""The pipeline registry: init, get, reload (blue/green) and shutdown of named pipelines.
+"""The pipeline service: init, get, reload (blue/green) and shutdown of named pipelines.
 
 Each pipeline lives under ``/pipelines/<name>`` as a ``one_for_one`` supervisor whose
 children are its replicas (``g<generation>-r<index>``). Runs on the loop.
@@ -10,22 +10,23 @@ import asyncio
 import logging
 
 from actors.metrics import RealtimeMetrics
-from actors.pipeline import PipelineAnswer, PipelineHandle, PipelineJob, replica_factory
-from actors.pipelines import PipelineCatalog, PipelineConfig
-from actors.pipelines.catalog import PipelineKind
+from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
+from actors.pipelines.replicas import replica_factory
+from actors.plugins import PipelineCatalog, PipelineConfig
+from actors.plugins.catalog import PluginClass
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorRef
 from engine.storage import NewPipelineConfig, PipelineConfigPatch, PipelineConfigs
 from engine.supervisor import ActorSpec, Backoff, Strategy, Supervisor, SupervisorSpec
 
-__all__ = ["PipelineRegistry"]
+__all__ = ["PipelineService"]
 
 log = logging.getLogger(__name__)
 
 Replicas = list[ActorRef[PipelineJob, PipelineAnswer]]
 
 
-class PipelineRegistry:
+class PipelineService:
     """Named pipelines under one supervisor. Every method runs on the loop.
 
     Pipelines created through ``init(..., persist=True)`` are stored in ``configs``
@@ -60,7 +61,7 @@ class PipelineRegistry:
             raise NotFound(f"no pipeline named {name!r}")
         return handle
 
-    def _plugin(self, config: PipelineConfig) -> PipelineKind:
+    def _plugin(self, config: PipelineConfig) -> PluginClass:
         try:
             plugin = self.catalog.get(config.kind)
         except NotFound:
@@ -198,7 +199,7 @@ class PipelineRegistry:
         group: Supervisor,
         handle: PipelineHandle,
         config: PipelineConfig,
-        plugin: PipelineKind,
+        plugin: PluginClass,
         generation: int,
     ) -> Replicas:
         started: Replicas = []

@@ -22,7 +22,7 @@ from typing import Any, Final, TypeAlias
 
 from engine.errors import NotFound, PipelineError
 
-from .base import Pipeline, PipelineConfig
+from .api import Pipeline, PipelineConfig
 from .imagefx import ImageFx
 from .passthrough import Passthrough
 from .simulated import Simulated
@@ -32,18 +32,18 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "EntryPointSource",
     "PipelineCatalog",
-    "PipelineKind",
+    "PluginClass",
 ]
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP: Final = "easel.pipelines"
 
-PipelineKind: TypeAlias = type[Pipeline[Any]]
+PluginClass: TypeAlias = type[Pipeline[Any]]
 EntryPointSource: TypeAlias = Callable[[str], Iterable[EntryPoint]]
 """Given a group name, the entry points in it (``importlib.metadata`` by default)."""
 
-BUILTIN_PIPELINES: Final[tuple[PipelineKind, ...]] = (Passthrough, ImageFx, Simulated)
+BUILTIN_PIPELINES: Final[tuple[PluginClass, ...]] = (Passthrough, ImageFx, Simulated)
 
 
 def installed_entry_points(group: str) -> Iterable[EntryPoint]:
@@ -60,10 +60,10 @@ class PipelineCatalog:
 
     def __init__(
         self,
-        builtins: Iterable[PipelineKind] = BUILTIN_PIPELINES,
+        builtins: Iterable[PluginClass] = BUILTIN_PIPELINES,
         entry_points: EntryPointSource = installed_entry_points,
     ) -> None:
-        self._loaded: dict[str, PipelineKind] = {kind.name: kind for kind in builtins}
+        self._loaded: dict[str, PluginClass] = {kind.name: kind for kind in builtins}
         self._pending: dict[str, EntryPoint] = {}
         for entry in entry_points(ENTRY_POINT_GROUP):
             if entry.name in self._loaded or entry.name in self._pending:
@@ -75,7 +75,7 @@ class PipelineCatalog:
         """Every known kind, sorted (without importing any plug-in)."""
         return sorted(self._loaded.keys() | self._pending.keys())
 
-    def get(self, kind: str) -> PipelineKind:
+    def get(self, kind: str) -> PluginClass:
         """The pipeline class of ``kind``, importing its plug-in on first use.
 
         Raises ``NotFound`` for an unknown kind and ``PipelineError`` when a plug-in
@@ -96,7 +96,7 @@ class PipelineCatalog:
         return self.get(config.kind)(config)
 
 
-def _load(entry: EntryPoint) -> PipelineKind:
+def _load(entry: EntryPoint) -> PluginClass:
     try:
         loaded = entry.load()
     except Exception as exc:  # a broken plug-in must not take the catalog down

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import pytest
 from pydantic import Field
 
-from actors.pipelines import (
+from actors.plugins import (
     Answer,
     FrameIn,
     FrameOut,

@@ -15,7 +15,7 @@ from typing import Final, Literal, TypeAlias
 from PIL import Image, ImageFilter, ImageMath, ImageOps
 from pydantic import Field
 
-from .base import Answer, FrameIn, FrameOut, Params, Pipeline, each_frame
+from .api import Answer, FrameIn, FrameOut, Params, Pipeline, each_frame
 from .codec import DEFAULT_MAX_PIXELS, ContentType, decode, encode
 
 __all__ = ["EFFECTS", "Effect", "ImageFx", "ImageFxOptions", "ImageFxParams", "apply_effect"]

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import actors.pipelines
+import actors.plugins
 
 
 def test_public_names_are_pinned() -> None:
-    assert sorted(actors.pipelines.__all__) == [
+    assert sorted(actors.plugins.__all__) == [
         "Answer",
         "BUILTIN_PIPELINES",
         "ENTRY_POINT_GROUP",
@@ -20,7 +20,7 @@ def test_public_names_are_pinned() -> None:
         "Pipeline",
         "PipelineCatalog",
         "PipelineConfig",
-        "PipelineKind",
+        "PluginClass",
         "Simulated",
         "SimulatedCrash",
         "SimulatedOptions",
@@ -28,4 +28,4 @@ def test_public_names_are_pinned() -> None:
         "check_answers",
         "each_frame",
     ]
-    assert all(hasattr(actors.pipelines, name) for name in actors.pipelines.__all__)
+    assert all(hasattr(actors.plugins, name) for name in actors.plugins.__all__)

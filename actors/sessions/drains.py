@@ -15,18 +15,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from engine.doorbell import Doorbell
 from engine.errors import SessionClosed
+from engine.types import DrainStrategy
 
-__all__ = ["AllDrain", "Drain", "DrainKind", "InboundFrame", "LatestDrain", "make_drain"]
-
-
-class DrainKind(StrEnum):
-    LATEST = "latest"
-    ALL = "all"
+__all__ = ["AllDrain", "Drain", "InboundFrame", "LatestDrain", "make_drain"]
 
 
 @dataclass(slots=True)
@@ -50,8 +45,6 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 class Drain:
     """Base of both strategies: one consumer, woken through ``bell``; closeable."""
-
-    kind: DrainKind
 
     def __init__(self, on_superseded: Callable[[], None] | None = None) -> None:
         self.closed = False
@@ -94,8 +87,6 @@ class Drain:
 class LatestDrain(Drain):
     """At most one pending frame; a newer one supersedes it."""
 
-    kind = DrainKind.LATEST
-
     def __init__(self, on_superseded: Callable[[], None] | None = None) -> None:
         super().__init__(on_superseded)
         self._frame: InboundFrame | None = None
@@ -121,8 +112,6 @@ class LatestDrain(Drain):
 
 class AllDrain(Drain):
     """Every frame, in order, in a FIFO of at most ``capacity``; ``put`` waits when full."""
-
-    kind = DrainKind.ALL
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
@@ -161,8 +150,9 @@ class AllDrain(Drain):
 
 
 def make_drain(
-    kind: DrainKind, capacity: int, on_superseded: Callable[[], None] | None = None
+    strategy: DrainStrategy, capacity: int, on_superseded: Callable[[], None] | None = None
 ) -> Drain:
-    if kind is DrainKind.LATEST:
+    """The drain for ``strategy``; ``capacity`` bounds an ``all`` drain."""
+    if strategy is DrainStrategy.LATEST:
         return LatestDrain(on_superseded)
     return AllDrain(capacity)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Answer, FrameIn, FrameOut, NoParams, Pipeline
+from .api import Answer, FrameIn, FrameOut, NoParams, Pipeline
 
 __all__ = ["Passthrough", "echo"]
 

@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from actors.pipelines.codec import CONTENT_TYPES, decode, encode
+from actors.plugins.codec import CONTENT_TYPES, decode, encode
 from engine.errors import BadContent
 
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 from PIL import Image
 from pydantic import BaseModel
 
-from actors.pipelines import FrameIn, FrameOut
+from actors.plugins import FrameIn, FrameOut
 
 M = TypeVar("M", bound=BaseModel)
 Pixel = tuple[int, ...]

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from actors.pipelines import (
+from actors.plugins import (
     FrameIn,
     FrameOut,
     PipelineConfig,

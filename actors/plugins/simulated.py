@@ -24,7 +24,7 @@ from pydantic import Field
 
 from engine.errors import PipelineError
 
-from .base import Answer, FrameIn, Params, Pipeline, PipelineConfig
+from .api import Answer, FrameIn, Params, Pipeline, PipelineConfig
 from .passthrough import echo
 
 __all__ = ["Simulated", "SimulatedCrash", "SimulatedOptions", "SimulatedParams"]

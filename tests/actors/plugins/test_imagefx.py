@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from actors.pipelines import FrameIn, FrameOut, ImageFx, ImageFxParams, PipelineConfig
+from actors.plugins import FrameIn, FrameOut, ImageFx, ImageFxParams, PipelineConfig
 from engine.errors import BadContent, BadParams
 
 from .frames import Pixel, encoded_frame, opened, pixels_of, raw_frame

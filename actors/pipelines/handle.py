@@ -1,0 +1,164 @@
+"""The handle sessions send frames to: the stable face of one named pipeline.
+
+A ``PipelineHandle`` spreads frames over the live replicas, survives replica restarts
+and blue/green reloads (``switch``), and tells subscribers when the pipeline restarts
+and is ready again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from actors.metrics import RealtimeMetrics
+from actors.pipelines.admission import Room, room_for
+from actors.plugins import FrameIn, FrameOut, PipelineConfig
+from actors.plugins.catalog import PluginClass
+from engine.errors import Unavailable
+from engine.ref import ActorRef
+
+__all__ = ["Listener", "PipelineAnswer", "PipelineHandle", "PipelineJob"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str], None]
+"""Receives ``pipeline.restarting`` and ``pipeline.ready``, on the loop."""
+
+
+@dataclass(slots=True)
+class PipelineJob:
+    frame: FrameIn[Any]
+    enqueued: float
+    """``time.perf_counter()`` when the job was sent."""
+
+
+@dataclass(slots=True)
+class PipelineAnswer:
+    out: FrameOut
+    queue_ms: float
+    pipeline_ms: float
+
+
+class PipelineHandle:
+    """The stable face of one named pipeline. Methods run on the loop unless noted."""
+
+    def __init__(
+        self, config: PipelineConfig, plugin: PluginClass, metrics: RealtimeMetrics
+    ) -> None:
+        self.config = config
+        self.plugin = plugin
+        self.metrics = metrics
+        self.generation = 0
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._replicas: list[ActorRef[PipelineJob, PipelineAnswer]] = []
+        self._inflight: dict[int, int] = {}
+        self._next = 0
+        self._listeners: set[Listener] = set()
+        self._failed: set[str] = set()
+        """Paths of current replicas that crashed and have not started again."""
+        self.room = Room(room_for(config, plugin))
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def replicas(self) -> list[ActorRef[PipelineJob, PipelineAnswer]]:
+        return list(self._replicas)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._replicas) and not self._failed and not self.closed
+
+    def switch(
+        self,
+        config: PipelineConfig,
+        plugin: PluginClass,
+        replicas: list[ActorRef[PipelineJob, PipelineAnswer]],
+    ) -> list[ActorRef[PipelineJob, PipelineAnswer]]:
+        """Route new frames to ``replicas`` from now on; return the previous ones."""
+        old = self._replicas
+        self.config, self.plugin, self._replicas = config, plugin, list(replicas)
+        self.room.resize(room_for(config, plugin))
+        self.generation += 1
+        self._failed.clear()
+        return old
+
+    def submit(self, frame: FrameIn[Any], timeout: float) -> asyncio.Future[PipelineAnswer]:
+        """Send one frame to the least busy replica; the future holds its answer.
+
+        The future fails with the frame's own error (``BadContent`` …),
+        ``ActorCrashed`` when the replica crashed on it, ``AskTimeout``. Raises
+        ``Unavailable`` at once when the pipeline is gone.
+        """
+        replicas = self._replicas
+        if self.closed or not replicas:
+            raise Unavailable(f"pipeline {self.name} is not available")
+        ref = replicas[0] if len(replicas) == 1 else self._pick(replicas)
+        future = ref.ask_future(PipelineJob(frame, time.perf_counter()), timeout)
+        if not future.done():  # answered directly by an idle loop replica otherwise
+            key = id(ref)
+            inflight = self._inflight
+            inflight[key] = inflight.get(key, 0) + 1
+            future.add_done_callback(lambda _: self._landed(key))
+        return future
+
+    def _landed(self, key: int) -> None:
+        inflight = self._inflight
+        if inflight[key] == 1:
+            del inflight[key]  # no entry per replica that ever lived
+        else:
+            inflight[key] -= 1
+
+    def _pick(self, replicas: list[ActorRef[PipelineJob, PipelineAnswer]]) -> ActorRef[Any, Any]:
+        self._next = (self._next + 1) % len(replicas)
+        best = replicas[self._next]
+        load = best.pending + self._inflight.get(id(best), 0)
+        for ref in replicas:
+            ref_load = ref.pending + self._inflight.get(id(ref), 0)
+            if ref_load < load:
+                best, load = ref, ref_load
+        return best
+
+    def busy(self, refs: Sequence[ActorRef[Any, Any]]) -> bool:
+        """Whether any of ``refs`` still has frames waiting or being processed."""
+        return any(ref.pending or self._inflight.get(id(ref), 0) for ref in refs)
+
+    # --- restart notifications -----------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with pipeline events; returns the unsubscribe function."""
+        self._listeners.add(listener)
+        return lambda: self._listeners.discard(listener)
+
+    def notify(self, path: str, *, ready: bool) -> None:
+        """From the replica at ``path``, on any thread: it failed or (re)started."""
+        try:
+            self._loop.call_soon_threadsafe(self._replica_changed, path, ready)
+        except RuntimeError:  # loop closed: the engine is shutting down
+            pass
+
+    def _replica_changed(self, path: str, ready: bool) -> None:
+        if all(ref.path != path for ref in self._replicas):
+            return  # an old generation draining after a reload: not our concern now
+        was_ready = not self._failed
+        if ready:
+            self._failed.discard(path)
+        else:
+            self._failed.add(path)
+        if was_ready and self._failed:
+            self._emit("pipeline.restarting")
+        elif not was_ready and not self._failed:
+            self._emit("pipeline.ready")
+
+    def _emit(self, event: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("pipeline %s: listener failed", self.name)

@@ -1,0 +1,162 @@
+"""Pipeline replicas: the actors that run a plug-in instance.
+
+Each replica owns one plug-in instance (``load`` in its ``on_start``, ``close`` when
+it stops or crashes). A blocking plug-in runs in a ``ThreadActor`` that takes frames
+from its mailbox in micro-batches of up to the plug-in's ``max_batch``; a non-blocking
+one (``Pipeline.blocking = False``) runs in a ``LoopActor`` on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
+from actors.plugins import Pipeline, PipelineConfig, check_answers
+from actors.plugins.catalog import PluginClass
+from engine.actor import LoopActor, ThreadActor
+from engine.errors import EaselError
+
+__all__ = [
+    "LoopPipelineReplica",
+    "PipelineReplica",
+    "ReplicaCore",
+    "replica_factory",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaCore:
+    """One plug-in instance and the bookkeeping around it; used by both replica actors.
+
+    Its methods run wherever the hosting actor runs: the replica's thread for a
+    blocking kind, the event loop for a non-blocking one.
+    """
+
+    def __init__(self, plugin: PluginClass, config: PipelineConfig, handle: PipelineHandle) -> None:
+        self.plugin = plugin
+        self.config = config
+        self.handle = handle
+        self.instance: Pipeline[Any] | None = None
+        metrics = handle.metrics
+        self._batches = metrics.batch_size.shard(config.name)
+        self._seconds = metrics.process_seconds.shard(config.name)
+        self._batch = self._batches.observe
+        self._process = self._seconds.observe
+
+    def start(self) -> int:
+        """Create and load the instance; returns its ``max_batch``."""
+        instance = self.plugin(self.config)
+        try:
+            instance.load()
+        except BaseException:
+            self.close(instance)
+            raise
+        self.instance = instance
+        return instance.max_batch
+
+    def process(self, jobs: Sequence[PipelineJob]) -> list[PipelineAnswer | EaselError]:
+        instance = self.instance
+        assert instance is not None  # start succeeded before any message
+        started = time.perf_counter()
+        frames = [job.frame for job in jobs]
+        answers = check_answers(frames, instance.process(frames))
+        finished = time.perf_counter()
+        self._batch(len(frames))
+        self._process(finished - started)
+        pipeline_ms = (finished - started) * 1000.0
+        return [
+            answer
+            if isinstance(answer, EaselError)
+            else PipelineAnswer(answer, (started - job.enqueued) * 1000.0, pipeline_ms)
+            for job, answer in zip(jobs, answers, strict=True)
+        ]
+
+    def process_one(self, job: PipelineJob) -> PipelineAnswer:
+        answer = self.process([job])[0]
+        if isinstance(answer, EaselError):
+            raise answer
+        return answer
+
+    def close(self, instance: Pipeline[Any] | None = None) -> None:
+        metrics = self.handle.metrics
+        metrics.batch_size.retire(self._batches, self.config.name)
+        metrics.process_seconds.retire(self._seconds, self.config.name)
+        instance = instance or self.instance
+        if instance is None:
+            return
+        try:
+            instance.close()
+        except Exception:
+            log.exception("pipeline %s: close failed", self.config.name)
+
+
+class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
+    """A replica of a blocking pipeline. Every hook runs on the replica's own thread."""
+
+    kind = "pipeline"
+
+    def __init__(self, core: ReplicaCore) -> None:
+        self.core = core
+
+    def on_start(self) -> None:
+        self.max_batch = self.core.start()
+        self.core.handle.notify(self.context.path, ready=True)
+
+    def receive_batch(
+        self, messages: Sequence[PipelineJob]
+    ) -> Sequence[PipelineAnswer | EaselError]:
+        return self.core.process(messages)
+
+    def receive(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
+
+    def on_stop(self) -> None:
+        self.core.close()
+
+    def on_failure(self, error: BaseException) -> None:
+        self.core.close()
+        self.core.handle.notify(self.context.path, ready=False)
+
+
+class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
+    """A replica of a non-blocking pipeline (``Pipeline.blocking = False``), on the loop.
+
+    Frames are handled one message at a time; the plug-in's calls must not block.
+    While the replica is idle, a session's ask runs it directly (``receive_now``):
+    no mailbox round trip and no task switch per frame.
+    """
+
+    kind = "pipeline"
+
+    def __init__(self, core: ReplicaCore) -> None:
+        self.core = core
+
+    async def on_start(self) -> None:
+        self.core.start()
+        self.core.handle.notify(self.context.path, ready=True)
+
+    def receive_now(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
+
+    async def receive(self, message: PipelineJob) -> PipelineAnswer:
+        return self.core.process_one(message)
+
+    async def on_stop(self) -> None:
+        self.core.close()
+
+    async def on_failure(self, error: BaseException) -> None:
+        self.core.close()
+        self.core.handle.notify(self.context.path, ready=False)
+
+
+def replica_factory(
+    plugin: PluginClass, config: PipelineConfig, handle: PipelineHandle
+) -> Callable[[], PipelineReplica | LoopPipelineReplica]:
+    """How the supervisor makes each incarnation of a replica: a fresh plug-in instance."""
+    if plugin.blocking:
+        return lambda: PipelineReplica(ReplicaCore(plugin, config, handle))
+    return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))
