@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from transport.bench.servers import free_port
+from ops.bench.servers import free_port
 
 __all__ = ["PG_USER", "PgCluster", "free_port"]
 

@@ -1,4 +1,6 @@
-"""The ``easel`` command line: ``easel serve``, ``easel bench``, ``easel client``."""
+"""The ``easel`` command line: ``serve``, ``db``, ``apikey``, ``client``, and the
+commands other packages add through the ``easel.commands`` entry-point group
+(``easel bench`` comes from ``ops.bench``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 import uvloop
 from aiohttp import web
@@ -15,11 +18,27 @@ from engine.errors import EaselError
 from engine.metrics import new_registry
 from engine.settings import Settings, SettingsError, load_settings
 from engine.storage import NewApiKey, migrations, open_store
+from transport import client_cli
 from transport.app import create_app
-from transport.bench import client_command
-from transport.bench import command as bench_command
+from transport.commands import COMMAND_GROUP, Command
 
 __all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+
+def _commands() -> dict[str, Command]:
+    """``easel client`` and every command found in the ``easel.commands`` group."""
+    found = {client_cli.COMMAND.name: client_cli.COMMAND}
+    for entry in entry_points(group=COMMAND_GROUP):
+        try:
+            command = entry.load()
+        except ImportError as error:  # e.g. an optional dependency is missing
+            log.debug("easel command %s unavailable: %s", entry.name, error)
+            continue
+        if isinstance(command, Command) and command.name not in found:
+            found[command.name] = command
+    return found
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,12 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
     for command in (create, revoke, listing):
         command.add_argument("--data-dir", help="where the embedded SQLite lives (EASEL_DATA_DIR)")
-    bench_command.add_arguments(
-        commands.add_parser("bench", help="load a server with realtime clients, print latency")
-    )
-    client_command.add_arguments(
-        commands.add_parser("client", help="send an image N times, save results, print timings")
-    )
+    for extra in _commands().values():
+        extra.add_arguments(commands.add_parser(extra.name, help=extra.help))
     return parser
 
 
@@ -146,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _db(args)
     if args.command == "apikey":
         return _keys(args)
-    if args.command == "bench":
-        return bench_command.run(args)
-    if args.command == "client":
-        return client_command.run(args)
+    extra = _commands().get(args.command)
+    if extra is not None:
+        return extra.run(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -2,7 +2,7 @@
 
 Run: ``python -m ops.bench.realtime [--quick] [--only a,b…] [--profile DIR] [--json FILE]``.
 
-Servers run as subprocesses (``easel serve``, ``python -m transport.echo``) so the
+Servers run as subprocesses (``easel serve``, ``python -m ops.bench.echo``) so the
 load generator does not share their loop, and so their RSS is their own. Each
 scenario prints its table as soon as it finishes:
 
@@ -36,18 +36,11 @@ from typing import Any
 
 from actors.plugins import FrameIn, PipelineConfig
 from actors.plugins.imagefx import ImageFx, ImageFxParams
-from transport.bench import (
-    Load,
-    PipelineSpec,
-    Row,
-    format_table,
-    make_jpeg,
-    make_payload,
-    measure,
-    measure_interleaved,
-    ratios,
-    spawned,
-)
+from ops.bench.load import Load, make_payload
+from ops.bench.measure import PipelineSpec, measure, measure_interleaved
+from ops.bench.report import Row, format_table, ratios
+from ops.bench.servers import spawned
+from transport.client_cli import make_jpeg
 from transport.protocol import DrainStrategy
 
 KIB = 1024

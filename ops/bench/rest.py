@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from transport.bench.servers import free_port
+from ops.bench.servers import free_port
 
 
 def _percentile(values: list[float], q: float) -> float:

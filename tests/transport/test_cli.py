@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import SettingsError, load_settings
-from transport.bench.servers import free_port
+from ops.bench.servers import free_port
 
 EASEL = [sys.executable, "-m", "transport.cli"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ def own_cluster() -> Iterator[PgCluster]:
         yield cluster
 
 
-class Tally:
+class LoadResult:
     """Counts outcomes; the test waits until a count reaches a number."""
 
     def __init__(self) -> None:
@@ -62,7 +62,7 @@ async def test_stopping_postgres_under_load_gives_unavailable_then_recovers(
     )
     store = await open_store(settings, registry)
     stop = asyncio.Event()
-    tally = Tally()
+    tally = LoadResult()
     counts = tally.counts
 
     async def worker(number: int) -> None:

@@ -5,7 +5,7 @@ unchanged (the ``easel.v1`` subprotocol and a WELCOME on connect), then sends ba
 every binary message as it came. Whatever Easel costs beyond this is the engine's:
 decoding, the drain, the session, the pipeline hop, encoding RESULT.
 
-Run: ``python -m transport.echo --port 8090``. Handlers run on the loop.
+Run: ``python -m ops.bench.echo --port 8090``. Handlers run on the loop.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def echo_app(limits: Limits = DEFAULT_LIMITS) -> web.Application:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m transport.echo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.bench.echo", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     args = parser.parse_args(argv)

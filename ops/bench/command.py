@@ -15,13 +15,14 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from transport.bench.load import Load, make_jpeg, make_payload
-from transport.bench.report import Row, format_table, ratios
-from transport.bench.run import PipelineSpec, measure
-from transport.bench.servers import Target, in_process, spawned
+from ops.bench.load import Load, make_jpeg, make_payload
+from ops.bench.measure import PipelineSpec, measure
+from ops.bench.report import Row, format_table, ratios
+from ops.bench.servers import Target, in_process, spawned
+from transport.commands import Command
 from transport.protocol import ContentType, DrainStrategy
 
-__all__ = ["add_arguments", "bench", "run"]
+__all__ = ["COMMAND", "add_arguments", "bench", "run"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -144,3 +145,6 @@ def run(args: argparse.Namespace) -> int:
     if compared is not None:
         print(" ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in compared.items()))
     return 0
+
+
+COMMAND = Command("bench", "load a server with realtime clients, print latency", add_arguments, run)

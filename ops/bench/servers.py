@@ -2,7 +2,7 @@
 
 A target is a base URL plus, when the benchmark started it, how to watch it: an
 in-process server (Easel or echo, on a free port, sharing the benchmark's loop) or a
-subprocess (``easel serve`` or ``python -m transport.echo``, optionally on uvloop or
+subprocess (``easel serve`` or ``python -m ops.bench.echo``, optionally on uvloop or
 under pyinstrument) whose resident memory can be sampled from ``/proc``.
 """
 
@@ -26,8 +26,8 @@ import aiohttp
 from aiohttp import web
 
 from engine.settings import Settings
+from ops.bench.echo import echo_app
 from transport.app import create_app
-from transport.echo import echo_app
 
 __all__ = [
     "Target",
@@ -127,7 +127,7 @@ async def spawned(
         args = ["--port", str(port)]
         if kind == "easel":
             args = ["serve", *args, "--data-dir", data_dir]
-        module = "transport.cli" if kind == "easel" else "transport.echo"
+        module = "transport.cli" if kind == "easel" else "ops.bench.echo"
         command = [sys.executable, "-m", module, *args]
         if kind == "easel":
             env["EASEL_EVENT_LOOP"] = loop

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from ops.bench.load import Load, make_payload
+from ops.bench.measure import measure_interleaved
+from ops.bench.servers import free_port, in_process
 from tests.transport.test_cli import EASEL, ROOT, wait_until_serving
-from transport.bench import Load, make_payload, measure_interleaved
-from transport.bench.servers import free_port, in_process
 from transport.cli import main
 from transport.protocol import DrainStrategy
 

@@ -13,7 +13,6 @@ the run then waits up to ``grace`` seconds for the answers still owed.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -21,12 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from PIL import Image
 
 from transport.client import Client, ConnectionClosed
+from transport.client_cli import make_jpeg
 from transport.protocol import ContentType, DrainStrategy, FrameType
 
-__all__ = ["Load", "Tally", "make_jpeg", "make_payload", "run_clients"]
+__all__ = ["Load", "LoadResult", "make_jpeg", "make_payload", "run_clients"]
 
 Connector = Callable[[aiohttp.ClientSession], "asyncio.Future[Client] | Any"]
 
@@ -50,7 +49,7 @@ class Load:
 
 
 @dataclass
-class Tally:
+class LoadResult:
     """What the clients saw, summed over them (frames sent during the measured span)."""
 
     sent: int = 0
@@ -70,7 +69,7 @@ class Tally:
     stop: float = 0.0
     error_codes: dict[str, int] = field(default_factory=dict)
 
-    def add(self, other: Tally) -> None:
+    def add(self, other: LoadResult) -> None:
         """Fold in another measured span of the same load (interleaved runs)."""
         self.sent += other.sent
         self.answered += other.answered
@@ -83,21 +82,6 @@ class Tally:
         self.in_span_bytes += other.in_span_bytes
         for code, count in other.error_codes.items():
             self.error_codes[code] = self.error_codes.get(code, 0) + count
-
-
-def make_jpeg(width: int, height: int, quality: int = 85) -> bytes:
-    """A JPEG of a colourful gradient with some noise, so it compresses like a photo."""
-    base = Image.merge(
-        "RGB",
-        (
-            Image.linear_gradient("L").resize((width, height)),
-            Image.radial_gradient("L").resize((width, height)),
-            Image.effect_noise((width, height), 48).convert("L"),
-        ),
-    )
-    buffer = io.BytesIO()
-    base.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def make_payload(size: int) -> bytes:
@@ -135,7 +119,7 @@ class _Pending:
         return sent, measured
 
 
-async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
+async def _receive(client: Client, pending: _Pending, tally: LoadResult) -> None:
     while True:
         try:
             frame = await client.receive()
@@ -161,7 +145,9 @@ async def _receive(client: Client, pending: _Pending, tally: Tally) -> None:
         tally.latencies.append(now - sent[0])
 
 
-async def _send(client: Client, load: Load, pending: _Pending, tally: Tally, t0: float) -> None:
+async def _send(
+    client: Client, load: Load, pending: _Pending, tally: LoadResult, t0: float
+) -> None:
     start_measuring, stop = tally.start, tally.stop
     seq = 0
     while True:
@@ -182,7 +168,7 @@ async def _send(client: Client, load: Load, pending: _Pending, tally: Tally, t0:
         seq += 1
 
 
-async def _drive(client: Client, load: Load, tally: Tally, t0: float) -> None:
+async def _drive(client: Client, load: Load, tally: LoadResult, t0: float) -> None:
     pending = _Pending(None if load.rate else load.window)
     receiver = asyncio.create_task(_receive(client, pending, tally))
     try:
@@ -198,12 +184,12 @@ async def _drive(client: Client, load: Load, tally: Tally, t0: float) -> None:
 
 
 async def run_clients(
-    clients: list[Client], load: Load, progress: Callable[[Tally, float], None] | None = None
-) -> Tally:
+    clients: list[Client], load: Load, progress: Callable[[LoadResult, float], None] | None = None
+) -> LoadResult:
     """Drive connected ``clients`` (closed afterwards) through ``load``; sum what they saw."""
     t0 = time.perf_counter() + 0.05
     start = t0 + load.warmup
-    tally = Tally(span=load.duration, start=start, stop=start + load.duration)
+    tally = LoadResult(span=load.duration, start=start, stop=start + load.duration)
     ticker = None
     if progress is not None:
         ticker = asyncio.create_task(_tick(progress, tally, t0, load))
@@ -216,7 +202,7 @@ async def run_clients(
 
 
 async def _tick(
-    progress: Callable[[Tally, float], None], tally: Tally, t0: float, load: Load
+    progress: Callable[[LoadResult, float], None], tally: LoadResult, t0: float, load: Load
 ) -> None:
     while True:
         progress(tally, time.perf_counter() - t0 - load.warmup)

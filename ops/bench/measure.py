@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 
-from transport.bench.load import Load, Tally, run_clients
-from transport.bench.report import Row, row_from
-from transport.bench.servers import Target, ensure_pipeline, loop_lag, quantile
+from ops.bench.load import Load, LoadResult, run_clients
+from ops.bench.report import Row, row_from
+from ops.bench.servers import Target, ensure_pipeline, loop_lag, quantile
 from transport.client import Client
 
 __all__ = ["PipelineSpec", "measure", "measure_interleaved", "stderr_progress"]
@@ -31,10 +31,10 @@ class PipelineSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def stderr_progress(label: str, duration: float) -> Callable[[Tally, float], None]:
+def stderr_progress(label: str, duration: float) -> Callable[[LoadResult, float], None]:
     """A one-line progress report on stderr, redrawn in place."""
 
-    def show(tally: Tally, elapsed: float) -> None:
+    def show(tally: LoadResult, elapsed: float) -> None:
         shown = max(0.0, min(elapsed, duration))
         filled = int(20 * shown / duration) if duration else 20
         bar = "#" * filled + "." * (20 - filled)
@@ -93,7 +93,7 @@ async def measure_interleaved(
     per target over all its turns, and the rows of every turn (``[turn][target]``).
     """
     turn = replace(load, duration=load.duration / slices)
-    totals = [_Span(Tally()) for _ in targets]
+    totals = [_Span(LoadResult()) for _ in targets]
     turns: list[list[Row]] = []
     for index in range(slices):
         rows = []
@@ -113,7 +113,7 @@ async def measure_interleaved(
 class _Span:
     """What one measurement saw, before it is summarized into a row."""
 
-    tally: Tally
+    tally: LoadResult
     lag_p99: float | None = None
     rss: list[int] = field(default_factory=list)
 

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transport.bench.load import Tally
+from ops.bench.load import LoadResult
 
 __all__ = ["Row", "format_table", "ratios", "row_from"]
 
@@ -49,7 +49,7 @@ def _pct(ordered: list[float], q: float) -> float | None:
 def row_from(
     label: str,
     clients: int,
-    tally: Tally,
+    tally: LoadResult,
     *,
     loop_lag_p99: float | None = None,
     rss: list[int] | None = None,

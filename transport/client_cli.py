@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import mimetypes
 import statistics
@@ -11,14 +12,30 @@ import time
 from pathlib import Path
 
 import aiohttp
+from PIL import Image
 
-from transport.bench.load import make_jpeg
 from transport.client import Client, Result, ServerError
+from transport.commands import Command
 from transport.protocol import ContentType, FrameType
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["COMMAND", "add_arguments", "make_jpeg", "run"]
 
 EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+
+
+def make_jpeg(width: int, height: int, quality: int = 85) -> bytes:
+    """A JPEG of a colourful gradient with some noise, so it compresses like a photo."""
+    base = Image.merge(
+        "RGB",
+        (
+            Image.linear_gradient("L").resize((width, height)),
+            Image.radial_gradient("L").resize((width, height)),
+            Image.effect_noise((width, height), 48).convert("L"),
+        ),
+    )
+    buffer = io.BytesIO()
+    base.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,3 +115,8 @@ def _line(result: Result, elapsed: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``easel client`` from parsed ``args``; exit status 1 if any frame failed."""
     return asyncio.run(_main(args))
+
+
+COMMAND = Command(
+    "client", "send an image N times, save results, print timings", add_arguments, run
+)
