@@ -36,8 +36,9 @@ def _runtime_imports(module: str, path: Path, known: set[str]) -> set[str]:
                 if node.level:
                     parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join([*parts, base] if base else parts)
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in node.names)
+                for alias in node.names:  # ``from package import module`` is the module
+                    name = f"{base}.{alias.name}"
+                    found.add(name if name in known else base)
             elif isinstance(node, ast.If | ast.Try | ast.With):
                 for block in ("body", "orelse", "handlers", "finalbody"):
                     visit([n for n in getattr(node, block, []) if isinstance(n, ast.stmt)])
