@@ -109,7 +109,7 @@ _CORE: tuple[Operation, ...] = (
     Operation(
         "get",
         "/api/v1/sessions/{session_id}/ws",
-        "Realtime WebSocket (subprotocol easel.v1, see PROTOCOL.md)",
+        "Realtime WebSocket (subprotocol easel.v1, see docs/protocol.md)",
         {101: "Switching protocols", 400: "Subprotocol easel.v1 not offered"},
         tag="realtime",
     ),

@@ -1,4 +1,4 @@
-"""The realtime WebSocket endpoint (PROTOCOL.md): one connection, one session.
+"""The realtime WebSocket endpoint (docs/protocol.md): one connection, one session.
 
 The reader decodes each binary message, validates it, and hands frames to the
 session's drain (waiting there under ``all``, which is how TCP pushes back on a fast

@@ -91,10 +91,6 @@ class PipelineCatalog:
         self._loaded[kind] = found
         return found
 
-    def create(self, config: PipelineConfig) -> Pipeline[Any]:
-        """A new, not yet loaded, pipeline for ``config`` (see ``Pipeline.__init__``)."""
-        return self.get(config.kind)(config)
-
 
 def _load(entry: EntryPoint) -> PluginClass:
     try:

@@ -1,4 +1,4 @@
-"""Frame payloads to Pillow images and back, for the content types of PROTOCOL.md.
+"""Frame payloads to Pillow images and back, for the protocol's content types.
 
 Runs wherever it is called (the pipeline actor's thread). Anything wrong with the
 bytes a client sent becomes ``BadContent``; nothing else escapes from ``decode``.

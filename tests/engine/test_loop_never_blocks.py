@@ -1,4 +1,4 @@
-"""The event loop never blocks on an actor (ARCHITECTURE §2).
+"""The event loop never blocks on an actor (docs/architecture.md).
 
 Eight thread actors each sleep 0.2 s per message while the loop keeps 1,000 asks to
 them (and 1,000 to loop actors) in flight. A 1 ms ticker on the same loop measures

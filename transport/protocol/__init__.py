@@ -1,6 +1,6 @@
 """The Easel realtime protocol, version 1: the binary WebSocket frame codec.
 
-``PROTOCOL.md`` is the contract; this package implements it and nothing more, in
+``docs/protocol.md`` is the contract; this package implements it and nothing more, in
 three private modules re-exported here: ``_types`` (the vocabulary), ``_codec``
 (envelope, :class:`ProtocolViolation`, builders) and ``_messages`` (validated views
 of client frames). Every WebSocket message carries one frame::

@@ -68,12 +68,6 @@ def test_entry_points_are_discovered_and_loaded_on_use() -> None:
     assert found.get("plugin") is Plugin
 
 
-def test_create_builds_an_instance_of_the_configured_kind() -> None:
-    pipeline = catalog(plugin="Plugin").create(PipelineConfig(name="p1", kind="plugin"))
-    assert isinstance(pipeline, Plugin)
-    assert pipeline.config.name == "p1"
-
-
 def test_a_builtin_name_cannot_be_taken_over() -> None:
     assert catalog(imagefx="Plugin").get("imagefx") is ImageFx
 
