@@ -22,7 +22,7 @@ from typing import Any, Final, TypeAlias
 
 from engine.errors import NotFound, PipelineError
 
-from .api import Pipeline, PipelineConfig
+from .api import Pipeline
 from .imagefx import ImageFx
 from .passthrough import Passthrough
 from .simulated import Simulated

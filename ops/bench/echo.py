@@ -1,9 +1,10 @@
 """A raw aiohttp WebSocket echo server: the baseline the benchmark measures Easel against.
 
-It speaks just enough of the protocol (docs/protocol.md) for :class:`transport.client.Client` to connect
-unchanged (the ``easel.v1`` subprotocol and a WELCOME on connect), then sends back
-every binary message as it came. Whatever Easel costs beyond this is the engine's:
-decoding, the drain, the session, the pipeline hop, encoding RESULT.
+It speaks just enough of the protocol (docs/protocol.md) for
+:class:`transport.client.Client` to connect unchanged (the ``easel.v1`` subprotocol
+and a WELCOME on connect), then sends back every binary message as it came.
+Whatever Easel costs beyond this is the engine's: decoding, the drain, the session,
+the pipeline hop, encoding RESULT.
 
 Run: ``python -m ops.bench.echo --port 8090``. Handlers run on the loop.
 """

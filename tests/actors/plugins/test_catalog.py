@@ -14,7 +14,6 @@ from actors.plugins import (
     Passthrough,
     Pipeline,
     PipelineCatalog,
-    PipelineConfig,
     Simulated,
 )
 from actors.plugins.catalog import EntryPointSource
