@@ -1,4 +1,4 @@
-"""The actor system: one per engine. Owns the registry of cells and the dead letters."""
+"""The actor system: one per engine. Owns the cells by path and the dead letters."""
 
 from __future__ import annotations
 
