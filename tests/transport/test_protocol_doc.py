@@ -14,7 +14,6 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from actors.drain import DrainKind
 from engine.settings import Settings
 from transport import ws
 from transport.protocol import (
@@ -26,17 +25,17 @@ from transport.protocol import (
     CallMethod,
     CloseCode,
     ContentType,
-    Drain,
+    DrainStrategy,
     ErrorCode,
     EventName,
     Frame,
+    FrameTimings,
     FrameType,
     Hello,
     InputFrame,
     Limits,
     ParamsUpdate,
     ProtocolViolation,
-    Timings,
     ViolationCounter,
     decode,
     decode_client,
@@ -247,7 +246,7 @@ def header_of(message: bytes) -> dict[str, Any]:
     return decode(message).header
 
 
-TIMINGS = Timings(queue_ms=1.0, pipeline_ms=2.0, total_ms=3.5)
+TIMINGS = FrameTimings(queue_ms=1.0, pipeline_ms=2.0, total_ms=3.5)
 LIMITS = Limits()
 
 # A client message with every field, valid.
@@ -257,7 +256,7 @@ CLIENT_FULL: dict[FrameType, bytes] = {
         session="s1",
         resume="tok",
         pipeline="passthrough",
-        drain=Drain.ALL,
+        drain=DrainStrategy.ALL,
         params={"a": 1},
     ),
     FrameType.FRAME: encode_frame(
@@ -282,7 +281,7 @@ SERVER_FULL: dict[FrameType, list[bytes]] = {
             session="s1",
             resume="tok",
             pipeline="passthrough",
-            drain=Drain.LATEST,
+            drain=DrainStrategy.LATEST,
             params={"a": 1},
             limits=LIMITS,
         )
@@ -396,7 +395,7 @@ def test_call_args_default_to_an_empty_map() -> None:
 
 def test_timings_fields() -> None:
     documented = unique(column("Timings", "field"))
-    assert documented == {f.name for f in fields(Timings)}
+    assert documented == {f.name for f in fields(FrameTimings)}
     t = header_of(SERVER_FULL[FrameType.RESULT][0])["t"]
     assert set(t) == documented
 
@@ -418,8 +417,7 @@ def test_content_types_and_their_pixel_sizes() -> None:
 
 def test_drains() -> None:
     documented = unique(column("Frames, drains and backpressure", "drain"))
-    assert documented == set(Drain)
-    assert documented == set(DrainKind)
+    assert documented == set(DrainStrategy)
 
 
 def test_error_codes() -> None:
