@@ -126,6 +126,12 @@ class Hub:
                 targets = [] if socket is None else [socket]
             for ws in targets:
                 await self._send_one(ws, event, data)
+            self._messages.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every queued event has been sent."""
+        if self._publisher is not None and not self._publisher.done():
+            await self._messages.join()
 
     @staticmethod
     async def _send_one(ws: web.WebSocketResponse, event: str | int, data: Any) -> None:

@@ -286,6 +286,7 @@ class Executor:
         if faults.drop_ws_at_node is not None:
             if faults.drop_ws_at_node <= 1:
                 faults.drop_ws_at_node = None
+                await self.hub.flush()
                 await self._drop_sockets()
             else:
                 faults.drop_ws_at_node -= 1
@@ -294,6 +295,7 @@ class Executor:
                 faults.die_at_node -= 1
             else:
                 faults.die_at_node = None
+                await self.hub.flush()  # the clients see this node start, then the crash
                 self._die()
                 await asyncio.Event().wait()  # the die cancels this task
         while self.faults.faults.hang:

@@ -108,6 +108,8 @@ class _Validator:
     def run(self, outputs: list[str]) -> Result:
         for output in outputs:
             self._find_cycles(output)
+        for node_id, errors in self.cycles.items():
+            self.validated[node_id] = (False, errors)
         good: list[str] = []
         failed: list[tuple[str, list[dict[str, Any]]]] = []
         node_errors: dict[str, Any] = {}
@@ -183,9 +185,6 @@ class _Validator:
 
     def _node(self, node_id: str) -> Verdict:
         if node_id in self.validated:
-            return self.validated[node_id]
-        if node_id in self.cycles:
-            self.validated[node_id] = (False, self.cycles[node_id])
             return self.validated[node_id]
         node = self.prompt[node_id]
         node_type = self.registry[node["class_type"]]
