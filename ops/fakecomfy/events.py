@@ -8,7 +8,7 @@ none); an event without one goes to every socket.
 Binary frames are a 4-byte big-endian event type and a payload:
 ``PREVIEW_IMAGE`` (1) carries a 4-byte image format (1 JPEG, 2 PNG) and the image;
 ``PREVIEW_IMAGE_WITH_METADATA`` (4) carries a 4-byte metadata length, that much
-JSON, and the image.
+JSON, and the image. (Type 3, progress text, is used by API nodes only.)
 """
 
 from __future__ import annotations
@@ -28,18 +28,16 @@ from aiohttp import web
 __all__ = [
     "PREVIEW_IMAGE",
     "PREVIEW_IMAGE_WITH_METADATA",
-    "TEXT",
     "Hub",
     "encode_preview",
     "encode_preview_with_metadata",
-    "encode_text",
 ]
 
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
 UNENCODED_PREVIEW_IMAGE = 2  # internal in a real server; never on the wire
-TEXT = 3
+TEXT = 3  # progress text from API nodes; the fake has none, so never sends it
 PREVIEW_IMAGE_WITH_METADATA = 4
 
 IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
@@ -54,12 +52,6 @@ def encode_preview_with_metadata(metadata: dict[str, Any], image: bytes) -> byte
     """A preview frame for clients that asked for metadata: ``[4][n][n bytes JSON][image]``."""
     blob = json.dumps(metadata).encode()
     return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(blob)) + blob + image
-
-
-def encode_text(node_id: str, text: str) -> bytes:
-    """A progress-text frame: ``[3][len(node_id)][node_id][text]``."""
-    node = node_id.encode()
-    return struct.pack(">II", TEXT, len(node)) + node + text.encode()
 
 
 class Hub:

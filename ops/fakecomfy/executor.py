@@ -206,6 +206,7 @@ class Executor:
                 log.exception("prompt %s broke the fake executor", item.prompt_id)
 
     async def _execute(self, item: QueueItem, task: int) -> None:
+        started = time.monotonic()
         self.interrupt_flag.clear()
         client = item.extra_data.get("client_id")
         client = client if isinstance(client, str) else None
@@ -248,6 +249,7 @@ class Executor:
             "messages": run.messages,
         }
         self.queue.task_done(task, {"outputs": run.ui_outputs, "meta": run.meta}, status)
+        log.info("Prompt executed in %.2f seconds", time.monotonic() - started)
         if client is not None:
             self.hub.send("executing", {"node": None, "prompt_id": item.prompt_id}, client)
 

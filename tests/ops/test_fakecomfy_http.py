@@ -140,6 +140,9 @@ async def test_every_route_is_also_under_api(fake: FakeComfy, http: aiohttp.Clie
         )
     prompt_id = await submit(http, fake.url + "/api", invert_graph(image="example.png"))
     await history_entry(http, fake.url + "/api", prompt_id)
+    async with http.ws_connect(fake.url + "/api/ws?clientId=via-api") as ws:
+        greeting = await ws.receive_json()
+        assert greeting["data"]["sid"] == "via-api"
     async with http.get(fake.url + "/api/_fake/state") as response:
         assert response.status == 404
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from PIL import Image
 
-from ops.fakecomfy import FakeComfy
+from ops.fakecomfy import FakeComfy, demo
 from tests.ops.conftest import (
     CHECKPOINT,
     events_until_done,
@@ -200,3 +201,11 @@ async def test_model_nodes_run_only_with_a_catalogued_checkpoint(
     out = await outputs(http, fake, again)
     assert (await fetch(http, fake, out["9"]["images"][0])).tobytes() == image.tobytes()
     await ws.close()
+
+
+async def test_the_demo_client_runs_the_whole_flow(fake: FakeComfy, tmp_path: Path) -> None:
+    lines: list[str] = []
+    out = tmp_path / "demo.png"
+    assert await demo.run(fake.url, png((0, 0, 0)), out, say=lines.append) == 0
+    assert Image.open(out).convert("RGB").getpixel((0, 0)) == (255, 255, 255)
+    assert any("execution_success" in line for line in lines)

@@ -228,8 +228,17 @@ async def test_previews_in_the_legacy_and_metadata_layouts(
         "image_type": "image/png",
     }
     assert Image.open(io.BytesIO(blob[8 + length :])).size == (6, 4)
-    await legacy.close()
-    await modern.close()
+    # The handshake counts only as the first frame: sent later, it changes nothing.
+    late, _ = await connect(http, fake, "late")
+    await late.send_json({"type": "hello", "data": {}})
+    await late.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    prompt_id = await submit(http, fake.url, graph, client_id="late")
+    events = await events_until_done(late, prompt_id)
+    assert "feature_flags" not in types(events)
+    blobs = [data for kind, data in events if kind == "binary"]
+    assert [struct.unpack(">I", blob[:4])[0] for blob in blobs] == [1, 1]
+    for ws in (legacy, modern, late):
+        await ws.close()
 
 
 async def test_previews_of_a_prompt_without_client_are_broadcast(
@@ -339,4 +348,20 @@ async def test_interrupts_stop_the_running_prompt_only(
     # The next prompt starts at once and is not affected.
     events = await events_until_done(ws, queued)
     assert "execution_success" in types(events)
+    await ws.close()
+
+
+async def test_an_interrupt_without_client_is_broadcast(
+    fake: FakeComfy, http: aiohttp.ClientSession
+) -> None:
+    ws, _ = await connect(http, fake, "bystander")
+    fake.hang()
+    prompt_id = await submit(http, fake.url, blur_graph())
+    await wait_for(ws, "progress_state")
+    async with http.post(fake.url + "/interrupt") as response:
+        assert response.status == 200
+    fake.hang(False)
+    events = await wait_for(ws, "execution_interrupted")
+    assert events[-1][1]["prompt_id"] == prompt_id
+    assert "execution_start" not in types(events)
     await ws.close()
