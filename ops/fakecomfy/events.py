@@ -14,7 +14,6 @@ JSON, and the image. (Type 3, progress text, is used by API nodes only.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import struct
@@ -162,14 +161,7 @@ class Hub:
             first = True
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    with contextlib.suppress(ValueError, AttributeError):
-                        data = json.loads(msg.data)
-                        if first and data.get("type") == "feature_flags":
-                            self.metadata.setdefault(sid, {})["feature_flags"] = data.get(
-                                "data", {}
-                            )
-                            await ws.send_json({"type": "feature_flags", "data": self._features})
-                    first = False
+                    first = await self._client_frame(ws, sid, msg.data, first)
         except (ConnectionError, RuntimeError):
             pass
         finally:
@@ -182,18 +174,32 @@ class Hub:
                 self._handlers.discard(task)
         return ws
 
+    async def _client_frame(
+        self, ws: web.WebSocketResponse, sid: str, text: str, first: bool
+    ) -> bool:
+        """Answer the optional feature-flags handshake; returns whether the next
+        frame still counts as the first (a frame that is not a JSON object does not
+        count, as in a real server)."""
+        try:
+            data = json.loads(text)
+            if first and data.get("type") == "feature_flags":
+                self.metadata.setdefault(sid, {})["feature_flags"] = data.get("data", {})
+                await ws.send_json({"type": "feature_flags", "data": self._features})
+        except (ValueError, AttributeError):
+            return first
+        return False
+
     async def drop(self, code: int | None = None) -> None:
         """Drop every socket: abruptly (no close frame, the client sees 1006) when
         ``code`` is ``None``, otherwise with a close frame carrying ``code``."""
-        sockets = list(self.sockets.values())
-        for ws in sockets:
+        for ws, transport in list(self._transports.items()):
             if code is None:
-                transport = self._transports.get(ws)
-                if transport is not None:
-                    transport.abort()
-            else:
-                with contextlib.suppress(ConnectionError, RuntimeError):
-                    await ws.close(code=code, message=b"dropped by the fake")
+                transport.abort()
+                continue
+            try:  # aiohttp gives up waiting for the client's answer after 10 s
+                await ws.close(code=code, message=b"dropped by the fake")
+            except (ConnectionError, RuntimeError):
+                transport.abort()
         # Let the handlers see the drop and unregister before anyone reconnects.
         handlers = list(self._handlers)
         if handlers:

@@ -202,8 +202,11 @@ class Executor:
                 await self._execute(item, task)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a bug in the fake; keep serving like a real worker
+            except Exception:  # a bug in the fake: record the prompt as failed, go on
                 log.exception("prompt %s broke the fake executor", item.prompt_id)
+                if task in self.queue.running:
+                    status = {"status_str": "error", "completed": False, "messages": []}
+                    self.queue.task_done(task, {"outputs": {}, "meta": {}}, status)
 
     async def _execute(self, item: QueueItem, task: int) -> None:
         started = time.monotonic()

@@ -304,6 +304,7 @@ async def test_number_counts_every_post_and_prompt_ids_are_checked(
     status, body = await post_prompt(http, fake.url, invert_graph(image="example.png"), number=42)
     assert body["number"] == 42.0
     assert isinstance(body["number"], float)
+    runs_last = body["prompt_id"]  # number 42 comes after every counter number below
     invalid = {
         "type": "invalid_prompt_id",
         "message": "prompt_id must be a valid UUID",
@@ -322,6 +323,7 @@ async def test_number_counts_every_post_and_prompt_ids_are_checked(
     # A duplicate id is accepted and its history entry overwritten.
     last = await submit(http, fake.url, invert_graph(image="example.png", prefix="last"))
     await history_entry(http, fake.url, last)  # one prompt at a time: both dups ran before
+    await history_entry(http, fake.url, runs_last)
     entry = await history_entry(http, fake.url, mine)
     assert entry["outputs"]["3"]["images"][0]["filename"] == "b_00001_.png"
     # number 1, number 42, mine (twice, one entry), last
