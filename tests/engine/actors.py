@@ -109,12 +109,3 @@ def thread_actor(name: str, journal: Journal) -> Callable[[], Any]:
             journal.add("failure", name, str(error))
 
     return ThreadRecorder
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``predicate()`` holds; fail the test if it never does."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)

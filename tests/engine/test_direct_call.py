@@ -15,7 +15,8 @@ from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped, Invalid
 from engine.ref import ActorRef, ActorState
 from engine.supervisor import ActorSpec, Supervisor
-from tests.engine.actors import BAD, CANCELLED, CRASH, STOP, Journal, eventually, loop_actor
+from tests.engine.actors import BAD, CANCELLED, CRASH, STOP, Journal, loop_actor
+from tests.support import eventually
 
 AGAIN = "again"
 HOLD = "hold"

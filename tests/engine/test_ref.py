@@ -16,7 +16,8 @@ from engine.errors import ActorCrashed, ActorStopped, AskTimeout, Invalid, Mailb
 from engine.mailbox import MailboxSpec, Overflow
 from engine.ref import ActorRef, ActorState
 from engine.supervisor import ActorSpec
-from tests.engine.actors import BAD, CRASH, Journal, eventually, loop_actor, thread_actor
+from tests.engine.actors import BAD, CRASH, Journal, loop_actor, thread_actor
+from tests.support import eventually
 
 KINDS = [loop_actor, thread_actor]
 

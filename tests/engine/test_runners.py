@@ -15,7 +15,8 @@ from engine.engine import Engine
 from engine.errors import ActorCrashed, ActorStopped
 from engine.ref import ActorState
 from engine.supervisor import ActorSpec, Restart, Supervisor
-from tests.engine.actors import CANCELLED, Journal, eventually, loop_actor
+from tests.engine.actors import CANCELLED, Journal, loop_actor
+from tests.support import eventually
 
 
 class SelfTeller(LoopActor[str, None]):

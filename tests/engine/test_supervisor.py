@@ -23,7 +23,8 @@ from engine.supervisor import (
     Supervisor,
     SupervisorSpec,
 )
-from tests.engine.actors import CRASH, STOP, Journal, eventually, loop_actor, thread_actor
+from tests.engine.actors import CRASH, STOP, Journal, loop_actor, thread_actor
+from tests.support import eventually
 
 FAST = Backoff(initial=0.001, maximum=0.002, jitter=0.1)
 

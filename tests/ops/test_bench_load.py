@@ -13,8 +13,8 @@ import pytest
 
 from ops.bench.load import Load, make_payload
 from ops.bench.measure import measure_interleaved
-from ops.bench.servers import free_port, in_process
-from tests.transport.test_cli import EASEL, ROOT, wait_until_serving
+from ops.bench.servers import in_process
+from tests.support import EASEL, ROOT, free_port, wait_until_serving
 from transport.cli import main
 from transport.protocol import DrainStrategy
 

@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
-from tests.ops.conftest import (
+from tests.support import free_port
+from tests.support.fakecomfy import (
     blur_graph,
     events_until_done,
     frame,
@@ -26,7 +27,6 @@ from tests.ops.conftest import (
     upload,
     wait_for,
 )
-from transport.bench.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_500 = "500 Internal Server Error\n\nServer got itself in trouble"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
 from ops.fakecomfy.config import MODEL_FOLDERS
-from tests.ops.conftest import (
+from tests.support.fakecomfy import (
     CHECKPOINT,
     get_json,
     history_entry,

@@ -12,7 +12,7 @@ import aiohttp
 from PIL import Image
 
 from ops.fakecomfy import FakeComfy, demo
-from tests.ops.conftest import (
+from tests.support.fakecomfy import (
     CHECKPOINT,
     events_until_done,
     frame,

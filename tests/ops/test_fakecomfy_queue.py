@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 
 from ops.fakecomfy import FakeComfy
-from tests.ops.conftest import (
+from tests.support.fakecomfy import (
     blur_graph,
     get_json,
     history_entry,

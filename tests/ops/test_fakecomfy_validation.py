@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
-from tests.ops.conftest import get_json, history_entry, invert_graph, png, post_prompt, upload
+from tests.support.fakecomfy import get_json, history_entry, invert_graph, png, post_prompt, upload
 
 FAILED = "prompt_outputs_failed_validation"
 

@@ -12,7 +12,7 @@ import aiohttp
 from PIL import Image
 
 from ops.fakecomfy import FakeComfy
-from tests.ops.conftest import (
+from tests.support.fakecomfy import (
     blur_graph,
     events_until_done,
     frame,

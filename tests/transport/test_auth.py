@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from engine.storage import NewApiKey
-from tests.transport.conftest import Easel, ServerFactory
+from tests.support import Easel, ServerFactory
 from transport.client import Client
 from transport.keys import STORE
 from transport.protocol import CloseCode, FrameType, decode, encode_hello

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -14,10 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import SettingsError, load_settings
-from ops.bench.servers import free_port
-
-EASEL = [sys.executable, "-m", "transport.cli"]
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import EASEL, ROOT, free_port
 
 
 def get(url: str) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import Settings
-from tests.transport.conftest import Easel
+from tests.support import Easel
 from transport.app import create_app
 from transport.openapi import OPERATIONS, Operation, document
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.engine.storage.servers import running_pg_cluster
-from tests.transport.conftest import Easel, ServerFactory
+from tests.support import Easel, ServerFactory, running_pg_cluster
 
 BASE = "/api/v1/projects"
 

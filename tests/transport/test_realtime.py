@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 import aiohttp
 import pytest
 from PIL import Image
 
-from tests.transport.conftest import Easel, png
+from tests.support import Easel, collect, png, refused
 from transport.client import Client, Result, ServerError
-from transport.protocol import CloseCode, ContentType, Frame, FrameType, decode, encode_hello
-
-
-async def collect(client: Client, count: int) -> list[Result | ServerError]:
-    answers: list[Result | ServerError] = []
-    async with asyncio.timeout(20):
-        async for answer in client.results():
-            answers.append(answer)
-            if len(answers) == count:
-                break
-    return answers
+from transport.protocol import CloseCode, ContentType, FrameType, decode, encode_hello
 
 
 async def test_passthrough_answers_each_frame_with_its_bytes(easel: Easel) -> None:
@@ -108,19 +97,6 @@ async def test_resume_with_the_token_keeps_params(easel: Easel) -> None:
         assert welcome.type is FrameType.WELCOME
         assert welcome.header["session"] == created["id"]
         assert welcome.header["params"] == {"effect": "posterize"}
-
-
-async def refused(easel: Easel, path: str, token: str) -> tuple[list[Frame], int | None]:
-    """Connect raw, read until the server closes: (frames received, close code)."""
-    frames: list[Frame] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    async with easel.http.ws_connect(
-        easel.url + path, protocols=("easel.v1",), headers=headers
-    ) as ws:
-        async for message in ws:
-            if message.type is aiohttp.WSMsgType.BINARY:
-                frames.append(decode(message.data))
-        return frames, ws.close_code
 
 
 async def test_second_connection_is_refused_with_4409(easel: Easel) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from actors.plugins import FrameIn, FrameOut
 from engine.supervisor import Supervisor
-from tests.transport.conftest import Easel, ServerFactory, png
-from tests.transport.test_realtime import collect
+from tests.support import Easel, ServerFactory, collect, png
 from transport.client import Client, Result, ServerError
 from transport.keys import DOMAIN, ENGINE
 from transport.protocol import CloseCode, ContentType, FrameType, decode, encode_hello

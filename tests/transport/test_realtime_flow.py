@@ -8,8 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.transport.conftest import Easel, ServerFactory, png
-from tests.transport.test_realtime import collect, refused
+from tests.support import Easel, ServerFactory, collect, png, refused
 from transport.client import Client, ConnectionClosed, Result, ServerError
 from transport.protocol import (
     CloseCode,

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.transport.conftest import Easel, png
-from tests.transport.test_realtime import collect
+from tests.support import Easel, collect, png
 from transport.protocol import ContentType
 
 

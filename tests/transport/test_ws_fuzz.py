@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from tests.transport.conftest import Easel, png
+from tests.support import Easel, png
 from transport.protocol import (
     ContentType,
     ErrorCode,

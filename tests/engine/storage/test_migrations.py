@@ -20,7 +20,7 @@ from engine.storage import NewProject, PipelineConfigPatch, open_store
 from engine.storage.migrations import current, head, upgrade
 from engine.storage.records import now
 from engine.storage.sql.schema import METADATA
-from tests.engine.storage.conftest import create_database, settings_for
+from tests.support import create_database, settings_for
 
 PREVIOUS = "0002"
 

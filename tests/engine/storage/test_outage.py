@@ -12,8 +12,7 @@ from prometheus_client import CollectorRegistry
 from engine.errors import NotFound, Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, Store, open_store
-from tests.engine.storage.conftest import create_database
-from tests.engine.storage.servers import PgCluster, Secantus, running_pg_cluster
+from tests.support import PgCluster, Secantus, create_database, running_pg_cluster
 
 WORKERS = 16
 

@@ -11,7 +11,7 @@ import engine.storage
 from engine.errors import Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, open_store
-from tests.engine.storage.servers import free_port
+from tests.support import free_port
 
 
 async def test_unreachable_mongodb_fails_fast_and_frees_the_registry(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from engine.storage.projects import PROJECTS
 from engine.storage.records import Project, new_id, now
 from engine.storage.sql import SqlBackend
 from engine.storage.sql.schema import METADATA
-from tests.engine.storage.conftest import create_database
+from tests.support import create_database
 
 OPERATIONS = 3000
 CONCURRENCY = 32
