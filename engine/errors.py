@@ -11,6 +11,8 @@ in WebSocket ERROR frames) and an HTTP ``status``::
     │   └── BadContent          bad_content       422
     ├── Unauthorized            unauthorized      401
     ├── Forbidden               forbidden         403
+    ├── PayloadTooLarge         too_large         413
+    ├── UnsupportedMediaType    unsupported_media_type 415
     ├── Overloaded              overloaded        503 (retry_after)
     │   └── MailboxFull         overloaded        503
     ├── Unavailable             unavailable       503
@@ -45,11 +47,13 @@ __all__ = [
     "MailboxFull",
     "NotFound",
     "Overloaded",
+    "PayloadTooLarge",
     "PipelineError",
     "SessionClosed",
     "Unauthorized",
     "Unavailable",
     "Undeliverable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -104,6 +108,22 @@ class Forbidden(EaselError):
     code = "forbidden"
     status = 403
     title = "Forbidden"
+
+
+class PayloadTooLarge(EaselError):
+    """A body (or the part of it that counts) is larger than the limit in force."""
+
+    code = "too_large"
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(EaselError):
+    """A body, or the content in it, is of a type the endpoint does not take."""
+
+    code = "unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
 
 
 class Overloaded(EaselError):

@@ -62,6 +62,9 @@ class Settings(BaseModel):
     """Seconds a connection to ``/api/v1/ws`` has to send its HELLO."""
     max_frame: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_header: int = Field(default=64 * 1024, ge=64)
+    max_media_bytes: int = Field(default=32 * 1024 * 1024, ge=1, le=256 * 1024 * 1024)
+    """Largest image ``POST /api/v1/media`` stores; a bigger upload is refused (413)
+    as soon as it passes the limit. At most 256 MiB, the media store's own limit."""
     pipelines: str = "passthrough,imagefx"
     """Built-in pipelines started at boot (name = kind), comma-separated."""
 

@@ -22,6 +22,7 @@ from engine.storage import (
     ScenePatch,
 )
 from transport.rest.bodies import json_response
+from transport.rest.media import ACCEPTED, MEDIA, ONE, PART
 from transport.rest.pipelines import ReloadBody
 from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
 from transport.rest.sessions import CreateSession, PatchSession
@@ -40,12 +41,16 @@ class Operation:
     body: type[BaseModel] | None = None
     example: dict[str, Any] = field(default_factory=dict)
     tag: str = "engine"
+    upload: dict[str, Any] | None = None
+    """A request body that is not JSON: its ``content`` map, as written in the document."""
 
 
 _PROBLEMS = {
     400: "Malformed body",
     404: "Not found",
     409: "Conflict",
+    413: "Too large",
+    415: "Unsupported media type",
     422: "Invalid input",
     503: "Unavailable or overloaded",
 }
@@ -182,7 +187,47 @@ _PROJECTS: tuple[Operation, ...] = (
     Operation("delete", CLIP, "Delete a clip", _GONE, tag="projects"),
 )
 
-OPERATIONS = _CORE + _PROJECTS
+_MEDIA_FIELDS = "id, content_type, size, sha256, filename, created_at, url"
+_IMAGE_UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": [PART],
+            "properties": {
+                PART: {"type": "string", "contentMediaType": "application/octet-stream"}
+            },
+        },
+        "encoding": {PART: {"contentType": ", ".join(ACCEPTED)}},
+    }
+}
+
+_MEDIA: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        MEDIA,
+        "Store an image (PNG, JPEG, WebP or GIF; the type is sniffed from the bytes)",
+        {
+            201: f"Stored: {_MEDIA_FIELDS}; Location names it",
+            400: "Not one non-empty part named file",
+            413: "Larger than max_media_bytes",
+            415: "Not multipart/form-data, or not a decodable image",
+            422: "",
+        },
+        tag="media",
+        upload=_IMAGE_UPLOAD,
+    ),
+    Operation(
+        "get",
+        ONE,
+        "The bytes, immutable, the SHA-256 as ETag (HEAD: headers only)",
+        {200: "The image", 304: "Not modified (If-None-Match)", 404: ""},
+        tag="media",
+    ),
+    Operation("get", ONE + "/meta", "Metadata", {200: _MEDIA_FIELDS, 404: ""}, tag="media"),
+    Operation("delete", ONE, "Delete the record and its bytes", _GONE, tag="media"),
+)
+
+OPERATIONS = _CORE + _PROJECTS + _MEDIA
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -246,6 +291,8 @@ def document() -> dict[str, Any]:
                     }
                 },
             }
+        elif op.upload is not None:
+            entry["requestBody"] = {"required": True, "content": op.upload}
         paths.setdefault(op.path, {})[op.method] = entry
     return {
         "openapi": "3.1.0",
