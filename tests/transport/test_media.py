@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from yarl import URL
 
-from tests.transport.conftest import Easel, ServerFactory, png
+from tests.support import Easel, ServerFactory, png
 from transport.problem import PROBLEM_JSON
 
 BASE = "/api/v1/media"
