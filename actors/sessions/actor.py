@@ -37,7 +37,7 @@ from actors.sessions.messages import (
 from actors.sessions.pump import FramePump
 from actors.sessions.state import SessionState
 from engine.actor import LoopActor
-from engine.errors import ActorError, Conflict, Invalid
+from engine.errors import ActorError, Conflict, Invalid, MailboxFull
 from engine.ref import ActorState
 
 __all__ = ["SessionActor"]
@@ -57,6 +57,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._unsubscribe: Any = None
         self._closing: Close | None = None
         self._detached_at = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
         self._event_sends: set[asyncio.Task[None]] = set()
         """EVENT frames on their way to the client; cancelled when it detaches."""
 
@@ -135,15 +136,19 @@ class SessionActor(LoopActor[SessionMessage, Any]):
 
     def _schedule_expiry(self) -> None:
         self._detached_at = time.monotonic()
+        if self._expiry is not None:
+            self._expiry.cancel()
         loop = asyncio.get_running_loop()
-        loop.call_later(self._idle_timeout, self._tell_quietly, Expire(self._detached_at))
+        self._expiry = loop.call_later(
+            self._idle_timeout, self._tell_quietly, Expire(self._detached_at)
+        )
 
     @property
     def _idle_timeout(self) -> float:
         return float(self.deps.settings.session_idle_timeout)
 
     def _tell_quietly(self, message: SessionMessage) -> None:
-        with contextlib.suppress(ActorError):
+        with contextlib.suppress(ActorError, MailboxFull):
             self.context.ref.tell(message)
 
     def _pipeline_event(self, event: str) -> None:
@@ -203,6 +208,9 @@ class SessionActor(LoopActor[SessionMessage, Any]):
     async def _say_goodbye(self, code: int, reason: str, event: bool) -> None:
         connection = self.connection
         self._detach()
+        if self._expiry is not None:  # this incarnation is ending: no idle timer
+            self._expiry.cancel()
+            self._expiry = None
         if self._event_sends:
             await asyncio.gather(*self._event_sends, return_exceptions=True)
         if connection is None:
@@ -220,8 +228,10 @@ class SessionActor(LoopActor[SessionMessage, Any]):
             await self._say_goodbye(1011, "session restarting", event=False)
             return
         closing = self._closing or Close(1001, "server going away")
-        await self._say_goodbye(closing.code, closing.reason, event=True)
-        self.deps.ended(self.state.id)
+        try:
+            await self._say_goodbye(closing.code, closing.reason, event=True)
+        finally:  # even when a client that reads nothing makes the stop time out
+            self.deps.ended(self.state.id)
 
     async def on_failure(self, error: BaseException) -> None:
         await self._say_goodbye(1011, "internal error", event=False)

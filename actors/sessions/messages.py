@@ -116,6 +116,6 @@ class Attachment:
 
     async def submit(self, frame: InboundFrame) -> None:
         """Hand a frame to the session; under ``all`` this waits while the drain is full."""
+        await self.drain.put(frame)
         self.state.stats.frames_in += 1
         self._on_in()
-        await self.drain.put(frame)

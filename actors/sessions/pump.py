@@ -23,7 +23,7 @@ from actors.sessions.deps import SessionDeps
 from actors.sessions.drains import Drain, InboundFrame
 from actors.sessions.messages import Connection
 from actors.sessions.state import SessionState
-from engine.errors import ActorError, EaselError, NotFound, PipelineError
+from engine.errors import ActorError, EaselError, NotFound, PipelineError, Unavailable
 from engine.types import FrameTimings
 
 __all__ = ["FramePump"]
@@ -91,7 +91,7 @@ class FramePump:
         try:
             return self.deps.pipelines.get(self.state.pipeline)
         except NotFound:
-            return None  # the frame will be answered with the error
+            return None  # shut down under the session: its frames get ``Unavailable``
 
     def _dispatch(
         self, frame: InboundFrame, handle: PipelineHandle | None, room: Room | None
@@ -116,7 +116,7 @@ class FramePump:
         state = self.state
         try:
             if handle is None:
-                handle = self.deps.pipelines.get(state.pipeline)  # raises NotFound
+                raise Unavailable(f"pipeline {state.pipeline} is not available")
             if frame.params:
                 params = handle.plugin.parse_params({**state.params, **frame.params})
             else:

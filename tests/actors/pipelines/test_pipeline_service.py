@@ -17,7 +17,7 @@ from engine.ref import ActorState
 from engine.storage import NewPipelineConfig, Store
 from engine.supervisor import Supervisor
 from tests.actors.pipelines.kit import SCRIPTED, Rig, open_copied_store, open_rig
-from tests.engine.actors import eventually
+from tests.support import eventually
 
 
 def job(handle: PipelineHandle, tag: int = 0, **params: Any) -> FrameIn[Any]:

@@ -13,7 +13,7 @@ from engine.doorbell import Doorbell
 from engine.errors import SessionClosed
 from engine.types import DrainStrategy
 from tests.actors.sessions.kit import frame, new_state
-from tests.engine.actors import eventually
+from tests.support import eventually
 
 
 async def rung(bell: Doorbell) -> bool:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from actors.pipelines.handle import PipelineHandle
 from actors.plugins import PipelineConfig
 from actors.sessions.drains import LatestDrain
@@ -16,14 +14,13 @@ from engine.errors import (
     ActorError,
     BadParams,
     EaselError,
-    NotFound,
     PipelineError,
     Unavailable,
 )
 from engine.types import DrainStrategy
 from tests.actors.pipelines.kit import SCRIPTED, Rig
 from tests.actors.sessions.kit import FakeConnection, frame, new_state, pumping
-from tests.engine.actors import eventually
+from tests.support import eventually
 
 
 async def scripted(rig: Rig, replicas: int = 1, name: str = "sc") -> PipelineHandle:
@@ -149,7 +146,7 @@ async def test_a_missing_pipeline_answers_each_frame_with_an_error(rig: Rig) -> 
         await running.feed(frame(0), frame(1), frame(2))
         await eventually(lambda: connection.answered == 3)
     assert connection.error_seqs == [0, 1, 2]
-    assert all(isinstance(error, NotFound) for error, _, _ in connection.errors)
+    assert all(isinstance(error, Unavailable) for error, _, _ in connection.errors)
     assert (state.stats.frames_out, state.stats.errors) == (0, 3)
 
 
@@ -166,11 +163,6 @@ async def test_frames_find_a_pipeline_started_after_the_session(rig: Rig) -> Non
     assert connection.seqs == [1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PipelineService.shutdown promises Unavailable per frame to the sessions bound "
-    "to the pipeline; they get NotFound (the pump looks the name up again)",
-)
 async def test_frames_of_a_pipeline_shut_down_under_the_session_get_unavailable(
     rig: Rig,
 ) -> None:

@@ -34,7 +34,7 @@ from engine.supervisor import ActorSpec, Restart, Supervisor
 from engine.types import DrainStrategy
 from tests.actors.pipelines.kit import SCRIPTED, Rig, open_rig
 from tests.actors.sessions.kit import FakeConnection, Recorder, deps_for, frame, new_state
-from tests.engine.actors import eventually
+from tests.support import eventually
 
 SessionRef = ActorRef[SessionMessage, Any]
 
@@ -340,12 +340,6 @@ async def test_an_engine_stop_ends_sessions_with_server_going_away() -> None:
     assert recorder.ended == [state.id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SessionActor.on_stop calls deps.ended only after the goodbye to the client; "
-    "when that send blocks past the shutdown timeout, the stop cancels on_stop and the "
-    "session is never reported ended (its final stats are never stored)",
-)
 async def test_a_session_whose_client_does_not_take_the_goodbye_is_still_reported_ended() -> None:
     recorder = Recorder()
     connection = FakeConnection(held_events={"session.closed"})  # a client not reading

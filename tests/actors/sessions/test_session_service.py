@@ -30,7 +30,7 @@ from engine.supervisor import Supervisor, SupervisorSpec
 from engine.types import DrainStrategy
 from tests.actors.pipelines.kit import Rig, open_copied_store, open_rig
 from tests.actors.sessions.kit import FakeConnection, frame
-from tests.engine.actors import eventually
+from tests.support import eventually
 
 
 @dataclass
