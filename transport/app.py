@@ -18,6 +18,7 @@ from transport.auth import auth_middleware
 from transport.keys import ENGINE, SERVICES, STORE
 from transport.problem import error_middleware
 from transport.rest import health, pipelines, projects, sessions
+from transport.web import page
 
 __all__ = ["create_app"]
 
@@ -29,7 +30,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     engine = Engine(settings, root_children())
     app[ENGINE] = engine
-    routes = (health, openapi, pipelines, projects, sessions, ws)
+    routes = (health, openapi, pipelines, projects, sessions, ws, page)
     for module in routes:
         app.add_routes(module.routes)
 
