@@ -1,6 +1,7 @@
 // EaselClient against a real engine: EASEL_URL names it (the Python test suite starts
 // one and runs these; by hand: `scripts/serve` and EASEL_URL=http://127.0.0.1:8080).
-// Needs a WebSocket: node 22+, or node 20 with --experimental-websocket.
+// Uses node's own WebSocket where it has one (22+, or 20 with --experimental-websocket),
+// else (or with EASEL_NODE_WEBSOCKET=shim) the small one beside this file.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
@@ -12,9 +13,15 @@ import {
   deleteSession,
   listPipelines,
 } from "../../transport/web/static/easel-client.mjs";
+import { NodeWebSocket } from "./node-websocket.mjs";
 
 const URL_ = process.env.EASEL_URL;
 const skip = URL_ ? false : "EASEL_URL is not set: no engine to talk to";
+const WebSocketImpl =
+  process.env.EASEL_NODE_WEBSOCKET === "shim" ? NodeWebSocket : (globalThis.WebSocket ?? NodeWebSocket);
+
+/** `EaselClient.connect` to the engine under test. */
+const connect = (options) => EaselClient.connect(URL_, { WebSocket: WebSocketImpl, ...options });
 
 /** The next `type` event of `client` that `match` accepts. */
 function next(client, type, match = () => true) {
@@ -43,7 +50,7 @@ test("the pipelines are listed with their params schema", { skip }, async () => 
 });
 
 test("a frame goes through imagefx and comes back inverted, with timings", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx", params: { effect: "invert" } });
+  const client = await connect({ pipeline: "imagefx", params: { effect: "invert" } });
   try {
     assert.equal(client.state, State.OPEN);
     assert.equal(client.pipeline, "imagefx");
@@ -65,7 +72,7 @@ test("a frame goes through imagefx and comes back inverted, with timings", { ski
 });
 
 test("under `all` every frame is answered, in order, never more in flight than allowed", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx", drain: "all", params: { effect: "grayscale" } });
+  const client = await connect({ pipeline: "imagefx", drain: "all", params: { effect: "grayscale" } });
   try {
     const limit = client.limits.max_inflight;
     assert.ok(limit >= 1);
@@ -90,7 +97,7 @@ test("under `all` every frame is answered, in order, never more in flight than a
 });
 
 test("CALLs: pipeline.info, session.params, and a refused change", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx" });
+  const client = await connect({ pipeline: "imagefx" });
   try {
     const info = await client.pipelineInfo();
     assert.equal(info.name, "imagefx");
@@ -112,7 +119,7 @@ test("CALLs: pipeline.info, session.params, and a refused change", { skip }, asy
 });
 
 test("PARAMS changes what the next frame gets", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx" });
+  const client = await connect({ pipeline: "imagefx" });
   try {
     client.sendParams({ effect: "invert" });
     const answer = next(client, "result");
@@ -124,7 +131,7 @@ test("PARAMS changes what the next frame gets", { skip }, async () => {
 });
 
 test("a broken frame gets an ERROR naming it, and the connection lives on", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx" });
+  const client = await connect({ pipeline: "imagefx" });
   try {
     const failed = next(client, "error");
     const seq = client.sendFrameNow(new Uint8Array(5), { ct: "raw/rgb8", w: 2, h: 2 });
@@ -141,7 +148,7 @@ test("a broken frame gets an ERROR naming it, and the connection lives on", { sk
 });
 
 test("a dropped connection resumes the same session with its params", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "imagefx", params: { effect: "invert" } });
+  const client = await connect({ pipeline: "imagefx", params: { effect: "invert" } });
   try {
     const id = client.sessionId;
     const resumed = next(client, "open");
@@ -161,7 +168,7 @@ test("a dropped connection resumes the same session with its params", { skip }, 
 
 test("an existing session is attached by id and token", { skip }, async () => {
   const created = await createSession(URL_, { pipeline: "passthrough" });
-  const client = await EaselClient.connect(URL_, { session: { id: created.id, token: created.token } });
+  const client = await connect({ session: { id: created.id, token: created.token } });
   try {
     assert.equal(client.sessionId, created.id);
     assert.equal(client.pipeline, "passthrough");
@@ -174,7 +181,7 @@ test("an existing session is attached by id and token", { skip }, async () => {
 });
 
 test("a deleted session says session.closed and the client closes for good", { skip }, async () => {
-  const client = await EaselClient.connect(URL_, { pipeline: "passthrough" });
+  const client = await connect({ pipeline: "passthrough" });
   const event = next(client, "event", ({ name }) => name === "session.closed");
   const closed = next(client, "close");
   await deleteSession(URL_, client.sessionId);
@@ -186,7 +193,7 @@ test("a deleted session says session.closed and the client closes for good", { s
 });
 
 test("refusals: an unknown pipeline over REST, a wrong token on the socket", { skip }, async () => {
-  await assert.rejects(EaselClient.connect(URL_, { pipeline: "no-such-pipeline" }), (error) => {
+  await assert.rejects(connect({ pipeline: "no-such-pipeline" }), (error) => {
     assert.ok(error instanceof EaselError);
     assert.equal(error.status, 422);
     assert.match(error.message, /no-such-pipeline/);
@@ -195,11 +202,11 @@ test("refusals: an unknown pipeline over REST, a wrong token on the socket", { s
   const created = await createSession(URL_, { pipeline: "passthrough" });
   try {
     await assert.rejects(
-      EaselClient.connect(URL_, { session: { id: created.id, token: "wrong" } }),
+      connect({ session: { id: created.id, token: "wrong" } }),
       (error) => error.code === "unauthorized",
     );
     await assert.rejects(
-      EaselClient.connect(URL_, { session: { id: "no-such-session", token: "x" } }),
+      connect({ session: { id: "no-such-session", token: "x" } }),
       (error) => error.code === "not_found",
     );
   } finally {

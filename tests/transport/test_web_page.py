@@ -361,7 +361,7 @@ def _watch(page: Any) -> list[str]:
 
     def console(message: Any) -> None:
         text = message.text
-        if message.type == "error" and "WebSocket" not in text:
+        if message.type == "error":
             problems.append(f"console: {text}")
         if "Content Security Policy" in text or "Refused to" in text:
             problems.append(f"csp: {text}")

@@ -1,6 +1,7 @@
-// Easel realtime protocol v1: a client for browsers and node (20 with
-// --experimental-websocket, 22 and later as is). One ES module plus the msgpack
-// library beside it; no build step. See docs/web.md for a walk-through.
+// Easel realtime protocol v1: a client for browsers and node (22 and later as is, 20
+// with --experimental-websocket, or any WebSocket implementation passed as the
+// `WebSocket` option). One ES module plus the msgpack library beside it; no build
+// step. See docs/web.md for a walk-through.
 //
 //   import { EaselClient } from "./easel-client.mjs";
 //   const client = await EaselClient.connect("http://localhost:8080", {
