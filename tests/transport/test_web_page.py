@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from engine.storage import NewApiKey
 from tests.transport.conftest import Easel, ServerFactory
+from transport.keys import STORE
 from transport.web import page as web_page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,6 +414,7 @@ async def _desktop(browser: Any, easel: Easel, proxy: DroppingProxy) -> None:
     before = await _seq(page)
     await _stroke(page, [(0.25, 0.75), (0.5, 0.6), (0.75, 0.75)])
     await _wait_output(page, "inked", before)
+    await page.wait_for_selector("body[data-synced=true]")
     await page.screenshot(path=str(ARTIFACTS / "canvas-desktop.png"))
     assert problems == []
     await context.close()
@@ -589,6 +592,31 @@ async def _phone(browser: Any, proxy: DroppingProxy) -> None:
     before = await _seq(page)
     await page.select_option("#param-effect", "invert")
     await _wait_output(page, "inverted", before)
+    await page.wait_for_selector("body[data-synced=true]")
     await page.screenshot(path=str(ARTIFACTS / "canvas-phone.png"), full_page=True)
     assert problems == []
     await context.close()
+
+
+async def test_the_page_asks_for_an_api_key_when_the_engine_wants_one(
+    easel_factory: ServerFactory,
+) -> None:
+    _chromium_or_skip()
+    easel = await easel_factory(require_api_key=True)
+    _, key = await easel.server.app[STORE].api_keys.create(NewApiKey(name="page"))
+    async with _browser() as browser:
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await page.goto(easel.url + "/")
+        await page.wait_for_selector("#auth", state="visible")
+        message = page.locator(".message[data-key='error:unauthorized']")
+        assert "API key" in (await message.text_content() or "")
+        await page.fill("#api-key", key)
+        await page.click("#auth-form button")
+        await page.wait_for_selector("#status[data-state=open]")
+        assert await page.is_hidden("#auth")
+        before = await _seq(page)
+        await _stroke(page, [(0.2, 0.2), (0.8, 0.8)])
+        await _wait_output(page, "inked", before)
+        await context.close()

@@ -170,6 +170,10 @@ function renderReadout() {
   readout.total.textContent = ms(stats.timings?.total_ms);
   readout.frames.textContent = `${stats.answered} / ${stats.sent}`;
   readout.errors.textContent = String(stats.errors);
+  // whether the output answers the picture as it is now (for tests and tools)
+  const client = current?.client;
+  const synced = Boolean(client) && client.state === State.OPEN && !dirty && !sending && client.inflight === 0 && shownSeq === lastSentSeq;
+  document.body.dataset.synced = String(synced);
 }
 
 setInterval(renderReadout, 250);
@@ -306,6 +310,7 @@ let current = null; // { client, id }: the session on screen
 let dirty = false;
 let sending = false;
 let lastSent = -Infinity;
+let lastSentSeq = -1;
 let sendTimer = null;
 let pendingParams = null; // changes made while not connected
 
@@ -341,7 +346,7 @@ async function pump() {
     const blob = await drawing.encode("image/jpeg", 0.9);
     const bytes = new Uint8Array(await blob.arrayBuffer());
     if (client.state === State.OPEN && current?.client === client) {
-      client.sendFrameNow(bytes, { ct: "image/jpeg" });
+      lastSentSeq = client.sendFrameNow(bytes, { ct: "image/jpeg" });
       stats.sent += 1;
     } else {
       dirty = true;
@@ -380,8 +385,9 @@ async function openSession() {
   const old = current;
   current = null;
   if (old) old.client.close({ discard: true }).catch(() => {});
-  resetStats();
   shownSeq = -1;
+  lastSentSeq = -1;
+  resetStats();
   pendingParams = null;
   const pipeline = $("#pipeline").value;
   const drain = document.querySelector("input[name=drain]:checked").value;
