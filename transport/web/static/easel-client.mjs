@@ -19,7 +19,6 @@ export const PROTOCOL_VERSION = 1;
 export const SUBPROTOCOL = "easel.v1";
 export const MAGIC = 0xea;
 export const PRELUDE_SIZE = 8;
-export const CLIENT_NAME = "easel-js/1";
 
 /** Frame types of protocol v1. */
 export const FrameType = Object.freeze({
@@ -262,7 +261,6 @@ export class EaselClient extends EventTarget {
       reconnect: true,
       minDelay: 250,
       maxDelay: 5000,
-      clientName: CLIENT_NAME,
       ...options,
     };
     this._rest = { apiKey: options.apiKey, fetch: options.fetch };
