@@ -17,6 +17,7 @@ from transport.auth import auth_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
 from transport.problem import error_middleware
 from transport.rest import health, media, pipelines, projects, sessions
+from transport.web import page
 
 __all__ = ["create_app"]
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
-    routes = (health, media, openapi, pipelines, projects, sessions, ws)
+    routes = (health, media, openapi, pipelines, projects, sessions, ws, page)
     for module in routes:
         app.add_routes(module.routes)
 
