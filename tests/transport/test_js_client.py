@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.transport.conftest import Easel
+from tests.support import Easel
 from transport.protocol import (
     ContentType,
-    Drain,
+    DrainStrategy,
     ErrorCode,
     EventName,
+    FrameTimings,
     FrameType,
     Limits,
-    Timings,
     decode,
     encode,
     encode_call,
@@ -75,7 +75,7 @@ def vectors() -> list[dict[str, Any]]:
             encode_hello(
                 client="easel-js/1",
                 pipeline="imagefx",
-                drain=Drain.ALL,
+                drain=DrainStrategy.ALL,
                 params={"effect": "invert", "strength": 0.5},
             ),
         ),
@@ -97,7 +97,7 @@ def vectors() -> list[dict[str, Any]]:
                 session="s1",
                 resume="tok",
                 pipeline="imagefx",
-                drain=Drain.LATEST,
+                drain=DrainStrategy.LATEST,
                 params={"effect": "none"},
                 limits=Limits(max_inflight=1),
             ),
@@ -105,7 +105,9 @@ def vectors() -> list[dict[str, Any]]:
         (
             "result",
             "s2c",
-            encode_result(7, ContentType.PNG, b"out", timings=Timings(1.0, 2.5, 4.0), superseded=2),
+            encode_result(
+                7, ContentType.PNG, b"out", timings=FrameTimings(1.0, 2.5, 4.0), superseded=2
+            ),
         ),
         (
             "result_raw",
@@ -114,7 +116,7 @@ def vectors() -> list[dict[str, Any]]:
                 70000,
                 ContentType.RGBA8,
                 bytes(16),
-                timings=Timings(0.25, 0.5, 1.0),
+                timings=FrameTimings(0.25, 0.5, 1.0),
                 w=2,
                 h=2,
             ),

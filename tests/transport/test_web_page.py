@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from engine.storage import NewApiKey
-from tests.transport.conftest import Easel, ServerFactory
+from tests.support import Easel, ServerFactory
 from transport.keys import STORE
 from transport.web import page as web_page
 
