@@ -6,35 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from engine.settings import SettingsError, load_settings
-from tests.support import EASEL, ROOT, free_port
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
-def wait_until_serving(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"easel serve exited early: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        try:
-            get(url)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("easel serve did not start listening")
+from tests.support import EASEL, ROOT, free_port, get, wait_until_serving
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
