@@ -183,7 +183,7 @@ class Cell(Generic[M, R]):
         if listener is not None:
             listener(self, self.incarnation, error)
         else:
-            self.system.loop.create_task(self.terminate(0.0))
+            self.system.background(self.terminate(0.0), name=f"terminate:{self.path}")
 
     async def _stop_runner(self, runner: LoopRunner | ThreadRunner, timeout: float) -> None:
         # A runner not done within ``timeout`` was cut off (and logged it): count it.
