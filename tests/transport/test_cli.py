@@ -113,3 +113,65 @@ def test_db_upgrade_and_current(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().out.strip() == (
         f"schema revision: {migrations.head()} (newest: {migrations.head()})"
     )
+
+
+WITHOUT_UVLOOP = (
+    "import runpy, sys; sys.modules['uvloop'] = None; sys.argv[0] = 'easel'; "
+    "runpy.run_module('transport.cli', run_name='__main__')"
+)
+"""Runs the CLI (its arguments after ``-c``) where ``import uvloop`` fails, as on Windows."""
+
+
+def easel_without_uvloop(
+    tmp_path: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_UVLOOP, *args],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_works_without_uvloop(tmp_path: Path) -> None:
+    helped = easel_without_uvloop(tmp_path, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "serve" in helped.stdout
+    upgraded = easel_without_uvloop(tmp_path, "db", "upgrade", "--data-dir", str(tmp_path / "d"))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith("schema revision: ")
+
+
+def test_serve_without_uvloop_falls_back_to_asyncio(tmp_path: Path) -> None:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_UVLOOP, "serve", "--port", str(port)],
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/api/v1/health", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert b"uvloop is not installed: using the asyncio event loop" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_asking_for_uvloop_where_it_is_missing_is_refused_clearly(tmp_path: Path) -> None:
+    result = easel_without_uvloop(tmp_path, "serve", EASEL_EVENT_LOOP="uvloop")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "easel: EASEL_EVENT_LOOP=uvloop, but uvloop is not installed "
+        "(install it, or set EASEL_EVENT_LOOP=asyncio)\n"
+    )
