@@ -77,14 +77,18 @@ def _serve(args: argparse.Namespace) -> int:
         return _refused(error)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # run_app turns SIGINT/SIGTERM into an orderly shutdown (cleanup_ctx stops the tree).
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=lambda message: print(message, flush=True),
-        loop=loop,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=lambda message: print(message, flush=True),
+            loop=loop,
+        )
+    except EaselError as error:  # the engine could not start: its data dir in use …
+        print(f"easel: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -70,6 +71,54 @@ def test_serve_answers_health_and_metrics_and_stops_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def serve(data_dir: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``easel serve`` on a free port; returns the process and its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*EASEL, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_a_second_process_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    first, first_url = serve(data_dir, tmp_path)
+    procs = [first]
+    try:
+        wait_until_serving(first_url + "/api/v1/health", first)
+        second, second_url = serve(data_dir, tmp_path)
+        procs.append(second)
+        deadline = time.monotonic() + 60  # a hang guard
+        while second.poll() is None:
+            with contextlib.suppress(OSError):
+                get(second_url + "/api/v1/health")
+                raise AssertionError("a second engine serves on a data dir in use")
+            assert time.monotonic() < deadline, "the second engine neither served nor exited"
+            time.sleep(0.1)
+        assert second.stderr is not None
+        err = second.stderr.read().decode()
+        assert second.returncode == 1
+        assert f"data dir {data_dir} is in use by another Easel process (pid {first.pid})" in err
+        assert "Traceback" not in err
+        assert get(first_url + "/api/v1/health")[0] == 200  # the first one is unharmed
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        third, third_url = serve(data_dir, tmp_path)  # free again once the first stopped
+        procs.append(third)
+        wait_until_serving(third_url + "/api/v1/health", third)
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:

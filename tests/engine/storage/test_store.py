@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import engine.storage
-from engine.errors import Unavailable
+from engine.errors import Conflict, Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, open_store
 from tests.engine.storage.servers import free_port
@@ -54,6 +54,17 @@ async def test_stores_are_independent_and_close_cleanly(tmp_path: Path) -> None:
         assert (await reopened.projects.list()).total == 1
     finally:
         await reopened.close()
+
+
+async def test_a_data_dir_holds_one_open_store_at_a_time(tmp_path: Path) -> None:
+    first = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    try:
+        with pytest.raises(Conflict, match=f"data dir {tmp_path} is in use by another Easel"):
+            await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    finally:
+        await first.close()
+    again = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    await again.close()
 
 
 def test_public_surface_is_pinned() -> None:
