@@ -1,22 +1,29 @@
 """The data dir: one process at a time owns it.
 
 The embedded SQLite database, its record cache, the media files and the node id
-(``node-id``) live there, and a second process on the same directory would corrupt
-the first one's cache. :meth:`DataDir.claim` takes an exclusive lock on
-``<data-dir>/.lock`` (``flock``; ``msvcrt.locking`` on Windows) and writes its pid
-there so a refusal can name the owner; the operating system drops the lock when
-the process ends, however it ends.
+live there, and a second process on the same directory would corrupt the first
+one's cache. :meth:`DataDir.claim` takes an exclusive lock on ``<data-dir>/.lock``
+(``flock``; ``msvcrt.locking`` on Windows) and writes its pid there so a refusal
+can name the owner; the operating system drops the lock when the process ends,
+however it ends.
+
+The node id (``<data-dir>/node-id``, made on the first claim) names the engine node
+this directory belongs to, for records several nodes may share a database with.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
+import uuid
 from pathlib import Path
 
 from engine.errors import Conflict
 
 __all__ = ["DataDir", "DataDirInUse"]
+
+_NODE_ID = re.compile(r"[0-9a-f]{32}")
 
 if sys.platform == "win32":
     import msvcrt
@@ -59,14 +66,18 @@ class DataDirInUse(Conflict):
 class DataDir:
     """A data dir this process owns until :meth:`release`. Build it with :meth:`claim`."""
 
-    def __init__(self, path: Path, lock_fd: int) -> None:
+    def __init__(self, path: Path, lock_fd: int, node_id: str) -> None:
         self.path = path
+        self.node_id = node_id
+        """This node's id: 32 hex digits, the same every time the directory is claimed."""
         self._fd: int | None = lock_fd
 
     @classmethod
     def claim(cls, path: Path) -> DataDir:
-        """Create ``path`` if needed and lock it. Raises ``DataDirInUse`` when another
-        process holds it (a second claim in this process is refused the same way)."""
+        """Create ``path`` if needed, lock it and read its node id (made on the first
+        claim). Raises ``DataDirInUse`` when another process holds it (a second claim
+        in this process is refused the same way), ``ValueError`` when ``node-id``
+        does not hold one."""
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
@@ -75,10 +86,16 @@ class DataDir:
             raise DataDirInUse(
                 f"data dir {path} is in use by another Easel process (pid {owner or 'unknown'})"
             )
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return cls(path, fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            node_id = _node_id(path / "node-id")
+        except BaseException:
+            _unlock(fd)
+            os.close(fd)
+            raise
+        return cls(path, fd, node_id)
 
     def release(self) -> None:
         """Unlock the directory. Idempotent."""
@@ -92,3 +109,16 @@ def _read_pid(fd: int) -> str | None:
     os.lseek(fd, 0, os.SEEK_SET)
     text = os.read(fd, 32).decode(errors="replace").strip()
     return text if text.isdigit() else None
+
+
+def _node_id(path: Path) -> str:
+    # Under the lock, so no other process makes one at the same time; written to a
+    # file of its own first, so a crash never leaves a half-written id behind.
+    if not path.exists():
+        fresh = path.with_name(path.name + ".new")
+        fresh.write_text(uuid.uuid4().hex + "\n")
+        os.replace(fresh, path)
+    node_id = path.read_text().strip()
+    if not _NODE_ID.fullmatch(node_id):
+        raise ValueError(f"{path} does not hold a node id (32 hex digits): {node_id[:40]!r}")
+    return node_id

@@ -50,7 +50,7 @@ class Store:
         scenes = backend.table(SCENES)
         media = backend.table(MEDIA)
         self.pipeline_configs = PipelineConfigs(backend.table(PIPELINE_CONFIGS), metrics)
-        self.sessions = Sessions(backend.table(SESSIONS), metrics)
+        self.sessions = Sessions(backend.table(SESSIONS), metrics, data_dir.node_id)
         self.comfy_servers = ComfyServers(backend.table(COMFY_SERVERS), metrics)
         self.jobs = Jobs(backend.table(JOBS), metrics)
         self.media = MediaRepository(media, metrics, MediaFiles(media_root))

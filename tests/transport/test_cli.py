@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.settings import SettingsError, load_settings
+from engine.metrics import new_registry
+from engine.settings import Settings, SettingsError, load_settings
+from engine.storage import SessionRecord, SessionStatus, open_store
 from transport.bench.servers import free_port
 
 EASEL = [sys.executable, "-m", "transport.cli"]
@@ -119,6 +122,45 @@ def test_a_second_process_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_after_a_kill_the_next_start_takes_the_data_dir_and_closes_what_was_left_open(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "d"
+    first, url = serve(data_dir, tmp_path)
+    procs = [first]
+    try:
+        wait_until_serving(url + "/api/v1/health", first)
+        request = urllib.request.Request(
+            url + "/api/v1/sessions",
+            data=json.dumps({"pipeline": "passthrough"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            session_id = json.loads(response.read())["id"]
+        first.kill()  # SIGKILL: no shutdown at all
+        first.wait()
+        second, url = serve(data_dir, tmp_path)
+        procs.append(second)
+        wait_until_serving(url + "/api/v1/health", second)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stored = asyncio.run(_stored_session(Settings(data_dir=data_dir), session_id))
+    assert (stored.status, stored.end_reason) == (SessionStatus.CLOSED, "engine_restart")
+
+
+async def _stored_session(settings: Settings, session_id: str) -> SessionRecord:
+    store = await open_store(settings, new_registry())
+    try:
+        return await store.sessions.get(session_id)
+    finally:
+        await store.close()
 
 
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:

@@ -96,6 +96,37 @@ async def test_older_revisions_upgrade_and_keep_their_rows(
         await store.close()
 
 
+async def test_sessions_stored_before_nodes_keep_their_rows_and_close_at_start(
+    empty_url: str, tmp_path: Path
+) -> None:
+    await upgrade(empty_url, "0003")
+    engine = create_async_engine(empty_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO sessions (id, pipeline, drain, client, params, status, stats,"
+                    " created_at, updated_at) VALUES ('s1', 'fx', 'latest', 'web',"
+                    """ '{"a": 1}', 'open', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"""
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    await upgrade(empty_url)
+
+    settings = Settings(data_dir=tmp_path, database_url=empty_url, db_auto_migrate=False)
+    store = await open_store(settings, CollectorRegistry())
+    try:
+        kept = await store.sessions.get("s1")
+        assert (kept.pipeline, kept.client, kept.params) == ("fx", "web", {"a": 1})
+        assert (kept.node_id, kept.end_reason) == (None, None)
+        assert await store.sessions.close_abandoned() == 1
+        assert (await store.sessions.get("s1")).end_reason == "engine_restart"
+    finally:
+        await store.close()
+
+
 async def test_store_refuses_an_old_schema_without_auto_migrate(
     empty_url: str, tmp_path: Path
 ) -> None:
@@ -187,3 +218,28 @@ async def test_mongodb_renames_old_pipeline_config_fields_at_start(
             2,
             None,
         )
+
+
+async def test_mongodb_sessions_stored_before_nodes_close_at_start(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    settings = await settings_for("mongodb", tmp_path, request)
+    stamp = now()
+    old = {"_id": "s1", "pipeline": "fx", "drain": "latest", "client": "", "params": {}}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        coll = client[settings.mongodb_database]["sessions"]
+        await coll.insert_one(
+            {**old, "status": "open", "stats": {}, "created_at": stamp, "updated_at": stamp}
+        )
+    finally:
+        await client.close()
+
+    store = await open_store(settings, CollectorRegistry())
+    try:
+        assert (await store.sessions.get("s1")).node_id is None
+        assert await store.sessions.close_abandoned() == 1
+        swept = await store.sessions.get("s1")
+    finally:
+        await store.close()
+    assert (swept.status, swept.end_reason) == ("closed", "engine_restart")
