@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -101,11 +102,12 @@ class Engine:
         return report
 
     async def stop(self) -> None:
-        """Shut the tree down in reverse start order, then anything left unsupervised."""
-        timeout = self.settings.shutdown_timeout
+        """Shut the tree down in reverse start order, then anything left unsupervised,
+        all within ``settings.shutdown_timeout`` (see ``Supervisor.terminate``)."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout
         if self._root is not None:
-            await self._root.terminate(timeout)
+            await self._root.terminate(self.settings.shutdown_timeout)
         if self._system is not None:
-            await self._system.shutdown(timeout)
+            await self._system.shutdown(max(0.0, deadline - time.monotonic()))
         if self._lag is not None:
             await self._lag.stop()

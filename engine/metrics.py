@@ -194,13 +194,20 @@ def hot_counter(
 
 
 class ActorMetrics(Collector):
-    """Actor counts by kind and state, restarts, mailbox depth, handling time, dead letters."""
+    """Actor counts by kind and state, restarts, kills, mailbox depth, handling time,
+    dead letters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._system: ActorSystem | None = None
         self.restarts = prometheus_client.Counter(
             "easel_actor_restarts", "Actor restarts by kind.", ["kind"], registry=registry
+        )
+        self.kills = prometheus_client.Counter(
+            "easel_actor_kills",
+            "Actors cut off at their shutdown timeout (cancelled, or thread abandoned), by kind.",
+            ["kind"],
+            registry=registry,
         )
         self._retired: dict[str, Timings] = {}
         """Timings of actors that are gone, by kind, so counters never go back."""
@@ -227,6 +234,9 @@ class ActorMetrics(Collector):
 
     def restarted(self, kind: str) -> None:
         self.restarts.labels(kind).inc()
+
+    def killed(self, kind: str) -> None:
+        self.kills.labels(kind).inc()
 
     def dead_letter(self, kind: str, reason: str) -> None:
         self.dead_letters.labels(kind, reason).inc()

@@ -142,7 +142,7 @@ class Cell(Generic[M, R]):
                 self._move(ActorState.RESTARTING)
             raise
         if self.state is not ActorState.STARTING:  # stopped while starting
-            await runner.stop(1.0)
+            await self._stop_runner(runner, 1.0)
             return
         self._runner = runner
         self._move(ActorState.RUNNING)
@@ -183,25 +183,36 @@ class Cell(Generic[M, R]):
         if listener is not None:
             listener(self, self.incarnation, error)
         else:
-            self.system.loop.create_task(self.terminate(0.0))
+            self.system.background(self.terminate(0.0), name=f"terminate:{self.path}")
+
+    async def _stop_runner(self, runner: LoopRunner | ThreadRunner, timeout: float) -> None:
+        # A runner not done within ``timeout`` was cut off (and logged it): count it.
+        if not await runner.stop(timeout):
+            self.system.metrics.killed(self.kind)
 
     async def stop_incarnation(self, timeout: float) -> None:
-        """Stop the running incarnation but keep the cell: messages wait for the next one."""
+        """Stop the running incarnation but keep the cell: messages wait for the next one.
+        Past ``timeout`` seconds the incarnation is cut off (see ``terminate``)."""
         runner, self._runner = self._runner, None
         if self.state in (ActorState.RUNNING, ActorState.STARTING):
             self._move(ActorState.RESTARTING)
         if runner is not None:
-            await runner.stop(timeout)
+            await self._stop_runner(runner, timeout)
 
     async def terminate(self, timeout: float) -> None:
-        """Stop for good: waiting messages are reported undeliverable. Idempotent."""
+        """Stop for good: waiting messages are reported undeliverable. Idempotent.
+
+        An incarnation still running after ``timeout`` seconds (0: at once) is cut
+        off: a loop actor's task is cancelled, a thread actor's thread is abandoned
+        to finish by itself; either is counted in ``easel_actor_kills``.
+        """
         if self.state in (ActorState.STOPPING, ActorState.STOPPED):
             return
         self._move(ActorState.STOPPING)
         left = self.mailbox.close()
         runner, self._runner = self._runner, None
         if runner is not None:
-            await runner.stop(timeout)
+            await self._stop_runner(runner, timeout)
         left += self.mailbox.close()
         for envelope in left:
             self.system.undeliverable(self, envelope, "actor_stopped")

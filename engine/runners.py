@@ -232,6 +232,10 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
 class _Host(pykka.ThreadingActor):
     """The pykka actor that lends its thread to a ``ThreadRunner``."""
 
+    # A thread abandoned at its shutdown timeout (stuck in a hook) must not keep
+    # the process from exiting once the engine has stopped.
+    use_daemon_thread = True
+
     def __init__(self, runner: ThreadRunner) -> None:
         super().__init__()
         self.runner = runner

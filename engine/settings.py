@@ -45,7 +45,9 @@ class Settings(BaseModel):
     require_api_key: bool = False
     """Require an API key on ``/api/v1`` (see ``easel apikey create``)."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
-    """``uvloop`` (measured faster on the frame path) or the standard ``asyncio`` loop."""
+    """``uvloop`` (measured faster on the frame path) or the standard ``asyncio`` loop.
+    uvloop is optional (there is none on Windows): where it is missing the default falls
+    back to ``asyncio``, and ``uvloop`` asked for explicitly is refused at start."""
     shutdown_timeout: float = Field(default=10.0, gt=0)
     loop_lag_interval: float = Field(default=0.1, gt=0)
     max_sessions: int = Field(default=256, ge=1)

@@ -142,11 +142,23 @@ class _Child:
     async def start(self) -> None:
         await self.node.start()
 
-    async def stop_incarnation(self) -> None:
-        await self.node.stop_incarnation(self.spec.shutdown_timeout)
+    async def stop_incarnation(self, deadline: float | None = None) -> None:
+        await self.node.stop_incarnation(self._timeout(deadline))
 
-    async def terminate(self) -> None:
-        await self.node.terminate(self.spec.shutdown_timeout)
+    async def terminate(self, deadline: float | None = None) -> None:
+        await self.node.terminate(self._timeout(deadline))
+
+    def _timeout(self, deadline: float | None) -> float:
+        """The child's own shutdown timeout, cut to what is left before ``deadline``
+        (its parent's, a ``time.monotonic()`` instant): past it, 0 (cut off at once)."""
+        timeout = self.spec.shutdown_timeout
+        if deadline is None:
+            return timeout
+        return max(0.0, min(timeout, deadline - time.monotonic()))
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 class Supervisor:
@@ -273,18 +285,25 @@ class Supervisor:
 
     async def stop_incarnation(self, timeout: float | None = None) -> None:
         """Stop every child (reverse start order) but keep them for a later ``start``;
-        temporary children are terminated and forgotten."""
+        temporary children are terminated and forgotten. Within ``timeout`` seconds
+        for the whole subtree, as ``terminate``."""
+        deadline = _deadline(timeout)
         async with self._lock:
             self._running = False
-            await self._stop_children_for_restart()
+            await self._stop_children_for_restart(deadline)
 
     async def terminate(self, timeout: float | None = None) -> None:
-        """Stop every child for good, in reverse start order, each within its timeout."""
+        """Stop every child for good, in reverse start order, each within its own
+        shutdown timeout and all within ``timeout`` seconds (``None``: no bound but
+        theirs). A child still running when its time is up is cut off (a loop actor
+        cancelled, a thread actor's thread abandoned), logged and counted in
+        ``easel_actor_kills``; past the bound, the children left get no time at all."""
+        deadline = _deadline(timeout)
         self._terminated = True
         self._running = False
         async with self._lock:
             for child in reversed(self._children):
-                await child.terminate()
+                await child.terminate(deadline)
             self._children.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -342,18 +361,18 @@ class Supervisor:
             return list(self._children)
         return self._children[self._children.index(child) :]
 
-    async def _stop_children_for_restart(self) -> None:
+    async def _stop_children_for_restart(self, deadline: float | None = None) -> None:
         """Stop every child in reverse start order, temporary ones for good: a later
         ``start`` (the parent restarting this supervisor) must not bring them back."""
         for child in reversed(list(self._children)):
-            await self._stop_for_restart(child)
+            await self._stop_for_restart(child, deadline)
 
-    async def _stop_for_restart(self, child: _Child) -> None:
+    async def _stop_for_restart(self, child: _Child, deadline: float | None = None) -> None:
         if child.spec.restart is Restart.TEMPORARY:
             self._children.remove(child)
-            await child.terminate()
+            await child.terminate(deadline)
         else:
-            await child.stop_incarnation()
+            await child.stop_incarnation(deadline)
 
     def _next_delay(self, child: _Child) -> float:
         now = time.monotonic()

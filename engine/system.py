@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ class ActorSystem:
         self._cells: dict[str, Cell[Any, Any]] = {}
         self.dead_letters: deque[DeadLetter] = deque(maxlen=dead_letter_capacity)
         self.dead_letter_listeners: list[Callable[[DeadLetter], None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
         metrics.bind(self)
 
     def cells(self) -> Iterator[Cell[Any, Any]]:
@@ -106,7 +108,34 @@ class ActorSystem:
         for listener in self.dead_letter_listeners:
             listener(letter)
 
+    def background(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``work`` in a task the system holds until it ends (the loop alone would
+        not keep it from being garbage-collected) and ``shutdown`` waits for. Its
+        failure is logged. Loop thread only."""
+        task = self.loop.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=error)
+
     async def shutdown(self, timeout: float) -> None:
-        """Terminate every cell still registered (unsupervised ones included)."""
+        """Terminate every cell still registered (unsupervised ones included), then
+        wait for background work, all within ``timeout`` seconds; work still running
+        then is cancelled."""
+        deadline = time.monotonic() + timeout
         for cell in reversed(list(self._cells.values())):
-            await cell.terminate(timeout)
+            await cell.terminate(max(0.0, deadline - time.monotonic()))
+        # background work may start more of it: wait until none is left
+        while running := [task for task in self._background if not task.done()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning("cancelling %d background task(s) at shutdown", len(running))
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                return
+            await asyncio.wait(running, timeout=left)

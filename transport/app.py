@@ -38,6 +38,7 @@ def create_app(settings: Settings) -> web.Application:
         app[STORE] = store
         engine.add_readiness_check("store", store.ping)
         try:
+            await store.sessions.close_abandoned()  # its process died with them open
             await engine.start()
             try:
                 app[DOMAIN] = await start_domain(engine, store)

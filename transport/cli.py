@@ -11,7 +11,6 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-import uvloop
 from aiohttp import web
 
 from engine.errors import EaselError
@@ -81,23 +80,56 @@ def _serve(args: argparse.Namespace) -> int:
             }
         )
     except SettingsError as error:
-        print(f"easel: {error}", file=sys.stderr)
-        return 2
+        return _refused(error)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:
+        loop = _event_loop(settings)
+    except SettingsError as error:
+        return _refused(error)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # run_app turns SIGINT/SIGTERM into an orderly shutdown (cleanup_ctx stops the tree).
-    loop = uvloop.new_event_loop() if settings.event_loop == "uvloop" else None
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        print=lambda message: print(message, flush=True),
-        loop=loop,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=lambda message: print(message, flush=True),
+            loop=loop,
+        )
+    except EaselError as error:  # the engine could not start: its data dir in use …
+        print(f"easel: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _refused(error: SettingsError) -> int:
+    print(f"easel: {error}", file=sys.stderr)
+    return 2
+
+
+def _event_loop(settings: Settings) -> asyncio.AbstractEventLoop | None:
+    """A uvloop loop when settings want one, else ``None`` (aiohttp's asyncio loop).
+
+    uvloop is optional (there is none on Windows): without it the default falls back
+    to asyncio, and ``EASEL_EVENT_LOOP=uvloop`` asked for explicitly raises
+    ``SettingsError``.
+    """
+    if settings.event_loop != "uvloop":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if "event_loop" in settings.model_fields_set:
+            raise SettingsError(
+                "EASEL_EVENT_LOOP=uvloop, but uvloop is not installed "
+                "(install it, or set EASEL_EVENT_LOOP=asyncio)"
+            ) from None
+        log.info("uvloop is not installed: using the asyncio event loop")
+        return None
+    return uvloop.new_event_loop()
 
 
 def _db(args: argparse.Namespace) -> int:

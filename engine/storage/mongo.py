@@ -221,6 +221,11 @@ class MongoTable(Generic[R]):
             async with self._backend.unit():
                 await self._coll.bulk_write(ops)
 
+    async def update_where(self, where: Where, changes: Where) -> int:
+        async with self._backend.unit():
+            result = await self._coll.update_many(dict(where), {"$set": dict(changes)})
+        return int(result.modified_count)
+
     async def delete(self, record_id: str) -> None:
         if not can_exist(record_id):
             raise self._missing(record_id)

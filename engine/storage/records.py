@@ -158,6 +158,11 @@ class SessionRecord(Record, NewSession):
     status: SessionStatus = SessionStatus.OPEN
     ended_at: UtcDatetime | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+    node_id: str | None = Field(default=None, max_length=32)
+    """The engine node that opened it (``None``: stored before sessions had nodes)."""
+    end_reason: str | None = Field(default=None, max_length=32)
+    """``engine_restart`` when its node, starting again, found it left open (the
+    process that ran it died); ``None`` otherwise."""
 
 
 # -- ComfyUI servers ----------------------------------------------------------------

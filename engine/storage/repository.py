@@ -41,6 +41,7 @@ from engine.storage.table import Table, TableSpec, Where
 
 __all__ = [
     "COMFY_SERVERS",
+    "ENGINE_RESTART",
     "JOBS",
     "MAX_LIMIT",
     "MAX_OFFSET",
@@ -71,6 +72,9 @@ PIPELINE_CONFIGS = TableSpec(
 SESSIONS = TableSpec("sessions", SessionRecord, indexes=(("status",), ("pipeline",)))
 COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url",)))
 JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
+
+ENGINE_RESTART = "engine_restart"
+"""The ``end_reason`` of a session its node closed at start: the run that opened it died."""
 
 
 def _refuse_unstorable(value: Any) -> None:
@@ -183,11 +187,37 @@ class PipelineConfigs(Repository[PipelineConfig]):
 
 
 class Sessions(Repository[SessionRecord]):
-    """Canvas sessions: metadata while open, final stats once closed."""
+    """Canvas sessions: metadata while open, final stats once closed. Each records
+    ``node_id``, the engine node (data dir) that opened it."""
+
+    def __init__(self, table: Table[SessionRecord], metrics: StoreMetrics, node_id: str) -> None:
+        super().__init__(table, metrics)
+        self._node_id = node_id
 
     async def create(self, new: NewSession) -> SessionRecord:
-        """Record a session that just opened."""
-        return await self._create(**new.model_dump())
+        """Record a session that just opened, on this node."""
+        return await self._create(**new.model_dump(), node_id=self._node_id)
+
+    async def close_abandoned(self) -> int:
+        """Close every session still open from an earlier run of this node, and every
+        open one of no node (stored before sessions had nodes), with ``end_reason``
+        ``engine_restart``; returns how many. For the start of the node, before it
+        opens sessions: the process that ran them is gone. Sessions of other nodes
+        sharing the database are left alone.
+        """
+        stamp = now()
+        changes = {
+            "status": SessionStatus.CLOSED,
+            "ended_at": stamp,
+            "updated_at": stamp,
+            "end_reason": ENGINE_RESTART,
+        }
+        closed = 0
+        async with self._op("close_abandoned"):
+            for node_id in (self._node_id, None):
+                where = {"status": SessionStatus.OPEN, "node_id": node_id}
+                closed += await self._table.update_where(where, changes)
+        return closed
 
     async def list(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
@@ -13,6 +12,7 @@ from engine.errors import Unavailable
 from engine.settings import Settings
 from engine.storage import migrations
 from engine.storage.api_keys import API_KEYS, ApiKeys
+from engine.storage.datadir import DataDir
 from engine.storage.media import MEDIA, MediaFiles, MediaRepository
 from engine.storage.metrics import PoolStatus
 from engine.storage.mongo import MongoBackend
@@ -38,17 +38,19 @@ class Store:
 
     All methods run on the event loop; every repository method may raise
     ``Unavailable`` while the database is unreachable, and works again once it is
-    back, without reopening the store.
+    back, without reopening the store. The store owns its data dir until closed.
     """
 
-    def __init__(self, backend: Backend, media_root: Path) -> None:
+    def __init__(self, backend: Backend, data_dir: DataDir) -> None:
         self._backend = backend
+        self._data_dir = data_dir
+        media_root = data_dir.path / "media"
         metrics = backend.metrics
         projects = backend.table(PROJECTS)
         scenes = backend.table(SCENES)
         media = backend.table(MEDIA)
         self.pipeline_configs = PipelineConfigs(backend.table(PIPELINE_CONFIGS), metrics)
-        self.sessions = Sessions(backend.table(SESSIONS), metrics)
+        self.sessions = Sessions(backend.table(SESSIONS), metrics, data_dir.node_id)
         self.comfy_servers = ComfyServers(backend.table(COMFY_SERVERS), metrics)
         self.jobs = Jobs(backend.table(JOBS), metrics)
         self.media = MediaRepository(media, metrics, MediaFiles(media_root))
@@ -66,20 +68,33 @@ class Store:
         await self._backend.ping()
 
     async def close(self) -> None:
-        """Close every connection and unregister the metrics. Idempotent."""
-        await self._backend.close()
+        """Close every connection, unregister the metrics and give the data dir up.
+        Idempotent."""
+        try:
+            await self._backend.close()
+        finally:
+            self._data_dir.release()
 
 
 async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
     """Open the store ``settings`` describe, registering its metrics on ``registry``.
 
-    SQL: migrates the schema first when ``settings.db_auto_migrate`` says so (by
-    default only for SQLite, whose file is created under ``settings.data_dir``).
-    MongoDB: ensures indexes. Raises ``Unavailable`` if the database can't be
-    reached, or if the SQL schema isn't at the newest migration and auto-migration
-    is off.
+    First claims ``settings.data_dir`` (created if missing) for this store: raises
+    ``DataDirInUse`` (a ``Conflict``) while another process, or another open store,
+    owns it. SQL: migrates the schema first when ``settings.db_auto_migrate`` says so
+    (by default only for SQLite, whose file lives in the data dir). MongoDB: ensures
+    indexes. Raises ``Unavailable`` if the database can't be reached, or if the SQL
+    schema isn't at the newest migration and auto-migration is off.
     """
-    media_root = settings.data_dir / "media"
+    data_dir = DataDir.claim(settings.data_dir)
+    try:
+        return await _open(settings, registry, data_dir)
+    except BaseException:
+        data_dir.release()
+        raise
+
+
+async def _open(settings: Settings, registry: CollectorRegistry, data_dir: DataDir) -> Store:
     backend: SqlBackend | MongoBackend
     if settings.store_backend == "mongodb":
         backend = MongoBackend(
@@ -89,7 +104,7 @@ async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
         )
-        store = Store(backend, media_root)
+        store = Store(backend, data_dir)
         try:
             await backend.start()
         except BaseException:
@@ -108,13 +123,11 @@ async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
         # Only the embedded default is certain to have one process as its writer.
         cache_size=settings.db_cache_size if settings.database_url is None else 0,
     )
-    return Store(backend, media_root)
+    return Store(backend, data_dir)
 
 
 async def _prepare_schema(settings: Settings, url: str) -> None:
     is_sqlite = make_url(url).get_backend_name() == "sqlite"
-    if is_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
     auto = settings.db_auto_migrate if settings.db_auto_migrate is not None else is_sqlite
     try:
         # Bounded: an unreachable database fails here within the timeout.

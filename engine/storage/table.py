@@ -82,6 +82,10 @@ class Table(Protocol[R]):
     async def update_each(self, changes: Mapping[str, Where]) -> None:
         """Set fields of several records (``{id: changes}``) in one unit of work."""
 
+    async def update_where(self, where: Where, changes: Where) -> int:
+        """Set fields of every record matching ``where`` (a ``None`` value matches a
+        null or missing field) in one unit of work; returns how many it changed."""
+
     async def delete(self, record_id: str) -> None:
         """Delete a record and, recursively, its children. Raises ``NotFound``."""
 

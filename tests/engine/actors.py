@@ -109,3 +109,38 @@ def thread_actor(name: str, journal: Journal) -> Callable[[], Any]:
             journal.add("failure", name, str(error))
 
     return ThreadRecorder
+
+
+def stuck_on_stop(
+    runtime: str, name: str, journal: Journal, release: threading.Event
+) -> Callable[[], Any]:
+    """An actor (``runtime`` ``loop`` or ``thread``) whose ``on_stop`` never returns by
+    itself: the loop one awaits forever, the thread one blocks until ``release`` is set."""
+
+    class StuckLoop(LoopActor[Any, Any]):
+        kind = "stuck"
+
+        async def on_start(self) -> None:
+            journal.add("start", name, self.context.incarnation)
+
+        async def receive(self, message: Any) -> Any:
+            return message
+
+        async def on_stop(self) -> None:
+            journal.add("stopping", name)
+            await asyncio.Event().wait()
+
+    class StuckThread(ThreadActor[Any, Any]):
+        kind = "stuck"
+
+        def on_start(self) -> None:
+            journal.add("start", name, self.context.incarnation)
+
+        def receive(self, message: Any) -> Any:
+            return message
+
+        def on_stop(self) -> None:
+            journal.add("stopping", name)
+            release.wait()
+
+    return StuckLoop if runtime == "loop" else StuckThread

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import types
+
 import engine
 
 
@@ -36,5 +39,22 @@ def test_public_names_are_pinned() -> None:
         "Undeliverable",
         "load_settings",
     ]
+
+
+def test_each_export_is_the_public_object_of_its_own_module() -> None:
     for name in engine.__all__:
-        assert getattr(engine, name) is not None
+        exported = getattr(engine, name)
+        home = sys.modules[exported.__module__]
+        assert exported.__module__.startswith("engine."), name
+        assert exported.__name__ == name, f"{name} is an alias of {exported.__name__}"
+        assert name in home.__all__, f"{name} is not public in {home.__name__}"
+        assert getattr(home, name) is exported, name
+
+
+def test_every_name_the_package_defines_is_exported() -> None:
+    defined = {
+        name
+        for name, value in vars(engine).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert defined == set(engine.__all__)

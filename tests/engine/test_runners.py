@@ -4,8 +4,12 @@ incarnation ends it the way a user can see (answers, hooks, supervision, threads
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,3 +103,40 @@ async def test_a_cancelled_start_of_a_thread_actor_ends_its_thread(engine: Engin
     await asyncio.sleep(0.05)  # the thread's last report reaches the loop
     assert loop_errors == []
     assert engine.root.children() == []
+
+
+STUCK_THREAD_THEN_EXIT = """
+import asyncio, threading
+from engine import ActorSpec, Engine, Settings, ThreadActor
+
+class Stuck(ThreadActor):
+    def receive(self, message):
+        return message
+
+    def on_stop(self):
+        threading.Event().wait()  # forever
+
+async def main():
+    spec = ActorSpec("stuck", Stuck, shutdown_timeout=0.1)
+    engine = Engine(Settings(), [spec])
+    await engine.start()
+    await engine.stop()
+    print("stopped", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_thread_abandoned_at_its_shutdown_timeout_does_not_keep_the_process() -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", STUCK_THREAD_THEN_EXIT],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,  # a hang guard: the process exits right after "stopped"
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "stopped\n"), result.stderr
+    assert "did not stop within 0.10s; abandoning its thread" in result.stderr

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from engine.supervisor import (
     Supervisor,
     SupervisorSpec,
 )
-from tests.engine.actors import CRASH, STOP, Journal, loop_actor, thread_actor
+from tests.engine.actors import CRASH, STOP, Journal, loop_actor, stuck_on_stop, thread_actor
 from tests.support import eventually
 
 FAST = Backoff(initial=0.001, maximum=0.002, jitter=0.1)
@@ -227,6 +228,76 @@ async def test_slow_child_is_cut_off_at_its_shutdown_timeout(make_engine: Engine
     assert isinstance(group_sup, Supervisor)
     await group_sup.terminate_child("slow")
     assert ref.state is ActorState.STOPPED
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """Set after the test: lets the threads of stuck thread actors end."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def kills(engine: Engine, kind: str) -> float:
+    return engine.registry.get_sample_value("easel_actor_kills_total", {"kind": kind}) or 0.0
+
+
+HANG_GUARD = 60.0
+"""Seconds a stop bounded at a fraction of a second may take before the test gives up
+on it; a child's own timeout in these tests is an hour."""
+
+
+@pytest.mark.parametrize("runtime", ["loop", "thread"])
+async def test_a_supervisors_shutdown_timeout_bounds_its_whole_subtree(
+    runtime: str, release: threading.Event
+) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner",
+        shutdown_timeout=0.2,
+        children=(
+            ActorSpec(
+                "stuck", stuck_on_stop(runtime, "stuck", journal, release), shutdown_timeout=3600
+            ),
+            ActorSpec("fine", loop_actor("fine", journal)),
+        ),
+    )
+    before = ActorSpec("before", loop_actor("before", journal))
+    engine = Engine(Settings(), (before, inner))
+    await engine.start()
+    stuck = engine.system.lookup("/inner/stuck")
+    await asyncio.wait_for(engine.stop(), HANG_GUARD)
+    # "fine" stopped first, "stuck" was cut off at inner's timeout, and the root went
+    # on to stop "before"
+    assert journal.order("stop") == ["fine", "before"]
+    assert journal.order("stopping") == ["stuck"]
+    assert stuck.state is ActorState.STOPPED
+    assert kills(engine, "stuck") == 1
+    assert kills(engine, "recorder") == 0
+
+
+@pytest.mark.parametrize("runtime", ["loop", "thread"])
+async def test_a_restart_stops_a_nested_supervisor_within_its_shutdown_timeout(
+    make_engine: EngineFactory, runtime: str, release: threading.Event
+) -> None:
+    journal = Journal()
+    inner = SupervisorSpec(
+        id="inner",
+        shutdown_timeout=0.2,
+        children=(
+            ActorSpec(
+                "stuck", stuck_on_stop(runtime, "stuck", journal, release), shutdown_timeout=3600
+            ),
+        ),
+    )
+    crasher = ActorSpec("crasher", loop_actor("crasher", journal))
+    engine = await make_engine(group(Strategy.ONE_FOR_ALL, inner, crasher))
+    await crash(engine, "/g/crasher")
+    # one_for_all: "g" stops "inner" (cutting "stuck" off) and restarts both
+    await eventually(lambda: journal.of("start", "crasher") == [1, 2], HANG_GUARD)
+    assert journal.of("start", "stuck") == [1, 2]
+    assert kills(engine, "stuck") == 1
+    assert await engine.system.lookup("/g/inner/stuck").ask("up") == "up"
 
 
 async def test_dynamic_children(make_engine: EngineFactory) -> None:

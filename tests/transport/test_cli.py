@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from engine.settings import SettingsError, load_settings
+from engine.metrics import new_registry
+from engine.settings import Settings, SettingsError, load_settings
+from engine.storage import SessionRecord, SessionStatus, open_store
 from tests.support import EASEL, ROOT, free_port, get, wait_until_serving
 
 
@@ -43,6 +50,93 @@ def test_serve_answers_health_and_metrics_and_stops_cleanly(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def serve(data_dir: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``easel serve`` on a free port; returns the process and its base URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*EASEL, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_a_second_process_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "d"
+    first, first_url = serve(data_dir, tmp_path)
+    procs = [first]
+    try:
+        wait_until_serving(first_url + "/api/v1/health", first)
+        second, second_url = serve(data_dir, tmp_path)
+        procs.append(second)
+        deadline = time.monotonic() + 60  # a hang guard
+        while second.poll() is None:
+            with contextlib.suppress(OSError):
+                get(second_url + "/api/v1/health")
+                raise AssertionError("a second engine serves on a data dir in use")
+            assert time.monotonic() < deadline, "the second engine neither served nor exited"
+            time.sleep(0.1)
+        assert second.stderr is not None
+        err = second.stderr.read().decode()
+        assert second.returncode == 1
+        assert f"data dir {data_dir} is in use by another Easel process (pid {first.pid})" in err
+        assert "Traceback" not in err
+        assert get(first_url + "/api/v1/health")[0] == 200  # the first one is unharmed
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        third, third_url = serve(data_dir, tmp_path)  # free again once the first stopped
+        procs.append(third)
+        wait_until_serving(third_url + "/api/v1/health", third)
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_after_a_kill_the_next_start_takes_the_data_dir_and_closes_what_was_left_open(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "d"
+    first, url = serve(data_dir, tmp_path)
+    procs = [first]
+    try:
+        wait_until_serving(url + "/api/v1/health", first)
+        request = urllib.request.Request(
+            url + "/api/v1/sessions",
+            data=json.dumps({"pipeline": "passthrough"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            session_id = json.loads(response.read())["id"]
+        first.kill()  # SIGKILL: no shutdown at all
+        first.wait()
+        second, url = serve(data_dir, tmp_path)
+        procs.append(second)
+        wait_until_serving(url + "/api/v1/health", second)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stored = asyncio.run(_stored_session(Settings(data_dir=data_dir), session_id))
+    assert (stored.status, stored.end_reason) == (SessionStatus.CLOSED, "engine_restart")
+
+
+async def _stored_session(settings: Settings, session_id: str) -> SessionRecord:
+    store = await open_store(settings, new_registry())
+    try:
+        return await store.sessions.get(session_id)
+    finally:
+        await store.close()
 
 
 def test_bad_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
@@ -85,4 +179,66 @@ def test_db_upgrade_and_current(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["db", "upgrade", "--data-dir", str(tmp_path / "d")]) == 0
     assert capsys.readouterr().out.strip() == (
         f"schema revision: {migrations.head()} (newest: {migrations.head()})"
+    )
+
+
+WITHOUT_UVLOOP = (
+    "import runpy, sys; sys.modules['uvloop'] = None; sys.argv[0] = 'easel'; "
+    "runpy.run_module('transport.cli', run_name='__main__')"
+)
+"""Runs the CLI (its arguments after ``-c``) where ``import uvloop`` fails, as on Windows."""
+
+
+def easel_without_uvloop(
+    tmp_path: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_UVLOOP, *args],
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_cli_works_without_uvloop(tmp_path: Path) -> None:
+    helped = easel_without_uvloop(tmp_path, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "serve" in helped.stdout
+    upgraded = easel_without_uvloop(tmp_path, "db", "upgrade", "--data-dir", str(tmp_path / "d"))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith("schema revision: ")
+
+
+def test_serve_without_uvloop_falls_back_to_asyncio(tmp_path: Path) -> None:
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EASEL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WITHOUT_UVLOOP, "serve", "--port", str(port)],
+        env={**clean, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/api/v1/health", proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert b"uvloop is not installed: using the asyncio event loop" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_asking_for_uvloop_where_it_is_missing_is_refused_clearly(tmp_path: Path) -> None:
+    result = easel_without_uvloop(tmp_path, "serve", EASEL_EVENT_LOOP="uvloop")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "easel: EASEL_EVENT_LOOP=uvloop, but uvloop is not installed "
+        "(install it, or set EASEL_EVENT_LOOP=asyncio)\n"
     )

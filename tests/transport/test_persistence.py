@@ -10,7 +10,8 @@ from aiohttp.test_utils import TestServer
 
 from engine.metrics import new_registry
 from engine.settings import Settings
-from engine.storage import PipelineConfigPatch, SessionStatus, open_store
+from engine.storage import NewSession, PipelineConfigPatch, SessionStatus, open_store
+from tests.support import running_pg_cluster
 from transport.app import create_app
 
 
@@ -98,3 +99,60 @@ async def test_a_stored_pipeline_that_cannot_start_can_be_replaced(tmp_path: Pat
     status, restored = await call(third, "GET", "/api/v1/pipelines/sim")
     assert (status, restored["options"]) == (200, {"cost_ms": 2})
     await third.close()
+
+
+async def restart(settings: Settings) -> None:
+    """Start an engine on ``settings`` and stop it again."""
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    await server.close()
+
+
+async def test_sessions_left_open_by_a_process_that_died_are_closed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    store = await open_store(settings, new_registry())
+    try:  # a process that stored its session, then died without closing it
+        left = await store.sessions.create(NewSession(pipeline="imagefx"))
+    finally:
+        await store.close()
+
+    await restart(settings)
+
+    store = await open_store(settings, new_registry())
+    try:
+        swept = await store.sessions.get(left.id)
+    finally:
+        await store.close()
+    assert swept.status is SessionStatus.CLOSED
+    assert swept.end_reason == "engine_restart"
+
+
+async def test_on_a_shared_postgresql_a_node_closes_only_its_own_sessions_at_start(
+    tmp_path: Path,
+) -> None:
+    with running_pg_cluster() as cluster:
+        url = await cluster.create_database()
+        node_a, node_b = (
+            Settings(data_dir=tmp_path / name, database_url=url, db_auto_migrate=True)
+            for name in ("a", "b")
+        )
+        opened = []
+        for node in (node_a, node_b):
+            store = await open_store(node, new_registry())
+            try:
+                opened.append(await store.sessions.create(NewSession(pipeline="imagefx")))
+            finally:
+                await store.close()
+
+        await restart(node_a)  # node b runs on, its session still open
+
+        store = await open_store(node_b, new_registry())
+        try:
+            of_a, of_b = [await store.sessions.get(session.id) for session in opened]
+        finally:
+            await store.close()
+    assert (of_a.status, of_a.end_reason) == (SessionStatus.CLOSED, "engine_restart")
+    assert of_b == opened[1]
+    assert of_b.status is SessionStatus.OPEN

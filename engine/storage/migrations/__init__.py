@@ -3,6 +3,10 @@
 ``await upgrade(url)`` brings a database to the newest revision (or to
 ``revision``); ``await current(url)`` says where it is. Both run on the event loop
 and the migration itself on SQLAlchemy's greenlet bridge, so nothing blocks.
+
+On PostgreSQL an upgrade holds the advisory lock ``MIGRATION_LOCK`` for its
+transaction, so processes that upgrade one database at once take turns. Within one
+process, run one upgrade at a time: alembic keeps its context in module globals.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-__all__ = ["HEAD", "current", "head", "upgrade"]
+__all__ = ["HEAD", "MIGRATION_LOCK", "current", "head", "upgrade"]
 
 HEAD = "head"
+MIGRATION_LOCK = 0x6561_7365_6C5F_6D67
+"""The key of the PostgreSQL advisory lock an upgrade holds ("easel_mg" in ASCII)."""
 _HERE = Path(__file__).parent
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from engine.storage.migrations import MIGRATION_LOCK
 from engine.storage.sql.schema import METADATA
 
 
@@ -23,6 +25,11 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Nodes starting together on one database take turns (the revision is
+            # read after the lock, so the later ones find nothing left to do); the
+            # lock goes with the transaction. SQLite has one process (its data dir's).
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 

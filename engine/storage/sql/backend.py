@@ -280,21 +280,26 @@ class SqlTable(Generic[R]):
         return self._record(row)
 
     @contextmanager
-    def _writing(self, record_ids: Iterable[str], *, cascade: bool = False) -> Iterator[None]:
+    def _writing(
+        self, record_ids: Iterable[str] | None, *, cascade: bool = False
+    ) -> Iterator[None]:
         # Invalidate before the write, so no read after its commit finds the old
         # record still cached while the unit of work winds down, and again once it
         # is over (its connection given back), whether it succeeded, failed or was
-        # cancelled, so nothing read meanwhile stays.
-        ids = tuple(record_ids)
+        # cancelled, so nothing read meanwhile stays. ``None``: any record.
+        ids = None if record_ids is None else tuple(record_ids)
         self._invalidate(ids, cascade=cascade)
         try:
             yield
         finally:
             self._invalidate(ids, cascade=cascade)
 
-    def _invalidate(self, record_ids: tuple[str, ...], *, cascade: bool) -> None:
+    def _invalidate(self, record_ids: tuple[str, ...] | None, *, cascade: bool) -> None:
         if (cache := self._backend.cache) is not None:
-            cache.invalidate(self._spec.name, record_ids)
+            if record_ids is None:
+                cache.clear(self._spec.name)
+            else:
+                cache.invalidate(self._spec.name, record_ids)
             for table in self._cascades if cascade else ():
                 cache.clear(table)
 
@@ -335,6 +340,13 @@ class SqlTable(Generic[R]):
                         .where(self._table.c.id == record_id)
                         .values(dict(values))
                     )
+
+    async def update_where(self, where: Where, changes: Where) -> int:
+        query = self._table.update().where(*self._where(where)).values(dict(changes))
+        with self._writing(None):
+            async with self._backend.unit() as conn:
+                result = await conn.execute(query)
+        return int(result.rowcount)
 
     async def delete(self, record_id: str) -> None:
         # Children go with their parent through ON DELETE CASCADE.

@@ -73,6 +73,8 @@ Table(
     Column("ended_at", DateTime(timezone=True), nullable=True),
     Column("stats", JSON, nullable=False),
     *_stamps(),
+    Column("node_id", String(32), nullable=True),
+    Column("end_reason", String(32), nullable=True),
 )
 
 Table(

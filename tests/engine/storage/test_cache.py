@@ -134,9 +134,12 @@ async def test_reads_racing_a_write_leave_nothing_stale(store: Store) -> None:
 
 
 async def test_the_cache_is_on_only_for_the_embedded_default(tmp_path: Path) -> None:
-    embedded = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
-    url = f"sqlite+aiosqlite:///{tmp_path / 'easel.db'}"
-    explicit = await open_store(Settings(data_dir=tmp_path, database_url=url), CollectorRegistry())
+    embedded = await open_store(Settings(data_dir=tmp_path / "a"), CollectorRegistry())
+    # the same database file, named explicitly by a store with a data dir of its own
+    url = f"sqlite+aiosqlite:///{tmp_path / 'a' / 'easel.db'}"
+    explicit = await open_store(
+        Settings(data_dir=tmp_path / "b", database_url=url), CollectorRegistry()
+    )
     try:
         assert isinstance(embedded._backend, SqlBackend)
         assert isinstance(explicit._backend, SqlBackend)

@@ -32,11 +32,13 @@ from engine.storage import (
     ProjectPatch,
     ScenePatch,
     SessionPatch,
+    SessionRecord,
     SessionStatus,
     Store,
     projects,
 )
-from engine.storage.repository import MAX_OFFSET
+from engine.storage.records import new_id, now
+from engine.storage.repository import MAX_OFFSET, SESSIONS
 
 
 async def test_created_records_read_back_equal(store: Store) -> None:
@@ -212,6 +214,51 @@ async def test_sessions_finish_once_with_stats(store: Store) -> None:
     open_ = await store.sessions.list(status=SessionStatus.OPEN)
     assert [s.pipeline for s in open_.items] == ["b"]
     assert (await store.sessions.list(pipeline="a")).items == (closed,)
+
+
+async def _stored_session(store: Store, node_id: str | None) -> SessionRecord:
+    """An open session stored by another node (or, with ``None``, before sessions
+    recorded their node)."""
+    stamp = now()
+    record = SessionRecord(
+        id=new_id(), created_at=stamp, updated_at=stamp, pipeline="p", node_id=node_id
+    )
+    await store._backend.table(SESSIONS).insert(record)
+    return record
+
+
+async def test_sessions_record_the_node_that_opened_them(store: Store) -> None:
+    first = await store.sessions.create(NewSession(pipeline="a"))
+    second = await store.sessions.create(NewSession(pipeline="b"))
+    assert first.node_id is not None
+    assert second.node_id == first.node_id
+    assert (await store.sessions.get(first.id)).node_id == first.node_id
+
+
+async def test_sessions_left_open_by_this_node_or_no_node_close_at_its_start(
+    store: Store,
+) -> None:
+    left = await store.sessions.create(NewSession(pipeline="left"))
+    ended = await store.sessions.finish(
+        (await store.sessions.create(NewSession(pipeline="ended"))).id, {"frames": 3}
+    )
+    nodeless = await _stored_session(store, None)
+    elsewhere = await _stored_session(store, "another-node")
+    assert (await store.sessions.get(left.id)).end_reason is None
+
+    assert await store.sessions.close_abandoned() == 2
+
+    for swept in (await store.sessions.get(left.id), await store.sessions.get(nodeless.id)):
+        assert swept.status is SessionStatus.CLOSED
+        assert swept.end_reason == "engine_restart"
+        assert swept.ended_at is not None
+        assert swept.updated_at == swept.ended_at
+    assert await store.sessions.get(ended.id) == ended
+    assert ended.end_reason is None
+    assert await store.sessions.get(elsewhere.id) == elsewhere
+    assert await store.sessions.close_abandoned() == 0
+    with pytest.raises(Conflict):  # closed, like a session that finished
+        await store.sessions.finish(left.id, {})
 
 
 async def test_scenes_keep_a_dense_reorderable_order(store: Store) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +16,18 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from engine.errors import Unavailable
 from engine.settings import Settings
 from engine.storage import NewProject, PipelineConfigPatch, open_store
-from engine.storage.migrations import current, head, upgrade
+from engine.storage.migrations import MIGRATION_LOCK, current, head, upgrade
 from engine.storage.records import now
 from engine.storage.sql.schema import METADATA
-from tests.support import create_database, settings_for
+from tests.support import PgCluster, create_database, settings_for
 
 PREVIOUS = "0002"
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -90,6 +95,37 @@ async def test_older_revisions_upgrade_and_keep_their_rows(
         await store.close()
 
 
+async def test_sessions_stored_before_nodes_keep_their_rows_and_close_at_start(
+    empty_url: str, tmp_path: Path
+) -> None:
+    await upgrade(empty_url, "0003")
+    engine = create_async_engine(empty_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO sessions (id, pipeline, drain, client, params, status, stats,"
+                    " created_at, updated_at) VALUES ('s1', 'fx', 'latest', 'web',"
+                    """ '{"a": 1}', 'open', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"""
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    await upgrade(empty_url)
+
+    settings = Settings(data_dir=tmp_path, database_url=empty_url, db_auto_migrate=False)
+    store = await open_store(settings, CollectorRegistry())
+    try:
+        kept = await store.sessions.get("s1")
+        assert (kept.pipeline, kept.client, kept.params) == ("fx", "web", {"a": 1})
+        assert (kept.node_id, kept.end_reason) == (None, None)
+        assert await store.sessions.close_abandoned() == 1
+        assert (await store.sessions.get("s1")).end_reason == "engine_restart"
+    finally:
+        await store.close()
+
+
 async def test_store_refuses_an_old_schema_without_auto_migrate(
     empty_url: str, tmp_path: Path
 ) -> None:
@@ -98,6 +134,55 @@ async def test_store_refuses_an_old_schema_without_auto_migrate(
     with pytest.raises(Unavailable, match=PREVIOUS):
         await open_store(settings, CollectorRegistry())
     assert await current(empty_url) == PREVIOUS
+
+
+async def _waiting_for_the_migration_lock(conn: AsyncConnection) -> int:
+    """Backends of this database waiting for the migration lock right now."""
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND ((classid::bigint << 32) | objid::bigint) = :key"
+    )
+    return int((await conn.execute(query, {"key": MIGRATION_LOCK})).scalar_one())
+
+
+async def _easel_db_upgrade(url: str, cwd: Path) -> asyncio.subprocess.Process:
+    """``easel db upgrade`` against ``url`` in a process of its own, as a node runs it."""
+    env = {**os.environ, "EASEL_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "transport.cli", "db", "upgrade"),
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_concurrent_upgrades_on_postgresql_take_turns_on_an_advisory_lock(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    url = await create_database(pg_cluster)
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            nodes = [await _easel_db_upgrade(url, tmp_path) for _ in range(2)]
+            deadline = time.monotonic() + 60  # a hang guard
+            while await _waiting_for_the_migration_lock(holder) < 2:
+                exited = [node.returncode for node in nodes if node.returncode is not None]
+                assert exited == [], "an upgrade ran while the migration lock was held"
+                assert time.monotonic() < deadline, "the upgrades never waited for the lock"
+                await asyncio.sleep(0.05)
+            assert await current(url) is None  # neither touched the schema meanwhile
+            await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            outcomes = [await node.communicate() for node in nodes]
+    finally:
+        await engine.dispose()
+    for node, (out, err) in zip(nodes, outcomes, strict=True):
+        assert node.returncode == 0, err.decode()
+        assert out.decode().startswith(f"schema revision: {head()} ")
+    assert await current(url) == head()
+    assert await _schema_diff(url) == []
 
 
 async def test_embedded_sqlite_migrates_at_start_by_default(tmp_path: Path) -> None:
@@ -132,3 +217,28 @@ async def test_mongodb_renames_old_pipeline_config_fields_at_start(
             2,
             None,
         )
+
+
+async def test_mongodb_sessions_stored_before_nodes_close_at_start(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    settings = await settings_for("mongodb", tmp_path, request)
+    stamp = now()
+    old = {"_id": "s1", "pipeline": "fx", "drain": "latest", "client": "", "params": {}}
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri, tz_aware=True)
+    try:
+        coll = client[settings.mongodb_database]["sessions"]
+        await coll.insert_one(
+            {**old, "status": "open", "stats": {}, "created_at": stamp, "updated_at": stamp}
+        )
+    finally:
+        await client.close()
+
+    store = await open_store(settings, CollectorRegistry())
+    try:
+        assert (await store.sessions.get("s1")).node_id is None
+        assert await store.sessions.close_abandoned() == 1
+        swept = await store.sessions.get("s1")
+    finally:
+        await store.close()
+    assert (swept.status, swept.end_reason) == ("closed", "engine_restart")

@@ -8,9 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import engine.storage
-from engine.errors import Unavailable
+from engine.errors import Conflict, Unavailable
 from engine.settings import Settings
-from engine.storage import NewProject, open_store
+from engine.storage import NewProject, NewSession, open_store
 from tests.support import free_port
 
 
@@ -54,6 +54,36 @@ async def test_stores_are_independent_and_close_cleanly(tmp_path: Path) -> None:
         assert (await reopened.projects.list()).total == 1
     finally:
         await reopened.close()
+
+
+async def test_a_data_dir_holds_one_open_store_at_a_time(tmp_path: Path) -> None:
+    first = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    try:
+        with pytest.raises(Conflict, match=f"data dir {tmp_path} is in use by another Easel"):
+            await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    finally:
+        await first.close()
+    again = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    await again.close()
+
+
+async def test_a_data_dir_keeps_one_node_id(tmp_path: Path) -> None:
+    ids = []
+    for name in ("a", "a", "b"):
+        store = await open_store(Settings(data_dir=tmp_path / name), CollectorRegistry())
+        try:
+            ids.append((await store.sessions.create(NewSession(pipeline="p"))).node_id)
+        finally:
+            await store.close()
+    assert ids[0] == ids[1] != ids[2]
+    assert (tmp_path / "a" / "node-id").read_text() == f"{ids[0]}\n"
+
+    (tmp_path / "b" / "node-id").write_text("not an id")
+    with pytest.raises(ValueError, match="does not hold a node id"):
+        await open_store(Settings(data_dir=tmp_path / "b"), CollectorRegistry())
+    (tmp_path / "b" / "node-id").unlink()  # the refusal left the data dir free
+    store = await open_store(Settings(data_dir=tmp_path / "b"), CollectorRegistry())
+    await store.close()
 
 
 def test_public_surface_is_pinned() -> None:
