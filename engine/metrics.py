@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ActorMetrics",
     "HotFamily",
-    "Tally",
-    "Timings",
+    "LocalCounter",
+    "LocalHistogram",
     "hot_counter",
     "hot_histogram",
     "new_registry",
@@ -46,12 +46,12 @@ def new_registry() -> CollectorRegistry:
     return CollectorRegistry(auto_describe=True)
 
 
-class Timings:
+class LocalHistogram:
     """A histogram written by one thread alone, so without locks.
 
     ``prometheus_client.Histogram.observe`` takes a lock per bucket touched, which
     was a visible share of a loop→loop ask and of every frame. A writer that owns its
-    own ``Timings`` (an actor, the loop) needs no lock; scrapes read the counts (under
+    own ``LocalHistogram`` (an actor, the loop) needs no lock; scrapes read the counts (under
     the GIL) and add them up.
     """
 
@@ -66,7 +66,7 @@ class Timings:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def add(self, other: Timings) -> None:
+    def add(self, other: LocalHistogram) -> None:
         for index, count in enumerate(other.counts):
             self.counts[index] += count
         self.total += other.total
@@ -81,23 +81,22 @@ class Timings:
         return pairs
 
 
-class Tally:
+class LocalCounter:
     """A counter written by one thread alone, so without locks."""
 
-    __slots__ = ("bounds", "total")
+    __slots__ = ("total",)
 
-    def __init__(self, bounds: Sequence[float] = ()) -> None:
-        self.bounds = bounds
+    def __init__(self) -> None:
         self.total = 0.0
 
     def inc(self, amount: float = 1.0) -> None:
         self.total += amount
 
-    def add(self, other: Tally) -> None:
+    def add(self, other: LocalCounter) -> None:
         self.total += other.total
 
 
-Shard = TypeVar("Shard", Timings, Tally)
+Shard = TypeVar("Shard", LocalHistogram, LocalCounter)
 
 
 class HotFamily(Collector, Generic[Shard]):
@@ -110,18 +109,18 @@ class HotFamily(Collector, Generic[Shard]):
 
     def __init__(
         self,
-        make: Callable[[Sequence[float]], Shard],
+        make: Callable[[], Shard],
         name: str,
         documentation: str,
         labelnames: Sequence[str],
         registry: CollectorRegistry,
-        buckets: Sequence[float] = (),
+        histogram: bool,
     ) -> None:
-        self.make: Callable[[Sequence[float]], Shard] = make
+        self.make: Callable[[], Shard] = make
         self.name = name
         self.documentation = documentation
         self.labelnames = list(labelnames)
-        self.buckets = buckets
+        self.histogram = histogram
         self._lock = threading.Lock()
         self._live: dict[tuple[str, ...], list[Shard]] = {}
         self._retired: dict[tuple[str, ...], Shard] = {}
@@ -130,7 +129,7 @@ class HotFamily(Collector, Generic[Shard]):
 
     def shard(self, *labels: str) -> Shard:
         """A new child for one writer; ``retire`` it when the writer is done."""
-        shard = self.make(self.buckets)
+        shard = self.make()
         with self._lock:
             self._live.setdefault(labels, []).append(shard)
         return shard
@@ -147,30 +146,30 @@ class HotFamily(Collector, Generic[Shard]):
             live = self._live.get(labels, [])
             if shard in live:
                 live.remove(shard)
-                self._retired.setdefault(labels, self.make(self.buckets)).add(shard)
+                self._retired.setdefault(labels, self.make()).add(shard)
 
     def _totals(self) -> dict[tuple[str, ...], Shard]:
         totals: dict[tuple[str, ...], Shard] = {}
         with self._lock:  # writers never take it: only shard() and retire() wait
             for labels, live in self._live.items():
                 for member in live:
-                    totals.setdefault(labels, self.make(self.buckets)).add(member)
+                    totals.setdefault(labels, self.make()).add(member)
             for labels, retired in self._retired.items():
-                totals.setdefault(labels, self.make(self.buckets)).add(retired)
+                totals.setdefault(labels, self.make()).add(retired)
         return totals
 
     def describe(self) -> Iterator[Metric]:
         yield self._family()
 
     def _family(self) -> Metric:
-        if self.make is Timings:
+        if self.histogram:
             return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for labels, total in sorted(self._totals().items()):
-            if isinstance(family, HistogramMetricFamily) and isinstance(total, Timings):
+            if isinstance(family, HistogramMetricFamily) and isinstance(total, LocalHistogram):
                 family.add_metric(list(labels), total.cumulative(), sum_value=total.total)
             elif isinstance(family, CounterMetricFamily):
                 family.add_metric(list(labels), total.total)
@@ -183,14 +182,16 @@ def hot_histogram(
     labelnames: Sequence[str],
     buckets: Sequence[float],
     registry: CollectorRegistry,
-) -> HotFamily[Timings]:
-    return HotFamily(Timings, name, documentation, labelnames, registry, buckets)
+) -> HotFamily[LocalHistogram]:
+    return HotFamily(
+        lambda: LocalHistogram(buckets), name, documentation, labelnames, registry, histogram=True
+    )
 
 
 def hot_counter(
     name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-) -> HotFamily[Tally]:
-    return HotFamily(Tally, name, documentation, labelnames, registry)
+) -> HotFamily[LocalCounter]:
+    return HotFamily(LocalCounter, name, documentation, labelnames, registry, histogram=False)
 
 
 class ActorMetrics(Collector):
@@ -209,8 +210,8 @@ class ActorMetrics(Collector):
             ["kind"],
             registry=registry,
         )
-        self._retired: dict[str, Timings] = {}
-        """Timings of actors that are gone, by kind, so counters never go back."""
+        self._retired: dict[str, LocalHistogram] = {}
+        """LocalHistogram of actors that are gone, by kind, so counters never go back."""
         self.dead_letters = prometheus_client.Counter(
             "easel_actor_dead_letters",
             "Messages that were never handled, by kind and reason.",
@@ -228,9 +229,9 @@ class ActorMetrics(Collector):
     def bind(self, system: ActorSystem) -> None:
         self._system = system
 
-    def retire(self, kind: str, timings: Timings) -> None:
+    def retire(self, kind: str, timings: LocalHistogram) -> None:
         """Keep the counts of an actor that stopped for good."""
-        self._retired.setdefault(kind, Timings()).add(timings)
+        self._retired.setdefault(kind, LocalHistogram()).add(timings)
 
     def restarted(self, kind: str) -> None:
         self.restarts.labels(kind).inc()
@@ -266,14 +267,14 @@ class ActorMetrics(Collector):
         )
         states: Counter[tuple[str, str]] = Counter()
         depths: Counter[str] = Counter()
-        timings: dict[str, Timings] = {}
+        timings: dict[str, LocalHistogram] = {}
         for kind, retired in self._retired.items():
-            timings.setdefault(kind, Timings()).add(retired)
+            timings.setdefault(kind, LocalHistogram()).add(retired)
         if self._system is not None:
             for cell in self._system.cells():
                 states[(cell.kind, str(cell.state))] += 1
                 depths[cell.kind] += len(cell.mailbox)
-                timings.setdefault(cell.kind, Timings()).add(cell.timings)
+                timings.setdefault(cell.kind, LocalHistogram()).add(cell.timings)
         for (kind, state), count in sorted(states.items()):
             actors.add_metric([kind, state], count)
         for kind, total in sorted(depths.items()):

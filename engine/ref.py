@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from engine.actor import ActorContext, LoopActor, ThreadActor
 from engine.errors import ActorStopped, AskTimeout, Undeliverable
 from engine.mailbox import Envelope, FutureReply, LoopReply, Mailbox, MailboxSpec
-from engine.metrics import Timings
+from engine.metrics import LocalHistogram
 from engine.runners import LoopRunner, ThreadRunner
 
 if TYPE_CHECKING:
     from engine.system import ActorSystem
 
-__all__ = ["ActorRef", "ActorState", "Behaviour", "Cell", "ExitListener"]
+__all__ = ["ActorRef", "ActorState", "Behaviour", "Cell", "ExitCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ M = TypeVar("M")
 R = TypeVar("R")
 
 Behaviour = LoopActor[Any, Any] | ThreadActor[Any, Any]
-ExitListener = Callable[["Cell[Any, Any]", int, BaseException | None], None]
+ExitCallback = Callable[[Any, int, BaseException | None], None]
+"""How a node of the tree (a cell or a supervisor) tells its parent it ended: called
+with the node, the incarnation that ended and the error (``None`` for a normal stop)."""
 """Called on the loop when an incarnation ends by itself: (cell, incarnation, error)."""
 
 
@@ -84,9 +86,9 @@ class Cell(Generic[M, R]):
         self.mailbox = Mailbox(mailbox)
         self.state = ActorState.NEW
         self.incarnation = 0
-        self.on_exit: ExitListener | None = None
+        self.on_exit: ExitCallback | None = None
         self.ref: ActorRef[M, R] = ActorRef(self)
-        self.timings = Timings()
+        self.timings = LocalHistogram()
         self._runner: LoopRunner | ThreadRunner | None = None
         self._stop_asked = 0
         """The incarnation whose ``on_start`` called ``context.stop()``."""

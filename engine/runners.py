@@ -27,11 +27,11 @@ from engine.doorbell import Doorbell
 from engine.errors import ActorCrashed, ActorStopped, EaselError
 from engine.mailbox import Envelope, Mailbox
 
-__all__ = ["ExitCallback", "LoopRunner", "Observer", "ThreadRunner"]
+__all__ = ["LoopRunner", "Observer", "RunnerEnded", "ThreadRunner"]
 
 log = logging.getLogger(__name__)
 
-ExitCallback = Callable[[Any, BaseException | None], None]
+RunnerEnded = Callable[[Any, BaseException | None], None]
 Observer = Callable[[float], None]
 """Called with the seconds one message (or batch) took to handle."""
 
@@ -71,7 +71,7 @@ class _Runner(Generic[B]):
     """What both runners share: the incarnation, its mailbox, and how to report."""
 
     def __init__(
-        self, behaviour: B, mailbox: Mailbox, path: str, observe: Observer, on_exit: ExitCallback
+        self, behaviour: B, mailbox: Mailbox, path: str, observe: Observer, on_exit: RunnerEnded
     ) -> None:
         self.behaviour: B = behaviour
         self.mailbox = mailbox
@@ -97,7 +97,7 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         mailbox: Mailbox,
         path: str,
         observe: Observer,
-        on_exit: ExitCallback,
+        on_exit: RunnerEnded,
     ) -> None:
         super().__init__(behaviour, mailbox, path, observe, on_exit)
         self.loop_thread = threading.get_ident()
@@ -263,7 +263,7 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
         mailbox: Mailbox,
         path: str,
         observe: Observer,
-        on_exit: ExitCallback,
+        on_exit: RunnerEnded,
         report_lost: Callable[[Envelope, str], None],
     ) -> None:
         super().__init__(behaviour, mailbox, path, observe, on_exit)

@@ -32,7 +32,7 @@ from typing import Any
 from engine.actor import LoopActor, ThreadActor
 from engine.errors import ActorError, Conflict, NotFound, Unavailable
 from engine.mailbox import MailboxSpec
-from engine.ref import ActorRef, ActorState, Cell
+from engine.ref import ActorRef, ActorState, Cell, ExitCallback
 from engine.system import ActorSystem
 
 __all__ = [
@@ -110,7 +110,6 @@ class SupervisorSpec:
 
 
 ChildSpec = ActorSpec | SupervisorSpec
-ExitHandler = Callable[[Any, int, BaseException | None], None]
 
 
 class _Child:
@@ -179,7 +178,7 @@ class Supervisor:
         self.path = path
         self.rng = rng or random.Random()
         self.incarnation = 0
-        self.on_exit: ExitHandler | None = None
+        self.on_exit: ExitCallback | None = None
         self.failure: BaseException | None = None
         self._children: list[_Child] = []
         self._restarts: deque[float] = deque()
