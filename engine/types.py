@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["DrainStrategy", "FrameTimings"]
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DrainStrategy", "FrameTimings", "PipelineConfig"]
 
 
 class DrainStrategy(StrEnum):
@@ -45,3 +48,26 @@ class FrameTimings:
             "pipeline_ms": float(self.pipeline_ms),
             "total_ms": float(self.total_ms),
         }
+
+
+class PipelineConfig(BaseModel):
+    """How an operator declares a pipeline (the REST body, the
+    pipeline service's input, and the fields of its stored record).
+
+    - ``name``: the instance's name, unique per engine; the actor path is
+      ``/pipelines/<name>``. Several instances may share a kind with other options.
+    - ``kind``: the plug-in, as the catalog knows it (``imagefx``, an entry point…).
+    - ``replicas``: how many actors (each with its own instance and thread) to run.
+    - ``max_batch``: the largest micro-batch handed to ``process``; ``None`` keeps the
+      kind's default (``Pipeline.max_batch``).
+    - ``options``: kind-specific settings, validated by the kind's ``options_model``
+      when the pipeline is constructed (or earlier, by ``Kind.parse_options``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    kind: str = Field(min_length=1, max_length=100)
+    replicas: int = Field(default=1, ge=1, le=64)
+    max_batch: int | None = Field(default=None, ge=1, le=1024)
+    options: dict[str, Any] = Field(default_factory=dict)

@@ -16,7 +16,7 @@ from actors.plugins import PipelineCatalog, PipelineConfig
 from actors.plugins.catalog import PluginClass
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorRef
-from engine.storage import NewPipelineConfig, PipelineConfigPatch, PipelineConfigs
+from engine.storage import PipelineConfigPatch, PipelineConfigs
 from engine.supervisor import ActorSpec, Backoff, Strategy, Supervisor, SupervisorSpec
 
 __all__ = ["PipelineService"]
@@ -135,7 +135,7 @@ class PipelineService:
             return
         stored = self._stored.get(config.name)
         if stored is None:
-            created = await self.configs.create(NewPipelineConfig(**config.model_dump()))
+            created = await self.configs.create(config)
             self._stored[config.name] = created.id
             return
         fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})

@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.errors import BadParams, EaselError, Invalid
+from engine.types import PipelineConfig
 
 __all__ = [
     "Answer",
@@ -89,28 +90,6 @@ class FrameOut:
 
 Answer: TypeAlias = FrameOut | EaselError
 """What ``process`` returns per frame: a result, or the error about that frame alone."""
-
-
-class PipelineConfig(BaseModel):
-    """How an operator declares a pipeline (stored by the pipeline-config repository).
-
-    - ``name``: the instance's name, unique per engine; the actor path is
-      ``/pipelines/<name>``. Several instances may share a kind with other options.
-    - ``kind``: the plug-in, as the catalog knows it (``imagefx``, an entry point…).
-    - ``replicas``: how many actors (each with its own instance and thread) to run.
-    - ``max_batch``: the largest micro-batch handed to ``process``; ``None`` keeps the
-      kind's default (``Pipeline.max_batch``).
-    - ``options``: kind-specific settings, validated by the kind's ``options_model``
-      when the pipeline is constructed (or earlier, by ``Kind.parse_options``).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-    kind: str = Field(min_length=1, max_length=100)
-    replicas: int = Field(default=1, ge=1, le=64)
-    max_batch: int | None = Field(default=None, ge=1, le=1024)
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class Pipeline(ABC, Generic[P]):

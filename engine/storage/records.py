@@ -17,6 +17,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from engine.types import PipelineConfig
+
 __all__ = [
     "ApiKey",
     "Clip",
@@ -32,13 +34,12 @@ __all__ = [
     "NewClip",
     "NewComfyServer",
     "NewJob",
-    "NewPipelineConfig",
     "NewProject",
     "NewScene",
     "NewSession",
     "Page",
-    "PipelineConfig",
     "PipelineConfigPatch",
+    "PipelineConfigRecord",
     "Project",
     "ProjectPatch",
     "Record",
@@ -107,16 +108,6 @@ class Page(Generic[R]):
 # -- pipeline configs ---------------------------------------------------------------
 
 
-class NewPipelineConfig(_Model):
-    """The fields of ``actors.plugins.PipelineConfig``, as an operator declared them."""
-
-    name: Name
-    kind: Name
-    replicas: int = Field(default=1, ge=1, le=64)
-    max_batch: int | None = Field(default=None, ge=1, le=1024)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class PipelineConfigPatch(_Model):
     """Changes to a config; ``max_batch=None`` given explicitly restores the kind's default."""
 
@@ -126,8 +117,8 @@ class PipelineConfigPatch(_Model):
     options: dict[str, Any] | None = None
 
 
-class PipelineConfig(Record, NewPipelineConfig):
-    """A named pipeline: its kind, replicas, batch limit and options; ``name`` is unique."""
+class PipelineConfigRecord(Record, PipelineConfig):
+    """A stored ``PipelineConfig`` (``engine.types``); ``name`` is unique."""
 
 
 # -- sessions -----------------------------------------------------------------------

@@ -25,11 +25,10 @@ from engine.storage.records import (
     JobStatus,
     NewComfyServer,
     NewJob,
-    NewPipelineConfig,
     NewSession,
     Page,
-    PipelineConfig,
     PipelineConfigPatch,
+    PipelineConfigRecord,
     Record,
     SessionPatch,
     SessionRecord,
@@ -38,6 +37,7 @@ from engine.storage.records import (
     now,
 )
 from engine.storage.table import Table, TableSpec, Where
+from engine.types import PipelineConfig
 
 __all__ = [
     "COMFY_SERVERS",
@@ -65,7 +65,7 @@ one overflows SQLite's and MongoDB's drivers and PostgreSQL's ``bigint``)."""
 
 PIPELINE_CONFIGS = TableSpec(
     "pipeline_configs",
-    PipelineConfig,
+    PipelineConfigRecord,
     unique=(("name",),),
     renamed=(("pipeline", "kind"), ("params", "options")),
 )
@@ -168,20 +168,20 @@ class Repository(Generic[R]):
             return await self._table.update(record_id, changes, expect=expect)
 
 
-class PipelineConfigs(Repository[PipelineConfig]):
+class PipelineConfigs(Repository[PipelineConfigRecord]):
     """Named pipeline configurations; names are unique."""
 
-    async def create(self, new: NewPipelineConfig) -> PipelineConfig:
+    async def create(self, new: PipelineConfig) -> PipelineConfigRecord:
         """Store a new config. Raises ``Conflict`` if the name is taken."""
         return await self._create(**new.model_dump())
 
     async def list(
         self, *, kind: str | None = None, limit: int = 50, offset: int = 0
-    ) -> Page[PipelineConfig]:
+    ) -> Page[PipelineConfigRecord]:
         """A page of configs, oldest first, optionally of one kind. Raises ``Invalid``."""
         return await self._list(limit, offset, kind=kind)
 
-    async def update(self, record_id: str, patch: PipelineConfigPatch) -> PipelineConfig:
+    async def update(self, record_id: str, patch: PipelineConfigPatch) -> PipelineConfigRecord:
         """Change a config. Raises ``NotFound``."""
         return await self._patch(record_id, patch)
 

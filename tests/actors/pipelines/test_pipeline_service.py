@@ -14,7 +14,7 @@ from actors.pipelines.handle import PipelineAnswer, PipelineHandle
 from actors.plugins import FrameIn, PipelineConfig
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorState
-from engine.storage import NewPipelineConfig, Store
+from engine.storage import Store
 from engine.supervisor import Supervisor
 from tests.actors.pipelines.kit import SCRIPTED, Rig, open_copied_store, open_rig
 from tests.support import eventually
@@ -297,10 +297,10 @@ async def test_persisted_pipelines_are_restored_by_the_next_engine(store: Store)
 async def test_restore_skips_what_cannot_start_and_a_later_init_replaces_it(
     store: Store,
 ) -> None:
-    broken = NewPipelineConfig(name="broken", kind="simulated", options={"crash_on_load": True})
+    broken = PipelineConfig(name="broken", kind="simulated", options={"crash_on_load": True})
     await store.pipeline_configs.create(broken)
-    await store.pipeline_configs.create(NewPipelineConfig(name="fine", kind="passthrough"))
-    await store.pipeline_configs.create(NewPipelineConfig(name="gone", kind="no-such-kind"))
+    await store.pipeline_configs.create(PipelineConfig(name="fine", kind="passthrough"))
+    await store.pipeline_configs.create(PipelineConfig(name="gone", kind="no-such-kind"))
     async with open_rig(store.pipeline_configs) as rig:
         await rig.pipelines.restore()
         assert rig.pipelines.names() == ["fine"]

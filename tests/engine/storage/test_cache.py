@@ -23,7 +23,6 @@ from engine.storage import (
     NewClip,
     NewComfyServer,
     NewJob,
-    NewPipelineConfig,
     NewProject,
     NewScene,
     NewSession,
@@ -37,11 +36,12 @@ from engine.storage import (
 from engine.storage.records import new_id, now
 from engine.storage.sql.backend import SqlBackend
 from engine.storage.sql.cache import RecordCache
+from engine.types import PipelineConfig
 
 
 async def test_updates_are_read_back(store: Store) -> None:
     project = await store.projects.create(NewProject(name="p"))
-    config = await store.pipeline_configs.create(NewPipelineConfig(name="c", kind="fx"))
+    config = await store.pipeline_configs.create(PipelineConfig(name="c", kind="fx"))
     server = await store.comfy_servers.create(NewComfyServer(name="s", url="http://s"))
     job = await store.jobs.create(NewJob(workflow="w"))
     await store.projects.get(project.id)
@@ -187,7 +187,7 @@ def test_a_read_from_before_a_write_is_not_kept() -> None:
 
 async def test_changing_a_record_read_does_not_change_the_next_read(store: Store) -> None:
     config = await store.pipeline_configs.create(
-        NewPipelineConfig(name="c", kind="fx", options={"a": 1, "n": [1]})
+        PipelineConfig(name="c", kind="fx", options={"a": 1, "n": [1]})
     )
     for _ in range(2):
         read = await store.pipeline_configs.get(config.id)

@@ -23,7 +23,6 @@ from engine.storage import (
     NewClip,
     NewComfyServer,
     NewJob,
-    NewPipelineConfig,
     NewProject,
     NewScene,
     NewSession,
@@ -39,11 +38,12 @@ from engine.storage import (
 )
 from engine.storage.records import new_id, now
 from engine.storage.repository import MAX_OFFSET, SESSIONS
+from engine.types import PipelineConfig
 
 
 async def test_created_records_read_back_equal(store: Store) -> None:
     config = await store.pipeline_configs.create(
-        NewPipelineConfig(
+        PipelineConfig(
             name="sketch", kind="imagefx", max_batch=4, options={"strength": 0.5, "n": [1, 2]}
         )
     )
@@ -88,9 +88,9 @@ async def test_duplicates_raise_conflict(store: Store) -> None:
     await store.projects.create(NewProject(name="same"))
     with pytest.raises(Conflict):
         await store.projects.create(NewProject(name="same"))
-    await store.pipeline_configs.create(NewPipelineConfig(name="p", kind="x"))
+    await store.pipeline_configs.create(PipelineConfig(name="p", kind="x"))
     with pytest.raises(Conflict):
-        await store.pipeline_configs.create(NewPipelineConfig(name="p", kind="y"))
+        await store.pipeline_configs.create(PipelineConfig(name="p", kind="y"))
     await store.comfy_servers.create(NewComfyServer(name="a", url="http://a"))
     with pytest.raises(Conflict):
         await store.comfy_servers.create(NewComfyServer(name="b", url="http://a"))
@@ -157,7 +157,7 @@ async def test_patch_leaves_unset_fields_and_clears_nullable_ones(store: Store) 
     assert failed.updated_at >= job.updated_at
     retried = await store.jobs.update(job.id, JobPatch(status=JobStatus.QUEUED, error=None))
     assert retried.error is None
-    config = await store.pipeline_configs.create(NewPipelineConfig(name="n", kind="x"))
+    config = await store.pipeline_configs.create(PipelineConfig(name="n", kind="x"))
     changed = await store.pipeline_configs.update(config.id, PipelineConfigPatch(replicas=3))
     assert (changed.name, changed.kind, changed.replicas, changed.max_batch) == ("n", "x", 3, None)
     project = await store.projects.create(NewProject(name="old"))
@@ -167,9 +167,9 @@ async def test_patch_leaves_unset_fields_and_clears_nullable_ones(store: Store) 
 
 async def test_pipeline_configs_change_and_filter_by_kind(store: Store) -> None:
     fx = await store.pipeline_configs.create(
-        NewPipelineConfig(name="fx", kind="imagefx", options={"max_pixels": 4})
+        PipelineConfig(name="fx", kind="imagefx", options={"max_pixels": 4})
     )
-    sim = await store.pipeline_configs.create(NewPipelineConfig(name="sim", kind="simulated"))
+    sim = await store.pipeline_configs.create(PipelineConfig(name="sim", kind="simulated"))
     batched = await store.pipeline_configs.update(
         fx.id, PipelineConfigPatch(max_batch=8, options={"max_pixels": 9})
     )
@@ -405,7 +405,7 @@ async def test_values_some_backend_cannot_store_are_invalid_everywhere(
     session = await store.sessions.create(NewSession(pipeline="p"))
     with pytest.raises(Invalid):
         await store.pipeline_configs.create(
-            NewPipelineConfig(name="c", kind="k", options={"v": value})
+            PipelineConfig(name="c", kind="k", options={"v": value})
         )
     with pytest.raises(Invalid):
         await store.sessions.update(session.id, SessionPatch(params={"v": value}))

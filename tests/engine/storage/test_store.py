@@ -90,8 +90,8 @@ def test_public_surface_is_pinned() -> None:
     records = {
         "ApiKey", "Clip", "ClipPatch", "ComfyServer", "ComfyServerPatch", "Job", "JobOutput",
         "JobPatch", "JobStatus", "Media", "NewApiKey", "NewClip", "NewComfyServer", "NewJob",
-        "NewPipelineConfig", "NewProject", "NewScene", "NewSession", "Page", "PipelineConfig",
-        "PipelineConfigPatch", "PoolStatus", "Project", "ProjectPatch", "Scene", "ScenePatch",
+        "NewProject", "NewScene", "NewSession", "Page", "PipelineConfigPatch",
+        "PipelineConfigRecord", "PoolStatus", "Project", "ProjectPatch", "Scene", "ScenePatch",
         "SessionPatch", "SessionRecord", "SessionStatus",
     }  # fmt: skip
     repositories = {
