@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from engine.errors import BadParams, EaselError, Invalid
 from engine.types import PipelineConfig
+from engine.validation import field_problems, listing
 
 __all__ = [
     "Answer",
@@ -222,9 +223,5 @@ def _validate(model: type[M], raw: Mapping[str, Any], error: type[EaselError], w
     try:
         return model.model_validate(raw if isinstance(raw, dict) else dict(raw))
     except ValidationError as exc:
-        fields = {
-            ".".join(str(part) for part in err["loc"]) or "(root)": err["msg"]
-            for err in exc.errors()
-        }
-        listing = "; ".join(f"{field}: {problem}" for field, problem in fields.items())
-        raise error(f"bad {what}: {listing}", fields=fields) from None
+        fields = field_problems(exc)
+        raise error(f"bad {what}: {listing(fields)}", fields=fields) from None

@@ -38,6 +38,7 @@ from engine.storage.records import (
 )
 from engine.storage.table import Table, TableSpec, Where
 from engine.types import PipelineConfig
+from engine.validation import field_problems, listing
 
 __all__ = [
     "COMFY_SERVERS",
@@ -140,8 +141,9 @@ class Repository(Generic[R]):
                 **{"id": new_id(), "created_at": stamp, "updated_at": stamp, **fields}
             )
         except ValidationError as exc:
+            fields = field_problems(exc)
             raise Invalid(
-                f"invalid {self._spec.name} record: {exc.error_count()} error(s)"
+                f"invalid {self._spec.name} record: {listing(fields)}", fields=fields
             ) from exc
         async with self._op("create"):
             await self._table.insert(record)

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import Invalid
+from engine.validation import field_problems, listing
 
 __all__ = ["BadRequest", "json_response", "read_body"]
 
@@ -40,8 +41,5 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        fields = {
-            ".".join(str(p) for p in err["loc"]) or "(body)": err["msg"] for err in error.errors()
-        }
-        listing = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
-        raise Invalid(f"invalid body: {listing}", fields=fields) from None
+        fields = field_problems(error, root="(body)")
+        raise Invalid(f"invalid body: {listing(fields)}", fields=fields) from None
