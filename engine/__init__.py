@@ -5,12 +5,10 @@ loaded on first use, so that importing one light module (``engine.types``,
 ``engine.errors``) does not start up the whole runtime.
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from engine.actor import ActorContext, LoopActor, ThreadActor
     from engine.engine import Engine, Health
     from engine.errors import (
@@ -99,10 +97,10 @@ _WHERE: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -14,18 +14,23 @@ def _setuptools() -> Any:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
 
 
-def _package_files(package: str) -> list[Path]:
-    """The files of ``package`` (``*``: of every package the build includes)."""
+def _package_files(package: str) -> list[str]:
+    """The files of ``package`` (``*``: of every package the build includes), as the
+    paths a pattern is matched against: relative to the package, and bare names (a
+    ``*`` pattern applies in every package directory)."""
     if package == "*":
         roots = [ROOT / name.rstrip("*") for name in _setuptools()["packages"]["find"]["include"]]
     else:
         roots = [ROOT / package.replace(".", "/")]
-    return [path for root in roots for path in root.rglob("*") if path.is_file()]
+    files = [(root, path) for root in roots for path in root.rglob("*") if path.is_file()]
+    return [path.name for _, path in files] + [
+        path.relative_to(root).as_posix() for root, path in files
+    ]
 
 
 def test_every_package_data_pattern_matches_a_file() -> None:
     for package, patterns in _setuptools()["package-data"].items():
-        names = [path.name for path in _package_files(package)]
+        names = _package_files(package)
         unmatched = [p for p in patterns if not fnmatch.filter(names, p)]
         assert unmatched == [], f"package-data for {package!r} names no file: {unmatched}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import types
 
@@ -52,9 +53,20 @@ def test_each_export_is_the_public_object_of_its_own_module() -> None:
 
 
 def test_every_name_the_package_defines_is_exported() -> None:
+    for name in engine.__all__:  # re-exports load on first use: load them all
+        getattr(engine, name)
     defined = {
         name
         for name, value in vars(engine).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert defined == set(engine.__all__)
+
+
+def test_the_shared_vocabulary_and_the_codec_load_without_the_runtime() -> None:
+    code = (
+        "import sys, engine.types, transport.protocol; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('engine', 'actors', 'pykka')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["['engine',", "'engine.errors',", "'engine.types']"]
