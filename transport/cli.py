@@ -157,7 +157,7 @@ def _db(args: argparse.Namespace) -> int:
 
 
 async def _apikey(args: argparse.Namespace, settings: Settings) -> None:
-    store = await open_store(settings, new_registry())
+    store = await open_store(settings, new_registry(), own_data_dir=False)
     try:
         if args.key_command == "create":
             key, token = await store.api_keys.create(NewApiKey(name=args.name))

@@ -97,10 +97,25 @@ class DataDir:
             raise
         return cls(path, fd, node_id)
 
+    @classmethod
+    def visit(cls, path: Path) -> DataDir:
+        """Use ``path`` without owning it, beside the process that does (short
+        administrative writes such as ``easel apikey``, which the owner reads from the
+        database). Nothing is locked and no node id is made."""
+        path.mkdir(parents=True, exist_ok=True)
+        node_file = path / "node-id"
+        node_id = node_file.read_text().strip() if node_file.exists() else ""
+        return cls(path, -1, node_id)
+
+    @property
+    def owned(self) -> bool:
+        """Whether this process holds the directory's lock (``claim``, not ``visit``)."""
+        return self._fd is not None and self._fd >= 0
+
     def release(self) -> None:
         """Unlock the directory. Idempotent."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is not None and fd >= 0:
             _unlock(fd)
             os.close(fd)
 

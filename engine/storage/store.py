@@ -76,7 +76,9 @@ class Store:
             self._data_dir.release()
 
 
-async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
+async def open_store(
+    settings: Settings, registry: CollectorRegistry, *, own_data_dir: bool = True
+) -> Store:
     """Open the store ``settings`` describe, registering its metrics on ``registry``.
 
     First claims ``settings.data_dir`` (created if missing) for this store: raises
@@ -85,8 +87,13 @@ async def open_store(settings: Settings, registry: CollectorRegistry) -> Store:
     (by default only for SQLite, whose file lives in the data dir). MongoDB: ensures
     indexes. Raises ``Unavailable`` if the database can't be reached, or if the SQL
     schema isn't at the newest migration and auto-migration is off.
+
+    ``own_data_dir=False`` opens the store beside the process that owns the data dir
+    (``DataDir.visit``), with no record cache, for short administrative writes.
     """
-    data_dir = DataDir.claim(settings.data_dir)
+    data_dir = (
+        DataDir.claim(settings.data_dir) if own_data_dir else DataDir.visit(settings.data_dir)
+    )
     try:
         return await _open(settings, registry, data_dir)
     except BaseException:
@@ -113,6 +120,7 @@ async def _open(settings: Settings, registry: CollectorRegistry, data_dir: DataD
         return store
 
     url = settings.sql_url
+    owner = data_dir.owned
     await _prepare_schema(settings, url)
     backend = SqlBackend(
         url,
@@ -121,7 +129,7 @@ async def _open(settings: Settings, registry: CollectorRegistry, data_dir: DataD
         max_overflow=settings.db_max_overflow,
         timeout=settings.db_timeout,
         # Only the embedded default is certain to have one process as its writer.
-        cache_size=settings.db_cache_size if settings.database_url is None else 0,
+        cache_size=settings.db_cache_size if settings.database_url is None and owner else 0,
     )
     return Store(backend, data_dir)
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 import engine.storage
 from engine.errors import Conflict, Unavailable
 from engine.settings import Settings
-from engine.storage import NewProject, NewSession, open_store
+from engine.storage import NewApiKey, NewProject, NewSession, open_store
 from tests.support import free_port
 
 
@@ -65,6 +65,23 @@ async def test_a_data_dir_holds_one_open_store_at_a_time(tmp_path: Path) -> None
         await first.close()
     again = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
     await again.close()
+
+
+async def test_a_visitor_writes_beside_the_owner_and_the_owner_reads_it(tmp_path: Path) -> None:
+    owner = await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    try:
+        visitor = await open_store(
+            Settings(data_dir=tmp_path), CollectorRegistry(), own_data_dir=False
+        )
+        try:
+            key, _ = await visitor.api_keys.create(NewApiKey(name="ops"))
+        finally:
+            await visitor.close()
+        assert (await owner.api_keys.get(key.id)).name == "ops"
+        with pytest.raises(Conflict, match="in use"):  # visiting never took the lock
+            await open_store(Settings(data_dir=tmp_path), CollectorRegistry())
+    finally:
+        await owner.close()
 
 
 async def test_a_data_dir_keeps_one_node_id(tmp_path: Path) -> None:
