@@ -14,6 +14,7 @@ from engine.settings import Settings
 from engine.storage import open_store
 from transport import openapi, ws
 from transport.auth import auth_middleware
+from transport.http_metrics import metrics_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
 from transport.problem import error_middleware
 from transport.rest import health, media, pipelines, projects, sessions
@@ -25,7 +26,8 @@ __all__ = ["create_app"]
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application; the engine starts and stops with it."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=8 * 1024 * 1024
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=8 * 1024 * 1024,
     )
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
