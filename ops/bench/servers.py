@@ -114,11 +114,13 @@ async def spawned(
     *,
     loop: str = "asyncio",
     profile: Path | None = None,
+    tree: Path | None = None,
 ) -> AsyncIterator[Target]:
     """Run Easel (``easel serve``) or echo as a subprocess; stop it with SIGINT after.
 
     ``loop="uvloop"`` installs uvloop first; ``profile`` runs it under pyinstrument
-    and writes a text report there when it stops.
+    and writes a text report there when it stops; ``tree`` runs the code of another
+    checkout (e.g. a ``git worktree`` of an older commit) with this interpreter.
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="easel-bench-") as data_dir:
@@ -136,7 +138,11 @@ async def spawned(
         if profile is not None:
             report = ["-r", "text", "--show-all", "-o", str(profile)]
             command = [sys.executable, "-m", "pyinstrument", *report, "-m", module, *args]
-        proc = await asyncio.create_subprocess_exec(*command, env=env, stdout=subprocess.DEVNULL)
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=subprocess.DEVNULL, cwd=tree
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             await _wait_serving(url, proc)

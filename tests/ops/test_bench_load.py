@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ops.bench.load import Load, make_payload
 from ops.bench.measure import measure_interleaved
-from ops.bench.servers import in_process
+from ops.bench.servers import in_process, spawned
 from tests.support import EASEL, ROOT, free_port, wait_until_serving
 from transport.cli import main
 from transport.protocol import DrainStrategy
@@ -101,3 +103,18 @@ async def test_interleaved_targets_take_turns_and_rows_add_up() -> None:
         assert row.sent == sum(part.sent for part in each)
         assert row.answered == sum(part.answered for part in each)
         assert min(part.fps for part in each) <= row.fps <= max(part.fps for part in each)
+
+
+async def test_a_spawned_server_runs_the_code_of_the_tree_it_is_given(tmp_path: Path) -> None:
+    """``spawned(tree=...)`` is how ops.bench.compare runs an older checkout: the
+    server imports that tree's modules, not this one's."""
+    other = tmp_path / "other"
+    for package in ("engine", "actors", "transport", "ops"):
+        shutil.copytree(ROOT / package, other / package)
+    marker = other / "transport" / "rest" / "health.py"
+    marker.write_text(
+        marker.read_text().replace('"ok" if report.alive', '"other tree" if report.alive')
+    )
+    async with spawned("easel", tree=other) as target, aiohttp.ClientSession() as http:
+        response = await http.get(target.url + "/api/v1/health")
+        assert (await response.json())["status"] == "other tree"
