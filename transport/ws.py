@@ -42,7 +42,6 @@ from transport.keys import DOMAIN, ENGINE
 from transport.problem import problem_response
 from transport.protocol import (
     SUBPROTOCOL,
-    ClientMessage,
     CloseCode,
     ContentType,
     DrainStrategy,
@@ -347,11 +346,16 @@ class _Reader:
         self.first = True
 
     async def run(self) -> None:
+        submit = self.attachment.submit
         async for message in self.ws:
             received = time.perf_counter()
             try:
                 if message.type is WSMsgType.BINARY:
-                    await self._handle(decode_client(message.data, self.limits), received)
+                    decoded = decode_client(message.data, self.limits)
+                    if isinstance(decoded, InputFrame):  # the hot path: no extra coroutine
+                        await submit(self._inbound(decoded, received))
+                    else:
+                        await self._control(decoded)
                 elif message.type is WSMsgType.TEXT:
                     raise ProtocolViolation(ErrorCode.BINARY_ONLY, "frames are binary messages")
             except ProtocolViolation as violation:
@@ -362,24 +366,9 @@ class _Reader:
                 await _goodbye(self.ws, self.transport, CloseCode.NORMAL, b"session closed", last)
                 return
 
-    async def _handle(self, decoded: ClientMessage, received: float) -> None:
-        first, self.first = self.first, False
-        if isinstance(decoded, InputFrame):
-            await self._frame(decoded, received)
-        elif isinstance(decoded, Hello):
-            if not first:
-                raise ProtocolViolation(
-                    ErrorCode.BAD_FRAME, "HELLO is only valid as the first frame"
-                )
-            await self._hello(decoded)
-        elif isinstance(decoded, ParamsUpdate):
-            self.violations.valid()
-            await self._params(decoded.params)
-        elif isinstance(decoded, CallFrame):
-            self.violations.valid()
-            await self._call(decoded)
-
-    async def _frame(self, frame: InputFrame, received: float) -> None:
+    def _inbound(self, frame: InputFrame, received: float) -> InboundFrame:
+        """The frame as the session takes it; its ``seq`` must increase."""
+        self.first = False
         if frame.seq <= self.last_seq:
             raise ProtocolViolation(
                 ErrorCode.BAD_FRAME,
@@ -388,11 +377,24 @@ class _Reader:
             )
         self.last_seq = frame.seq
         self.violations.valid()
-        await self.attachment.submit(
-            InboundFrame(
-                frame.seq, frame.ct, frame.w, frame.h, frame.payload, frame.params, received
-            )
+        return InboundFrame(
+            frame.seq, frame.ct, frame.w, frame.h, frame.payload, frame.params, received
         )
+
+    async def _control(self, decoded: Hello | ParamsUpdate | CallFrame) -> None:
+        first, self.first = self.first, False
+        if isinstance(decoded, Hello):
+            if not first:
+                raise ProtocolViolation(
+                    ErrorCode.BAD_FRAME, "HELLO is only valid as the first frame"
+                )
+            await self._hello(decoded)
+        elif isinstance(decoded, ParamsUpdate):
+            self.violations.valid()
+            await self._params(decoded.params)
+        else:
+            self.violations.valid()
+            await self._call(decoded)
 
     async def _hello(self, hello: Hello) -> None:
         """A HELLO as the first frame on a session's own endpoint: apply its params
