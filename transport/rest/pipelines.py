@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.pipelines.handle import PipelineHandle
 from actors.plugins import PipelineConfig
+from transport.auth import Role, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
@@ -42,6 +43,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/pipelines")
+@requires(Role.CLIENT)
 async def list_pipelines(request: web.Request) -> web.Response:
     registry = request.app[DOMAIN].pipelines
     items = [describe(registry.get(name)) for name in registry.names()]
@@ -49,6 +51,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/pipelines")
+@requires(Role.ADMIN)
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
     handle = await request.app[DOMAIN].pipelines.init(config, persist=True)
@@ -56,12 +59,14 @@ async def create_pipeline(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/pipelines/{name}")
+@requires(Role.CLIENT)
 async def get_pipeline(request: web.Request) -> web.Response:
     handle = request.app[DOMAIN].pipelines.get(request.match_info["name"])
     return json_response(describe(handle))
 
 
 @routes.post("/api/v1/pipelines/{name}/reload")
+@requires(Role.ADMIN)
 async def reload_pipeline(request: web.Request) -> web.Response:
     registry = request.app[DOMAIN].pipelines
     name = request.match_info["name"]
@@ -75,6 +80,7 @@ async def reload_pipeline(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/pipelines/{name}")
+@requires(Role.ADMIN)
 async def delete_pipeline(request: web.Request) -> web.Response:
     await request.app[DOMAIN].pipelines.shutdown(request.match_info["name"])
     return web.Response(status=204)

@@ -69,6 +69,7 @@ Table(
     Column("drain", String(32), nullable=False),
     Column("client", String(200), nullable=False),
     Column("params", JSON, nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     Column("status", String(16), nullable=False, index=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
     Column("stats", JSON, nullable=False),
@@ -107,6 +108,7 @@ Table(
     Column("filename", String(255), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
 )
 
@@ -116,6 +118,7 @@ Table(
     _id(),
     Column("name", String(200), nullable=False, unique=True),
     Column("description", Text, nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
 )
 
@@ -150,6 +153,7 @@ Table(
     METADATA,
     _id(),
     Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
     Column("scopes", JSON, nullable=False),
     Column("secret_hash", String(64), nullable=False),
     *_stamps(),

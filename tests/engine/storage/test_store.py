@@ -61,8 +61,8 @@ def test_public_surface_is_pinned() -> None:
         "ApiKey", "Clip", "ClipPatch", "ComfyServer", "ComfyServerPatch", "Job", "JobOutput",
         "JobPatch", "JobStatus", "Media", "NewApiKey", "NewClip", "NewComfyServer", "NewJob",
         "NewPipelineConfig", "NewProject", "NewScene", "NewSession", "Page", "PipelineConfig",
-        "PipelineConfigPatch", "PoolStatus", "Project", "ProjectPatch", "Scene", "ScenePatch",
-        "SessionPatch", "SessionRecord", "SessionStatus",
+        "PipelineConfigPatch", "PoolStatus", "Project", "ProjectPatch", "Role", "Scene",
+        "ScenePatch", "SessionPatch", "SessionRecord", "SessionStatus",
     }  # fmt: skip
     repositories = {
         "ApiKeys", "Clips", "ComfyServers", "Jobs", "MediaRepository", "PipelineConfigs",
