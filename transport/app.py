@@ -18,6 +18,7 @@ from transport import openapi, ws
 from transport.auth import auth_middleware
 from transport.browser import browser_middleware, security_headers
 from transport.keys import DOMAIN, ENGINE, STORE
+from transport.limits import RATE_LIMITER, RateLimiter, rate_limit_middleware
 from transport.problem import error_middleware
 from transport.rest import apikeys, health, media, pipelines, projects, sessions
 from transport.web import page
@@ -42,11 +43,12 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
     admin key created on a first start.
     """
     app = web.Application(
-        middlewares=[error_middleware, browser_middleware, auth_middleware],
+        middlewares=[error_middleware, browser_middleware, auth_middleware, rate_limit_middleware],
         client_max_size=settings.max_body,
     )
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     routes = (health, media, openapi, pipelines, projects, sessions, apikeys, ws, page)
     for module in routes:
         app.add_routes(module.routes)

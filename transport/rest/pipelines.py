@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.pipelines.handle import PipelineHandle
 from actors.plugins import PipelineConfig
+from engine.errors import Invalid
+from engine.settings import Settings
 from transport.auth import Role, requires
-from transport.keys import DOMAIN
+from transport.keys import DOMAIN, ENGINE
 from transport.rest.bodies import json_response, read_body
 
 __all__ = ["ReloadBody", "describe", "routes"]
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -23,10 +28,16 @@ class ReloadBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str | None = None
+    kind: str | None = Field(default=None, min_length=1, max_length=100)
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
+
+
+def _bounded(config: PipelineConfig, settings: Settings) -> None:
+    if config.replicas > settings.max_replicas:
+        log.warning("pipeline %s refused: %d replicas", config.name, config.replicas)
+        raise Invalid(f"at most {settings.max_replicas} replicas (max_replicas)")
 
 
 def describe(handle: PipelineHandle) -> dict[str, Any]:
@@ -54,7 +65,13 @@ async def list_pipelines(request: web.Request) -> web.Response:
 @requires(Role.ADMIN)
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
-    handle = await request.app[DOMAIN].pipelines.init(config, persist=True)
+    registry = request.app[DOMAIN].pipelines
+    settings = request.app[ENGINE].settings
+    _bounded(config, settings)
+    if len(registry.names()) >= settings.max_pipelines:
+        log.warning("pipeline %s refused: at the limit of %d", config.name, settings.max_pipelines)
+        raise Invalid(f"the engine runs its limit of {settings.max_pipelines} pipelines")
+    handle = await registry.init(config, persist=True)
     return json_response(describe(handle), status=201)
 
 
@@ -74,7 +91,11 @@ async def reload_pipeline(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude_none=True)
     config = registry.get(name).config
     if changes:
-        config = PipelineConfig.model_validate({**config.model_dump(), **changes})
+        try:
+            config = PipelineConfig.model_validate({**config.model_dump(), **changes})
+        except ValidationError as error:
+            raise Invalid(f"invalid reload: {error.error_count()} error(s)") from None
+    _bounded(config, request.app[ENGINE].settings)
     handle = await registry.reload(name, config)
     return json_response(describe(handle))
 

@@ -22,7 +22,7 @@ routes = web.RouteTableDef()
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pipeline: str = Field(default="passthrough", min_length=1)
+    pipeline: str = Field(default="passthrough", min_length=1, max_length=100)
     drain: DrainStrategy = DrainStrategy.LATEST
     params: dict[str, Any] = Field(default_factory=dict)
 
