@@ -50,6 +50,7 @@ __all__ = [
     "PayloadTooLarge",
     "PipelineError",
     "SessionClosed",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "Undeliverable",
@@ -132,6 +133,18 @@ class Overloaded(EaselError):
     code = "overloaded"
     status = 503
     title = "Overloaded"
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class TooManyRequests(EaselError):
+    """A caller is over its rate; it may retry after ``retry_after`` seconds."""
+
+    code = "too_many_requests"
+    status = 429
+    title = "Too many requests"
 
     def __init__(self, message: str | None = None, *, retry_after: float = 1.0) -> None:
         super().__init__(message, retry_after=retry_after)

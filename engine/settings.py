@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "is_loopback", "load_settings"]
 
 ENV_PREFIX = "EASEL_"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[] ")).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(ValueError):
@@ -42,8 +60,33 @@ class Settings(BaseModel):
     db_auto_migrate: bool | None = None
     """Apply SQL migrations at start; ``None`` means only for SQLite (the embedded default)."""
     log_level: str = "INFO"
-    require_api_key: bool = False
-    """Require an API key on ``/api/v1`` (see ``easel apikey create``)."""
+    insecure: bool = False
+    """Turn authentication off (every caller is admin). Refused unless ``host`` is a
+    loopback address; the engine warns loudly at start."""
+    allowed_origins: str = ""
+    """Comma-separated origins (``https://app.example``) besides the engine's own that
+    browsers may call from (CORS) and open WebSockets from; ``*`` allows any."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, with request, session and job ids."""
+    max_body: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest JSON request body in bytes (413 beyond)."""
+    rate_limit: float = Field(default=50.0, gt=0)
+    """REST requests per second per API key, sustained (429 beyond)."""
+    rate_burst: int = Field(default=200, ge=1)
+    """REST requests a key may make at once before ``rate_limit`` applies."""
+    max_sessions_per_key: int = Field(default=32, ge=1)
+    """Sessions one client key may have open at once."""
+    max_pipelines: int = Field(default=32, ge=1, le=1024)
+    max_replicas: int = Field(default=8, ge=1, le=64)
+    """Replicas one pipeline may have."""
+    max_connections: int = Field(default=1024, ge=1)
+    """Open connections (HTTP and WebSocket) the engine accepts; more are closed."""
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a connection has to send a complete request head."""
+    keepalive_timeout: float = Field(default=15.0, gt=0)
+    """Seconds an idle keep-alive HTTP connection is held open."""
+    ws_idle_timeout: float = Field(default=300.0, gt=0)
+    """Seconds a WebSocket may send nothing before it is closed."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """``uvloop`` (measured faster on the frame path) or the standard ``asyncio`` loop.
     uvloop is optional (there is none on Windows): where it is missing the default falls
@@ -84,6 +127,22 @@ class Settings(BaseModel):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @model_validator(mode="after")
+    def _insecure_only_on_loopback(self) -> Settings:
+        if self.insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"insecure (no authentication) is refused on {self.host!r}: bind a loopback"
+                " address (127.0.0.1, ::1) or turn authentication on"
+            )
+        return self
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """The allowed origins besides the engine's own (``*`` for any)."""
+        return frozenset(
+            part.strip().rstrip("/") for part in self.allowed_origins.split(",") if part.strip()
+        )
 
     @property
     def sql_url(self) -> str:

@@ -2,43 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from actors.domain import start_domain, supervision_tree
 from actors.sessions.messages import Close
 from engine.engine import Engine
-from engine.errors import EaselError
+from engine.errors import Conflict, EaselError
 from engine.settings import Settings
-from engine.storage import open_store
+from engine.storage import NewApiKey, Store, open_store
 from transport import openapi, ws
 from transport.auth import auth_middleware
+from transport.browser import browser_middleware, security_headers
 from transport.http_metrics import metrics_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
+from transport.limits import RATE_LIMITER, RateLimiter, rate_limit_middleware
 from transport.problem import error_middleware
-from transport.rest import health, media, pipelines, projects, sessions
+from transport.rest import apikeys, health, media, pipelines, projects, sessions
 from transport.web import page
 
-__all__ = ["create_app"]
+__all__ = ["ADMIN_KEY_FILE", "create_app"]
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the aiohttp application; the engine starts and stops with it."""
+ADMIN_KEY_FILE = "admin.key"
+"""Where the first start writes the admin key it creates, under the data directory."""
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> web.Application:
+    """Build the aiohttp application; the engine starts and stops with it.
+
+    ``announce`` prints what the operator must see once: the URL that carries the
+    admin key created on a first start.
+    """
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, auth_middleware],
-        client_max_size=8 * 1024 * 1024,
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            browser_middleware,
+            auth_middleware,
+            rate_limit_middleware,
+        ],
+        client_max_size=settings.max_body,
     )
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
-    routes = (health, media, openapi, pipelines, projects, sessions, ws, page)
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    routes = (health, media, openapi, pipelines, projects, sessions, apikeys, ws, page)
     for module in routes:
         app.add_routes(module.routes)
+    app.on_response_prepare.append(security_headers)
 
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings, engine.registry)
         app[STORE] = store
         engine.add_readiness_check("store", store.ping)
+        await _first_start(store, settings, announce)
         try:
             await store.sessions.close_abandoned()  # its process died with them open
             await engine.start()
@@ -67,3 +94,40 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(engine_lifetime)
     app.on_shutdown.append(close_connections)
     return app
+
+
+def _page_url(settings: Settings, token: str) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/#key={token}"
+
+
+async def _first_start(store: Store, settings: Settings, announce: Callable[[str], None]) -> None:
+    """With auth off, warn; with no key at all, create an admin key, keep it in
+    ``<data-dir>/admin.key`` (0600) and announce a URL that opens the page with it."""
+    if settings.insecure:
+        log.warning(
+            "!!! AUTHENTICATION IS OFF (insecure): every caller on %s is admin."
+            " Never use this beyond your own machine. !!!",
+            settings.host,
+        )
+        return
+    if await store.api_keys.any():
+        return
+    try:
+        _key, token = await store.api_keys.create(NewApiKey(name="admin", role="admin"))
+    except Conflict:
+        return  # another process made it first
+    path = settings.data_dir / ADMIN_KEY_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    os.chmod(path, 0o600)
+    announce(
+        f"easel: created the admin key (kept in {path}). Open the canvas with it:\n"
+        f"  {_page_url(settings, token)}"
+    )

@@ -19,6 +19,7 @@ from engine.settings import Settings, SettingsError, load_settings
 from engine.storage import NewApiKey, migrations, open_store
 from transport import client_cli
 from transport.app import create_app
+from transport.browser import RedactingAccessLogger
 from transport.commands import COMMAND_GROUP, Command
 
 __all__ = ["main"]
@@ -48,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (EASEL_PORT, default 8080)")
     serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="text or json (EASEL_LOG_FORMAT)"
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_const",
+        const=True,
+        help="turn authentication off; only on a loopback address (EASEL_INSECURE)",
+    )
     db = commands.add_parser("db", help="database schema (SQL backends)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="migrate to the newest schema")
@@ -59,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="key_command", required=True)
     create = key_commands.add_parser("create", help="issue a key; its token is shown once")
     create.add_argument("name")
+    create.add_argument(
+        "--role",
+        choices=("admin", "client", "metrics"),
+        default="client",
+        help="admin: everything; client: its own sessions, projects, media; metrics: scrape",
+    )
     revoke = key_commands.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     listing = key_commands.add_parser("list", help="list keys (never their secrets)")
@@ -77,6 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
                 "port": args.port,
                 "data_dir": args.data_dir,
                 "log_level": args.log_level,
+                "log_format": args.log_format,
+                "insecure": args.insecure,
             }
         )
     except SettingsError as error:
@@ -98,6 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
             shutdown_timeout=settings.shutdown_timeout,
             print=lambda message: print(message, flush=True),
             loop=loop,
+            access_log_class=RedactingAccessLogger,
         )
     except EaselError as error:  # the engine could not start: its data dir in use …
         print(f"easel: {error}", file=sys.stderr)
@@ -160,15 +179,15 @@ async def _apikey(args: argparse.Namespace, settings: Settings) -> None:
     store = await open_store(settings, new_registry(), own_data_dir=False)
     try:
         if args.key_command == "create":
-            key, token = await store.api_keys.create(NewApiKey(name=args.name))
-            print(f"{key.id}\t{key.name}\n{token}\n(the token is shown only now)")
+            key, token = await store.api_keys.create(NewApiKey(name=args.name, role=args.role))
+            print(f"{key.id}\t{key.name}\t{key.role}\n{token}\n(the token is shown only now)")
         elif args.key_command == "revoke":
             await store.api_keys.delete(args.key_id)
             print(f"revoked {args.key_id}")
         else:
             page = await store.api_keys.list(limit=500)
             for key in page.items:
-                print(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}")
+                print(f"{key.id}\t{key.name}\t{key.role}\t{key.created_at.isoformat()}")
     finally:
         await store.close()
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import mimetypes
+import os
 import statistics
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--url", default="http://127.0.0.1:8080", help="server base URL")
     add("--session", help="session id (default: create one via REST)")
     add("--token", help="the session's token (with --session)")
+    add(
+        "--api-key",
+        default=os.environ.get("EASEL_API_KEY"),
+        help="a client (or admin) API key to create the session with (EASEL_API_KEY)",
+    )
     add("--pipeline", default="passthrough")
     add("--params", type=json.loads, default={}, help="session params, JSON")
     add("--file", type=Path, help="image to send (default: a generated 512x512 JPEG)")
@@ -73,7 +79,8 @@ async def _main(args: argparse.Namespace) -> int:
         payload, ct = make_jpeg(512, 512), ContentType.JPEG
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-    async with aiohttp.ClientSession() as http:
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
+    async with aiohttp.ClientSession(headers=headers) as http:
         session, token = args.session, args.token
         if session is None:
             session, token = await _create(http, url, args.pipeline, args.params)

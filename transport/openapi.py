@@ -15,12 +15,15 @@ from pydantic import BaseModel
 from actors.plugins import PipelineConfig
 from engine.storage import (
     ClipPatch,
+    NewApiKey,
     NewClip,
     NewProject,
     NewScene,
     ProjectPatch,
     ScenePatch,
 )
+from transport.auth import Role, requires
+from transport.rest.apikeys import KEYS
 from transport.rest.bodies import json_response
 from transport.rest.media import ACCEPTED, MEDIA, ONE, PART
 from transport.rest.pipelines import ReloadBody
@@ -227,7 +230,33 @@ _MEDIA: tuple[Operation, ...] = (
     Operation("delete", ONE, "Delete the record and its bytes", _GONE, tag="media"),
 )
 
-OPERATIONS = _CORE + _PROJECTS + _MEDIA
+_KEYS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        KEYS,
+        "List API keys (never their secrets)",
+        {200: "A page: items {id, name, role, created_at}", 422: "Bad limit or offset"},
+        tag="keys",
+    ),
+    Operation(
+        "post",
+        KEYS,
+        "Issue an API key; its token is in this answer only",
+        {201: "Issued: id, name, role, created_at, token", 400: "", 409: "", 422: ""},
+        NewApiKey,
+        {"name": "studio-app", "role": "client"},
+        "keys",
+    ),
+    Operation(
+        "delete",
+        KEYS + "/{key_id}",
+        "Revoke a key: it fails from the next request on",
+        {204: "Revoked", 404: ""},
+        tag="keys",
+    ),
+)
+
+OPERATIONS = _CORE + _PROJECTS + _MEDIA + _KEYS
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -303,5 +332,6 @@ def document() -> dict[str, Any]:
 
 
 @routes.get("/api/v1/openapi.json")
+@requires(Role.PUBLIC)
 async def openapi(_request: web.Request) -> web.Response:
     return json_response(document())

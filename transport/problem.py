@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.errors import EaselError, Overloaded
+from engine.errors import EaselError, Overloaded, TooManyRequests
 
 __all__ = ["PROBLEM_JSON", "error_middleware", "problem_response"]
 
@@ -40,7 +40,7 @@ def problem_response(status: int, code: str, title: str, detail: str, **extra: A
 
 def _from_error(error: EaselError) -> web.Response:
     extra = dict(error.extra)
-    if isinstance(error, Overloaded):
+    if isinstance(error, (Overloaded, TooManyRequests)):
         extra["retry_after"] = error.retry_after
     return problem_response(error.status, error.code, error.title, error.message, **extra)
 

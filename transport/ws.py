@@ -37,7 +37,8 @@ from engine.errors import (
 )
 from engine.ref import ActorRef
 from engine.settings import Settings
-from transport.auth import bearer_token, require_api_key
+from transport.auth import Principal, Role, authenticate, bearer_token, check, requires
+from transport.browser import origin_allowed
 from transport.keys import DOMAIN, ENGINE
 from transport.problem import problem_response
 from transport.protocol import (
@@ -163,6 +164,11 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | web.Response
             f"offer the WebSocket subprotocol {SUBPROTOCOL!r}",
         )
     settings = request.app[ENGINE].settings
+    if not origin_allowed(request, settings):
+        log.warning("WebSocket refused: origin %r is not allowed", request.headers.get("Origin"))
+        return problem_response(
+            403, "forbidden_origin", "Origin not allowed", "this origin may not open sockets"
+        )
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         compress=False,
@@ -174,8 +180,10 @@ async def _upgrade(request: web.Request) -> web.WebSocketResponse | web.Response
 
 
 @routes.get("/api/v1/sessions/{session_id}/ws")
+@requires(Role.CLIENT, socket=True)
 async def session_ws(request: web.Request) -> web.StreamResponse:
-    """Attach to an existing session; WELCOME is sent on connect."""
+    """Attach to an existing session (its token, or a key that owns it); WELCOME is
+    sent on connect."""
     ws = await _upgrade(request)
     if not isinstance(ws, web.WebSocketResponse):
         return ws
@@ -184,9 +192,11 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
     try:
         try:
             record = domain.sessions.authenticate(session_id, bearer_token(request))
-        except Unauthorized:
-            await require_api_key(request)  # an API key opens any session
-            record = domain.sessions.get(session_id)
+        except Unauthorized:  # an unknown id is 4404 whoever asks: ids are unguessable
+            if request.app[ENGINE].settings.insecure and bearer_token(request) is not None:
+                raise  # even with auth off, a session's wrong token is refused
+            caller = await _caller(request)  # an API key opens the sessions it owns
+            record = _owned(domain, caller, session_id)
     except EaselError as error:  # otherwise the store is unreachable: try again later
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.INTERNAL))
     await _serve(ws, domain, record, request.app[ENGINE].settings, request.transport)
@@ -194,6 +204,7 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/api/v1/ws")
+@requires(Role.CLIENT, socket=True)
 async def hello_ws(request: web.Request) -> web.StreamResponse:
     """Create or resume a session with HELLO, then serve it."""
     ws = await _upgrade(request)
@@ -201,13 +212,10 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         return ws
     domain = request.app[DOMAIN]
     settings = request.app[ENGINE].settings
-    if settings.require_api_key:
-        try:
-            await require_api_key(request)
-        except EaselError as error:
-            return await _refuse(
-                ws, request.transport, error, _close_code(error, CloseCode.INTERNAL)
-            )
+    try:
+        caller = await _caller(request)
+    except EaselError as error:
+        return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.INTERNAL))
     try:
         message = await ws.receive(timeout=settings.hello_timeout)
     except TimeoutError:
@@ -222,20 +230,37 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         hello = decode_client(message.data, _limits(settings))
         if not isinstance(hello, Hello):
             raise ProtocolViolation(ErrorCode.BAD_FRAME, "the first frame must be HELLO")
-        record = await _session_for(domain, hello)
+        record = await _session_for(domain, hello, caller)
     except (ProtocolViolation, EaselError) as error:
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.POLICY))
     await _serve(ws, domain, record, settings, request.transport)
     return ws
 
 
-async def _session_for(domain: Domain, hello: Hello) -> SessionState:
+async def _caller(request: web.Request) -> Principal:
+    """The API key on the upgrade request; it must be allowed sessions (client, admin)."""
+    caller = await authenticate(request)
+    check(caller, Role.CLIENT)
+    return caller
+
+
+def _owned(domain: Domain, caller: Principal, session_id: str) -> SessionState:
+    """The session if ``caller`` owns it (admin owns all); ``NotFound`` otherwise."""
+    record = domain.sessions.get(session_id)
+    if not caller.owns(record.owner):
+        raise NotFound(f"no session {session_id!r}")
+    return record
+
+
+async def _session_for(domain: Domain, hello: Hello, caller: Principal) -> SessionState:
     if hello.session is not None:
-        return domain.sessions.authenticate(hello.session, hello.resume)
+        record = domain.sessions.authenticate(hello.session, hello.resume)
+        return _owned(domain, caller, record.id)
     return await domain.sessions.create(
         hello.pipeline or "passthrough",
         DrainStrategy(hello.drain or DrainStrategy.LATEST),
         hello.params or {},
+        owner=caller.key_id,
     )
 
 
@@ -245,7 +270,7 @@ def _close_code(error: Exception, otherwise: int) -> int:
         return error.close or CloseCode.POLICY
     if isinstance(error, NotFound):
         return CloseCode.UNKNOWN_SESSION
-    if isinstance(error, Unauthorized):
+    if isinstance(error, (Unauthorized, Forbidden)):
         return CloseCode.POLICY
     return otherwise
 

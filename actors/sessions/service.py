@@ -53,6 +53,8 @@ class SessionService:
         self._reserved = 0
         """Sessions being created right now: they count towards the limit."""
         self._writes: set[asyncio.Task[None]] = set()
+        self._owned: dict[str, int] = {}
+        """Open (and starting) sessions per owning key."""
         self._deps = SessionDeps(settings, metrics, pipelines, self.attached_changed, self.forget)
 
     def __len__(self) -> int:
@@ -63,13 +65,23 @@ class SessionService:
         pipeline: str,
         drain: DrainStrategy = DrainStrategy.LATEST,
         params: dict[str, Any] | None = None,
+        owner: str | None = None,
     ) -> SessionState:
-        """Start a session. Raises ``Overloaded`` at the session limit (retry later),
-        ``Invalid`` for an unknown pipeline, ``BadParams`` for params it rejects."""
+        """Start a session for the API key ``owner``. Raises ``Overloaded`` at the
+        session limit, or the key's own (retry later), ``Invalid`` for an unknown
+        pipeline, ``BadParams`` for params it rejects."""
+        retry_after = max(1.0, self.settings.session_idle_timeout / 4)
         if len(self._states) + self._reserved >= self.settings.max_sessions:
+            log.warning("session refused: the engine is at %d sessions", len(self._states))
             raise Overloaded(
                 f"the engine is at its limit of {self.settings.max_sessions} sessions",
-                retry_after=max(1.0, self.settings.session_idle_timeout / 4),
+                retry_after=retry_after,
+            )
+        limit = self.settings.max_sessions_per_key
+        if owner is not None and self._owned.get(owner, 0) >= limit:
+            log.warning("session refused: key %s is at its limit of %d sessions", owner, limit)
+            raise Overloaded(
+                f"this key is at its limit of {limit} sessions", retry_after=retry_after
             )
         try:
             handle = self.pipelines.get(pipeline)
@@ -78,17 +90,31 @@ class SessionService:
         params = dict(params or {})
         handle.plugin.parse_params(params)
         self._reserved += 1  # the slot is ours across the awaits below
+        self._own(owner, 1)
         try:
-            return await self._start(pipeline, drain, params)
+            state = await self._start(pipeline, drain, params, owner)
+        except BaseException:
+            self._own(owner, -1)
+            raise
         finally:
             self._reserved -= 1
+        return state
+
+    def _own(self, owner: str | None, delta: int) -> None:
+        if owner is None:
+            return
+        count = self._owned.get(owner, 0) + delta
+        if count > 0:
+            self._owned[owner] = count
+        else:
+            self._owned.pop(owner, None)
 
     async def _start(
-        self, pipeline: str, drain: DrainStrategy, params: dict[str, Any]
+        self, pipeline: str, drain: DrainStrategy, params: dict[str, Any], owner: str | None
     ) -> SessionState:
         session_id = secrets.token_hex(8)
         if self.stored is not None:
-            new = NewSession(pipeline=pipeline, drain=str(drain), params=params)
+            new = NewSession(pipeline=pipeline, drain=str(drain), params=params, owner=owner)
             session_id = (await self.stored.create(new)).id
         state = SessionState(
             id=session_id,
@@ -97,6 +123,7 @@ class SessionService:
             drain=drain,
             params=params,
             created_at=time.time(),
+            owner=owner,
         )
         self._states[state.id] = state
         try:
@@ -135,7 +162,9 @@ class SessionService:
     def authenticate(self, session_id: str, token: str | None) -> SessionState:
         """The session if ``token`` is its token; ``NotFound`` or ``Unauthorized`` otherwise."""
         state = self.get(session_id)
-        if token is None or not hmac.compare_digest(state.token, token):
+        if token is None or not hmac.compare_digest(
+            state.token.encode(), token.encode(errors="replace")
+        ):
             raise Unauthorized("a valid session token is required")
         return state
 
@@ -162,6 +191,7 @@ class SessionService:
         state = self._states.pop(session_id, None)
         if state is None:
             return
+        self._own(state.owner, -1)
         self._count()
         if self.stored is not None:
             task = asyncio.get_running_loop().create_task(self._finish(state))

@@ -50,6 +50,8 @@ class SessionState:
     created_at: float
     stats: SessionStats = field(default_factory=SessionStats)
     attached: bool = False
+    owner: str | None = None
+    """The id of the API key that created the session (``None`` with auth off)."""
 
     def max_inflight(self, settings: Settings) -> int:
         """How many of this session's frames may be in its pipeline at once."""

@@ -10,10 +10,10 @@ import hashlib
 import hmac
 import secrets
 
-from engine.errors import NotFound, Unauthorized
+from engine.errors import Unauthorized
 from engine.storage.records import ApiKey, NewApiKey, Page
 from engine.storage.repository import Repository
-from engine.storage.table import TableSpec
+from engine.storage.table import TableSpec, can_exist
 
 __all__ = ["API_KEYS", "ApiKeys"]
 
@@ -46,11 +46,16 @@ class ApiKeys(Repository[ApiKey]):
         key_id, _, secret = token.partition(".")
         if not key_id or not secret:
             raise Unauthorized(_REFUSED)
+        if not (can_exist(key_id) and secret.isascii()):
+            raise Unauthorized(_REFUSED)
+        # ``find``, never ``get``: a get may answer from this process's record cache,
+        # and a key revoked by another process (``easel apikey revoke``) must fail on
+        # the very next request.
         async with self._op("verify"):
-            try:
-                key = await self._table.get(key_id)
-            except NotFound:
-                raise Unauthorized(_REFUSED) from None
+            page = await self._table.find({"id": key_id}, limit=1, offset=0)
+        if not page.items:
+            raise Unauthorized(_REFUSED)
+        key = page.items[0]
         if not hmac.compare_digest(key.secret_hash, _hash(secret)):
             raise Unauthorized(_REFUSED)
         return key
@@ -58,3 +63,9 @@ class ApiKeys(Repository[ApiKey]):
     async def list(self, *, limit: int = 50, offset: int = 0) -> Page[ApiKey]:
         """A page of keys (hashes only), oldest first. Raises ``Invalid``."""
         return await self._list(limit, offset)
+
+    async def any(self) -> bool:
+        """Whether at least one key exists (uncached: another process may add one)."""
+        async with self._op("list"):
+            page = await self._table.find({}, limit=1, offset=0)
+        return bool(page.items)

@@ -80,7 +80,9 @@ class MediaRepository(Repository[Media]):
         super().__init__(table, metrics)
         self._files = files
 
-    async def put(self, data: bytes, content_type: str, filename: str = "") -> Media:
+    async def put(
+        self, data: bytes, content_type: str, filename: str = "", *, owner: str | None = None
+    ) -> Media:
         """Store bytes and their metadata. Raises ``Invalid`` if larger than the limit."""
         if len(data) > MAX_MEDIA_BYTES:
             raise Invalid(f"media larger than {MAX_MEDIA_BYTES} bytes")
@@ -96,6 +98,7 @@ class MediaRepository(Repository[Media]):
                 filename=filename,
                 size=len(data),
                 sha256=sha256,
+                owner=owner,
             )
         except BaseException:
             await asyncio.shield(self._discard(media_id, write))
@@ -121,10 +124,15 @@ class MediaRepository(Repository[Media]):
         return await self._files.read(media_id)
 
     async def list(
-        self, *, content_type: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        content_type: str | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[Media]:
-        """A page of media records, oldest first. Raises ``Invalid``."""
-        return await self._list(limit, offset, content_type=content_type)
+        """A page of media records (of ``owner`` if given), oldest first. Raises ``Invalid``."""
+        return await self._list(limit, offset, content_type=content_type, owner=owner)
 
     async def delete(self, record_id: str) -> None:
         """Delete the record, then its bytes. Raises ``NotFound``."""

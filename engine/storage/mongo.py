@@ -195,7 +195,7 @@ class MongoTable(Generic[R]):
         return self._record(doc)
 
     async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
-        query = dict(where)
+        query = {("_id" if field == "id" else field): value for field, value in where.items()}
         order = [("_id" if f == "id" else f, ASCENDING) for f in self._spec.order]
         async with self._backend.unit():
             docs = await self._coll.find(query).sort(order).skip(offset).limit(limit).to_list()

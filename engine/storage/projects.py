@@ -58,13 +58,16 @@ CLIPS = TableSpec(
 class Projects(Repository[Project]):
     """Projects; names are unique. ``delete`` cascades to scenes and clips."""
 
-    async def create(self, new: NewProject) -> Project:
-        """Create a project. Raises ``Conflict`` if the name is taken."""
-        return await self._create(**new.model_dump())
+    async def create(self, new: NewProject, *, owner: str | None = None) -> Project:
+        """Create a project owned by the key ``owner``. Raises ``Conflict`` if the
+        name is taken."""
+        return await self._create(**new.model_dump(), owner=owner)
 
-    async def list(self, *, limit: int = 50, offset: int = 0) -> Page[Project]:
-        """A page of projects, oldest first. Raises ``Invalid``."""
-        return await self._list(limit, offset)
+    async def list(
+        self, *, owner: str | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[Project]:
+        """A page of projects (of ``owner`` if given), oldest first. Raises ``Invalid``."""
+        return await self._list(limit, offset, owner=owner)
 
     async def update(self, record_id: str, patch: ProjectPatch) -> Project:
         """Rename or describe a project. Raises ``NotFound``, ``Conflict``."""

@@ -13,7 +13,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -43,6 +43,7 @@ __all__ = [
     "Project",
     "ProjectPatch",
     "Record",
+    "Role",
     "Scene",
     "ScenePatch",
     "SessionPatch",
@@ -134,6 +135,7 @@ class NewSession(_Model):
     drain: str = Field(default="latest", max_length=32)
     client: str = Field(default="", max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
+    owner: Owner = None
 
 
 class SessionPatch(_Model):
@@ -226,23 +228,40 @@ class Media(Record):
     filename: str = Field(default="", max_length=255)
     size: int = Field(ge=0)
     sha256: str
+    owner: Owner = None
 
 
 # -- projects, scenes, clips --------------------------------------------------------
 
 
+MAX_DESCRIPTION = 10_000
+
+
+def _description(value: str) -> str:
+    # a validator, not ``max_length``: pydantic's constrained strings refuse lone
+    # surrogates at construction, and the repositories report those themselves
+    if len(value) > MAX_DESCRIPTION:
+        raise ValueError(f"at most {MAX_DESCRIPTION} characters")
+    return value
+
+
+Description = Annotated[str, AfterValidator(_description)]
+
+
 class NewProject(_Model):
     name: Name
-    description: str = ""
+    description: Description = ""
 
 
 class ProjectPatch(_Model):
     name: Name | None = None
-    description: str | None = None
+    description: Description | None = None
 
 
 class Project(Record, NewProject):
     """A project: an ordered list of scenes; ``name`` is unique."""
+
+    owner: Owner = None
 
 
 class NewScene(_Model):
@@ -284,9 +303,18 @@ class Clip(Record, NewClip):
 # -- API keys -----------------------------------------------------------------------
 
 
+Role = Literal["admin", "client", "metrics"]
+"""What a key may do: ``admin`` everything, ``client`` its own sessions, projects and
+media, ``metrics`` scrape ``/metrics``."""
+
+Owner = Annotated[str | None, Field(default=None, max_length=32)]
+"""The id of the API key that created a record; ``None`` when auth is off (admin's)."""
+
+
 class NewApiKey(_Model):
     name: Name
-    scopes: tuple[str, ...] = ()
+    role: Role = "client"
+    scopes: tuple[Annotated[str, Field(max_length=64)], ...] = Field(default=(), max_length=32)
 
 
 class ApiKey(Record, NewApiKey):

@@ -93,7 +93,9 @@ async def in_process(kind: str, settings: Mapping[str, Any] | None = None) -> As
     """Serve Easel (embedded defaults, a temporary data dir) or echo on a free port."""
     with tempfile.TemporaryDirectory(prefix="easel-bench-") as data_dir:
         if kind == "easel":
-            app = create_app(Settings(data_dir=Path(data_dir), **(settings or {})))
+            # the frame path is measured, not auth: on loopback, with auth off
+            values = {"insecure": True, **(settings or {})}
+            app = create_app(Settings(data_dir=Path(data_dir), **values), announce=lambda _: None)
         else:
             app = echo_app()
         runner = web.AppRunner(app, handle_signals=False)
@@ -124,7 +126,8 @@ async def spawned(
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="easel-bench-") as data_dir:
-        env = {**os.environ, **{f"EASEL_{k.upper()}": str(v) for k, v in (settings or {}).items()}}
+        values = {"insecure": True, **(settings or {})}  # loopback: the frame path, not auth
+        env = {**os.environ, **{f"EASEL_{k.upper()}": str(v) for k, v in values.items()}}
         env["EASEL_LOG_LEVEL"] = env.get("EASEL_LOG_LEVEL", "WARNING")
         args = ["--port", str(port)]
         if kind == "easel":

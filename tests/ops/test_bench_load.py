@@ -76,7 +76,9 @@ def test_client_sends_frames_and_saves_results(
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url + "/api/v1/health", proc)
         out = tmp_path / "out"
-        assert main(["client", "--url", url, "-n", "3", "--out", str(out)]) == 0
+        key = (tmp_path / "d" / "admin.key").read_text().strip()
+        client = ["client", "--url", url, "--api-key", key, "-n", "3", "--out", str(out)]
+        assert main(client) == 0
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)

@@ -152,9 +152,13 @@ ServerFactory = Callable[..., Awaitable["Easel"]]
 class Easel:
     """A running server plus an HTTP session to talk REST to it."""
 
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, server: TestServer, http: aiohttp.ClientSession, admin_key: str | None = None
+    ) -> None:
         self.server = server
         self.http = http
+        self.admin_key = admin_key
+        """The admin key the server's first start created (``None`` when insecure)."""
         self.url = str(server.make_url("")).rstrip("/")
 
     async def post(self, path: str, body: Any = None) -> tuple[int, Any]:

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from engine.settings import Settings
 from tests.support import Easel, ServerFactory
-from transport.app import create_app
+from transport.app import ADMIN_KEY_FILE, create_app
 
 
 @pytest.fixture
@@ -22,11 +22,16 @@ async def easel_factory(
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides: Any) -> Easel:
+        """A server with auth on; its HTTP session carries the admin key the first
+        start wrote (``Easel.admin_key``), unless ``insecure=True``."""
         settings = Settings(data_dir=tmp_path, **overrides)
-        server = await aiohttp_server(create_app(settings))
-        http = aiohttp.ClientSession()
+        server = await aiohttp_server(create_app(settings, announce=lambda _: None))
+        key_file = tmp_path / ADMIN_KEY_FILE
+        admin_key = key_file.read_text().strip() if key_file.exists() else None
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
+        http = aiohttp.ClientSession(headers=headers)
         sessions.append(http)
-        return Easel(server, http)
+        return Easel(server, http, admin_key)
 
     yield make
     for http in sessions:

@@ -39,7 +39,9 @@ def test_serve_answers_health_and_metrics_and_stops_cleanly(
         wait_until_serving(base + "/api/v1/health", proc)
         status, body = get(base + "/api/v1/health")
         assert (status, json.loads(body)) == (200, {"status": "ok", "detail": "ok"})
-        status, body = get(base + "/metrics")
+        assert get(base + "/metrics")[0] == 401  # scraping needs a metrics (or admin) key
+        key = (tmp_path / "d" / "admin.key").read_text().strip()
+        status, body = get(base + f"/metrics?token={key}")
         assert status == 200
         assert b'easel_actors{kind="supervisor"' not in body  # supervisors are not actors
         assert b"easel_event_loop_lag_seconds_bucket" in body

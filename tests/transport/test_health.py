@@ -52,7 +52,7 @@ async def test_unknown_route_is_problem_json(aiohttp_client: AiohttpClient, tmp_
 async def test_engine_errors_and_surprises_become_problem_json(
     aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
-    app = create_app(Settings(data_dir=tmp_path))
+    app = create_app(Settings(data_dir=tmp_path, insecure=True))  # routes without roles
 
     async def conflict(_request: web.Request) -> web.Response:
         raise Conflict("project exists", id="p1")

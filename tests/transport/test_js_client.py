@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Easel
+from tests.support import ServerFactory
 from transport.protocol import (
     ContentType,
     DrainStrategy,
@@ -180,14 +180,20 @@ async def run_node_tests(files: list[Path], env: dict[str, str]) -> dict[str, in
     return summary
 
 
-async def test_the_js_client_tests_pass_against_a_live_engine(easel: Easel) -> None:
+async def test_the_js_client_tests_pass_against_a_live_engine(
+    easel_factory: ServerFactory,
+) -> None:
+    easel = await easel_factory(insecure=True)  # the protocol, not auth (test_auth.py)
     files = sorted(JS_TESTS.glob("*.test.mjs"))
     assert {f.name for f in files} >= {"codec.test.mjs", "client.test.mjs", "live.test.mjs"}
     summary = await run_node_tests(files, {"EASEL_URL": easel.url})
     assert summary.get("pass", 0) >= 40, summary
 
 
-async def test_the_live_tests_pass_with_the_stand_in_websocket(easel: Easel) -> None:
+async def test_the_live_tests_pass_with_the_stand_in_websocket(
+    easel_factory: ServerFactory,
+) -> None:
+    easel = await easel_factory(insecure=True)
     summary = await run_node_tests(
         [JS_TESTS / "live.test.mjs"], {"EASEL_URL": easel.url, "EASEL_NODE_WEBSOCKET": "shim"}
     )

@@ -23,7 +23,7 @@ from tests.support import Easel, ServerFactory, png
 from transport.problem import PROBLEM_JSON
 
 BASE = "/api/v1/media"
-IMMUTABLE = "public, max-age=31536000, immutable"
+IMMUTABLE = "private, max-age=31536000, immutable"
 FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 BOUNDARY = "easel-test-boundary"
 

@@ -12,12 +12,18 @@ from engine.metrics import new_registry
 from engine.settings import Settings
 from engine.storage import NewSession, PipelineConfigPatch, SessionStatus, open_store
 from tests.support import running_pg_cluster
-from transport.app import create_app
+from transport.app import ADMIN_KEY_FILE, create_app
+from transport.keys import ENGINE
 
 
 async def call(server: TestServer, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     url = str(server.make_url(path))
-    async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as response:
+    key_file = server.app[ENGINE].settings.data_dir / ADMIN_KEY_FILE
+    headers = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.request(method, url, json=body) as response,
+    ):
         answer = None if response.status == 204 else await response.json(content_type=None)
         return response.status, answer
 

@@ -18,7 +18,8 @@ async def problem(
     status: int,
     code: str,
 ) -> Any:
-    async with easel.http.request(method, easel.url + path, data=body) as response:
+    headers = {"Content-Type": "application/json"}
+    async with easel.http.request(method, easel.url + path, data=body, headers=headers) as response:
         assert response.status == status, await response.text()
         assert response.content_type == "application/problem+json"
         answer = await response.json()

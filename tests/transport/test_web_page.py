@@ -20,6 +20,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from engine.storage import NewApiKey
@@ -115,14 +116,14 @@ async def test_only_the_static_files_are_served(easel: Easel, path: str) -> None
         assert response.status == 404, path
 
 
-async def test_the_page_needs_no_api_key_but_the_api_does(easel_factory: ServerFactory) -> None:
-    easel = await easel_factory(require_api_key=True)
-    async with easel.http.get(easel.url + "/") as response:
-        assert response.status == 200
-    async with easel.http.get(easel.url + "/static/app.js") as response:
-        assert response.status == 200
-    status, _ = await easel.request("GET", "/api/v1/pipelines")
-    assert status == 401
+async def test_the_page_needs_no_api_key_but_the_api_does(easel: Easel) -> None:
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(easel.url + "/") as response:
+            assert response.status == 200
+        async with anonymous.get(easel.url + "/static/app.js") as response:
+            assert response.status == 200
+        async with anonymous.get(easel.url + "/api/v1/pipelines") as response:
+            assert response.status == 401
 
 
 class _Tags(HTMLParser):
@@ -380,7 +381,7 @@ async def test_drawing_streams_through_the_pipeline_in_chromium(easel: Easel) ->
     try:
         async with _browser() as browser:
             await _desktop(browser, easel, proxy)
-            await _phone(browser, proxy)
+            await _phone(browser, proxy, easel.admin_key or "")
     finally:
         await proxy.close()
 
@@ -398,7 +399,7 @@ async def _desktop(browser: Any, easel: Easel, proxy: DroppingProxy) -> None:
     page = await context.new_page()
     page.set_default_timeout(WAIT_MS)
     problems = _watch(page)
-    await page.goto(f"http://127.0.0.1:{proxy.port}/")
+    await page.goto(f"http://127.0.0.1:{proxy.port}/#key={easel.admin_key}")
     await page.wait_for_selector("#status[data-state=open]")
     await _picker_and_form(page)
     await _draw(page)
@@ -567,7 +568,7 @@ async def _drop_and_resume(page: Any, easel: Easel, proxy: DroppingProxy) -> Non
     assert resumed["stats"]["frames_out"] > 0
 
 
-async def _phone(browser: Any, proxy: DroppingProxy) -> None:
+async def _phone(browser: Any, proxy: DroppingProxy, key: str) -> None:
     context = await browser.new_context(
         viewport={"width": 390, "height": 844},
         device_scale_factor=2,
@@ -577,7 +578,7 @@ async def _phone(browser: Any, proxy: DroppingProxy) -> None:
     page = await context.new_page()
     page.set_default_timeout(WAIT_MS)
     problems = _watch(page)
-    await page.goto(f"http://127.0.0.1:{proxy.port}/")
+    await page.goto(f"http://127.0.0.1:{proxy.port}/#key={key}")
     await page.wait_for_selector("#status[data-state=open]")
     await page.wait_for_function("() => Number(document.querySelector('#output').dataset.seq) >= 0")
 
@@ -606,7 +607,7 @@ async def test_the_page_asks_for_an_api_key_when_the_engine_wants_one(
     easel_factory: ServerFactory,
 ) -> None:
     _chromium_or_skip()
-    easel = await easel_factory(require_api_key=True)
+    easel = await easel_factory()
     _, key = await easel.server.app[STORE].api_keys.create(NewApiKey(name="page"))
     async with _browser() as browser:
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -623,4 +624,19 @@ async def test_the_page_asks_for_an_api_key_when_the_engine_wants_one(
         before = await _seq(page)
         await _stroke(page, [(0.2, 0.2), (0.8, 0.8)])
         await _wait_output(page, "inked", before)
+        await context.close()
+
+
+async def test_the_page_takes_its_key_from_the_url_fragment_and_drops_it(easel: Easel) -> None:
+    _chromium_or_skip()
+    async with _browser() as browser:
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        page = await context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        await page.goto(easel.url + f"/?x=1#key={easel.admin_key}")
+        await page.wait_for_selector("#status[data-state=open]")
+        assert await page.is_hidden("#auth")
+        assert page.url == easel.url + "/?x=1"  # the key left the address bar (and history)
+        stored = await page.evaluate("() => sessionStorage.getItem('easel.apiKey')")
+        assert stored == easel.admin_key
         await context.close()

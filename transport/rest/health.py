@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from transport.auth import Role, requires
 from transport.keys import ENGINE
 from transport.rest.bodies import json_response
 
@@ -14,6 +15,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/v1/health")
+@requires(Role.PUBLIC)
 async def health(request: web.Request) -> web.Response:
     """Alive: the process answers and the root supervisor has not failed."""
     report = request.app[ENGINE].health()
@@ -22,6 +24,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/ready")
+@requires(Role.PUBLIC)
 async def ready(request: web.Request) -> web.Response:
     """Ready: supervision healthy and every dependency (store, pipelines …) reachable."""
     checks = await request.app[ENGINE].ready()
@@ -34,6 +37,7 @@ async def ready(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@requires(Role.METRICS)
 async def metrics(request: web.Request) -> web.Response:
     payload = generate_latest(request.app[ENGINE].registry)
     return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -28,6 +28,7 @@ from PIL import Image
 
 from engine.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from engine.storage import Media, Store
+from transport.auth import Role, principal, requires
 from transport.keys import ENGINE, STORE
 from transport.rest.bodies import BadRequest, json_response
 
@@ -48,7 +49,7 @@ _CHUNK: Final = 64 * 1024
 _ENVELOPE: Final = 64 * 1024
 """What a declared ``Content-Length`` may hold beyond the limit: boundaries and part
 headers. A body declared larger is refused before a byte of it is read."""
-_IMMUTABLE: Final = "public, max-age=31536000, immutable"
+_IMMUTABLE: Final = "private, max-age=31536000, immutable"
 
 
 def _magic(data: bytes) -> tuple[str, str] | None:
@@ -167,15 +168,21 @@ def _media_id(request: web.Request) -> str:
 
 
 async def _record(request: web.Request) -> Media:
-    return await _store(request).media.get(_media_id(request))
+    """The media in the path if it is the caller's; ``NotFound`` otherwise."""
+    media = await _store(request).media.get(_media_id(request))
+    if not principal(request).owns(media.owner):
+        raise NotFound(f"media/{media.id} not found")
+    return media
 
 
 @routes.post(MEDIA)
+@requires(Role.CLIENT)
 async def upload(request: web.Request) -> web.Response:
     limit = request.app[ENGINE].settings.max_media_bytes
     data, filename = await _read_upload(request, limit)
     content_type = await asyncio.to_thread(sniff, data)
-    media = await _store(request).media.put(data, content_type, filename)
+    owner = principal(request).key_id
+    media = await _store(request).media.put(data, content_type, filename, owner=owner)
     body = _describe(media)
     response = json_response(body, status=201)
     response.headers["Location"] = body["url"]
@@ -183,6 +190,7 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @routes.get(ONE)
+@requires(Role.CLIENT)
 async def download(request: web.Request) -> web.Response:
     """The bytes; HEAD answers the same headers without reading them."""
     media = await _record(request)
@@ -202,11 +210,14 @@ async def download(request: web.Request) -> web.Response:
 
 
 @routes.get(ONE + "/meta")
+@requires(Role.CLIENT)
 async def meta(request: web.Request) -> web.Response:
     return json_response(_describe(await _record(request)))
 
 
 @routes.delete(ONE)
+@requires(Role.CLIENT)
 async def delete(request: web.Request) -> web.Response:
-    await _store(request).media.delete(_media_id(request))
+    media = await _record(request)
+    await _store(request).media.delete(media.id)
     return web.Response(status=204)

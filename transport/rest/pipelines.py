@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.pipelines.handle import PipelineHandle
 from actors.plugins import PipelineConfig
-from transport.keys import DOMAIN
+from engine.errors import Invalid
+from engine.settings import Settings
+from transport.auth import Role, requires
+from transport.keys import DOMAIN, ENGINE
 from transport.rest.bodies import json_response, read_body
 
 __all__ = ["ReloadBody", "describe", "routes"]
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -22,10 +28,16 @@ class ReloadBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: str | None = None
+    kind: str | None = Field(default=None, min_length=1, max_length=100)
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
+
+
+def _bounded(config: PipelineConfig, settings: Settings) -> None:
+    if config.replicas > settings.max_replicas:
+        log.warning("pipeline %s refused: %d replicas", config.name, config.replicas)
+        raise Invalid(f"at most {settings.max_replicas} replicas (max_replicas)")
 
 
 def describe(handle: PipelineHandle) -> dict[str, Any]:
@@ -42,6 +54,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/pipelines")
+@requires(Role.CLIENT)
 async def list_pipelines(request: web.Request) -> web.Response:
     registry = request.app[DOMAIN].pipelines
     items = [describe(registry.get(name)) for name in registry.names()]
@@ -49,19 +62,28 @@ async def list_pipelines(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/pipelines")
+@requires(Role.ADMIN)
 async def create_pipeline(request: web.Request) -> web.Response:
     config = await read_body(request, PipelineConfig)
-    handle = await request.app[DOMAIN].pipelines.init(config, persist=True)
+    registry = request.app[DOMAIN].pipelines
+    settings = request.app[ENGINE].settings
+    _bounded(config, settings)
+    if len(registry.names()) >= settings.max_pipelines:
+        log.warning("pipeline %s refused: at the limit of %d", config.name, settings.max_pipelines)
+        raise Invalid(f"the engine runs its limit of {settings.max_pipelines} pipelines")
+    handle = await registry.init(config, persist=True)
     return json_response(describe(handle), status=201)
 
 
 @routes.get("/api/v1/pipelines/{name}")
+@requires(Role.CLIENT)
 async def get_pipeline(request: web.Request) -> web.Response:
     handle = request.app[DOMAIN].pipelines.get(request.match_info["name"])
     return json_response(describe(handle))
 
 
 @routes.post("/api/v1/pipelines/{name}/reload")
+@requires(Role.ADMIN)
 async def reload_pipeline(request: web.Request) -> web.Response:
     registry = request.app[DOMAIN].pipelines
     name = request.match_info["name"]
@@ -69,12 +91,17 @@ async def reload_pipeline(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude_none=True)
     config = registry.get(name).config
     if changes:
-        config = PipelineConfig.model_validate({**config.model_dump(), **changes})
+        try:
+            config = PipelineConfig.model_validate({**config.model_dump(), **changes})
+        except ValidationError as error:
+            raise Invalid(f"invalid reload: {error.error_count()} error(s)") from None
+    _bounded(config, request.app[ENGINE].settings)
     handle = await registry.reload(name, config)
     return json_response(describe(handle))
 
 
 @routes.delete("/api/v1/pipelines/{name}")
+@requires(Role.ADMIN)
 async def delete_pipeline(request: web.Request) -> web.Response:
     await request.app[DOMAIN].pipelines.shutdown(request.match_info["name"])
     return web.Response(status=204)

@@ -25,12 +25,12 @@ for under the wrong parent is ``not_found``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import Invalid, NotFound
+from engine.errors import NotFound
 from engine.storage import (
     Clip,
     ClipPatch,
@@ -38,14 +38,16 @@ from engine.storage import (
     NewProject,
     NewScene,
     Page,
+    Project,
     ProjectPatch,
     Scene,
     ScenePatch,
     Store,
 )
 from engine.storage.records import Record
+from transport.auth import Role, principal, requires
 from transport.keys import STORE
-from transport.rest.bodies import json_response, read_body
+from transport.rest.bodies import json_response, paging, read_body
 
 __all__ = ["SceneOrder", "routes"]
 
@@ -61,7 +63,7 @@ class SceneOrder(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scene_ids: list[str]
+    scene_ids: list[Annotated[str, Field(max_length=32)]] = Field(max_length=10_000)
 
 
 def _store(request: web.Request) -> Store:
@@ -78,15 +80,18 @@ def _page(page: Page[Any]) -> web.Response:
     return json_response(body)
 
 
-def _paging(request: web.Request) -> tuple[int, int]:
-    """``limit`` and ``offset`` from the query string. Raises ``Invalid``."""
-    try:
-        return int(request.query.get("limit", "50")), int(request.query.get("offset", "0"))
-    except ValueError:
-        raise Invalid("limit and offset must be integers") from None
+async def _project(request: web.Request) -> Project:
+    """The project in the path if it is the caller's; ``NotFound`` otherwise (the
+    same answer as for an id that does not exist, so ids don't leak)."""
+    project_id = request.match_info["project"]
+    project = await _store(request).projects.get(project_id)
+    if not principal(request).owns(project.owner):
+        raise NotFound(f"projects/{project_id} not found")
+    return project
 
 
 async def _scene(request: web.Request) -> Scene:
+    await _project(request)
     scene = await _store(request).scenes.get(request.match_info["scene"])
     if scene.project_id != request.match_info["project"]:
         raise NotFound(f"scene {scene.id} is not in project {request.match_info['project']}")
@@ -102,62 +107,78 @@ async def _clip(request: web.Request) -> Clip:
 
 
 @routes.get("/api/v1/projects")
+@requires(Role.CLIENT)
 async def list_projects(request: web.Request) -> web.Response:
-    limit, offset = _paging(request)
-    return _page(await _store(request).projects.list(limit=limit, offset=offset))
+    limit, offset = paging(request)
+    owner = principal(request).owner
+    return _page(await _store(request).projects.list(owner=owner, limit=limit, offset=offset))
 
 
 @routes.post("/api/v1/projects")
+@requires(Role.CLIENT)
 async def create_project(request: web.Request) -> web.Response:
     new = await read_body(request, NewProject)
-    return _one(await _store(request).projects.create(new), 201)
+    owner = principal(request).key_id
+    return _one(await _store(request).projects.create(new, owner=owner), 201)
 
 
 @routes.get(PROJECT)
+@requires(Role.CLIENT)
 async def get_project(request: web.Request) -> web.Response:
-    return _one(await _store(request).projects.get(request.match_info["project"]))
+    return _one(await _project(request))
 
 
 @routes.patch(PROJECT)
+@requires(Role.CLIENT)
 async def patch_project(request: web.Request) -> web.Response:
     patch = await read_body(request, ProjectPatch)
-    return _one(await _store(request).projects.update(request.match_info["project"], patch))
+    project = await _project(request)
+    return _one(await _store(request).projects.update(project.id, patch))
 
 
 @routes.delete(PROJECT)
+@requires(Role.CLIENT)
 async def delete_project(request: web.Request) -> web.Response:
-    await _store(request).projects.delete(request.match_info["project"])
+    project = await _project(request)
+    await _store(request).projects.delete(project.id)
     return web.Response(status=204)
 
 
 @routes.get(PROJECT + "/scenes")
+@requires(Role.CLIENT)
 async def list_scenes(request: web.Request) -> web.Response:
     store = _store(request)
-    project = await store.projects.get(request.match_info["project"])
-    limit, offset = _paging(request)
+    project = await _project(request)
+    limit, offset = paging(request)
     return _page(await store.scenes.list(project.id, limit=limit, offset=offset))
 
 
 @routes.post(PROJECT + "/scenes")
+@requires(Role.CLIENT)
 async def create_scene(request: web.Request) -> web.Response:
     new = await read_body(request, NewScene)
-    return _one(await _store(request).scenes.create(request.match_info["project"], new), 201)
+    project = await _project(request)
+    return _one(await _store(request).scenes.create(project.id, new), 201)
 
 
 @routes.put(PROJECT + "/scenes/order")
+@requires(Role.CLIENT)
 async def reorder_scenes(request: web.Request) -> web.Response:
     order = await read_body(request, SceneOrder)
-    scenes = await _store(request).scenes.reorder(request.match_info["project"], order.scene_ids)
+    project = await _project(request)
+    scenes = await _store(request).scenes.reorder(project.id, order.scene_ids)
     items = [scene.model_dump(mode="json") for scene in scenes]
     return json_response({"items": items, "total": len(items)})
 
 
 @routes.get(SCENE)
+@requires(Role.CLIENT)
 async def get_scene(request: web.Request) -> web.Response:
     return _one(await _scene(request))
 
 
 @routes.patch(SCENE)
+@requires(Role.CLIENT)
 async def patch_scene(request: web.Request) -> web.Response:
     patch = await read_body(request, ScenePatch)
     scene = await _scene(request)
@@ -165,6 +186,7 @@ async def patch_scene(request: web.Request) -> web.Response:
 
 
 @routes.delete(SCENE)
+@requires(Role.CLIENT)
 async def delete_scene(request: web.Request) -> web.Response:
     scene = await _scene(request)
     await _store(request).scenes.delete(scene.id)
@@ -172,14 +194,16 @@ async def delete_scene(request: web.Request) -> web.Response:
 
 
 @routes.get(SCENE + "/clips")
+@requires(Role.CLIENT)
 async def list_clips(request: web.Request) -> web.Response:
     scene = await _scene(request)
-    limit, offset = _paging(request)
+    limit, offset = paging(request)
     page = await _store(request).clips.list(scene_id=scene.id, limit=limit, offset=offset)
     return _page(page)
 
 
 @routes.post(SCENE + "/clips")
+@requires(Role.CLIENT)
 async def create_clip(request: web.Request) -> web.Response:
     new = await read_body(request, NewClip)
     scene = await _scene(request)
@@ -187,11 +211,13 @@ async def create_clip(request: web.Request) -> web.Response:
 
 
 @routes.get(CLIP)
+@requires(Role.CLIENT)
 async def get_clip(request: web.Request) -> web.Response:
     return _one(await _clip(request))
 
 
 @routes.patch(CLIP)
+@requires(Role.CLIENT)
 async def patch_clip(request: web.Request) -> web.Response:
     patch = await read_body(request, ClipPatch)
     clip = await _clip(request)
@@ -199,6 +225,7 @@ async def patch_clip(request: web.Request) -> web.Response:
 
 
 @routes.delete(CLIP)
+@requires(Role.CLIENT)
 async def delete_clip(request: web.Request) -> web.Response:
     clip = await _clip(request)
     await _store(request).clips.delete(clip.id)

@@ -8,11 +8,13 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.sessions.state import SessionState
+from engine.errors import NotFound
 from engine.types import DrainStrategy
+from transport.auth import Role, principal, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
-__all__ = ["routes"]
+__all__ = ["owned", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -20,7 +22,7 @@ routes = web.RouteTableDef()
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    pipeline: str = Field(default="passthrough", min_length=1)
+    pipeline: str = Field(default="passthrough", min_length=1, max_length=100)
     drain: DrainStrategy = DrainStrategy.LATEST
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -36,36 +38,54 @@ def _ws_url(request: web.Request, state: SessionState) -> str:
     return f"{scheme}://{request.host}/api/v1/sessions/{state.id}/ws"
 
 
+def owned(request: web.Request, session_id: str) -> SessionState:
+    """The session if it is the caller's (any for admin); ``NotFound`` otherwise, the
+    same answer as for an id that does not exist."""
+    state = request.app[DOMAIN].sessions.get(session_id)
+    if not principal(request).owns(state.owner):
+        raise NotFound(f"no session {session_id!r}")
+    return state
+
+
 @routes.post("/api/v1/sessions")
+@requires(Role.CLIENT)
 async def create_session(request: web.Request) -> web.Response:
     body = await read_body(request, CreateSession)
-    state = await request.app[DOMAIN].sessions.create(body.pipeline, body.drain, body.params)
+    owner = principal(request).key_id
+    sessions = request.app[DOMAIN].sessions
+    state = await sessions.create(body.pipeline, body.drain, body.params, owner=owner)
     answer = {**state.describe(), "token": state.token, "ws_url": _ws_url(request, state)}
     return json_response(answer, status=201)
 
 
 @routes.get("/api/v1/sessions")
+@requires(Role.CLIENT)
 async def list_sessions(request: web.Request) -> web.Response:
-    items = [state.describe() for state in request.app[DOMAIN].sessions.states()]
+    caller = principal(request)
+    states = request.app[DOMAIN].sessions.states()
+    items = [state.describe() for state in states if caller.owns(state.owner)]
     return json_response({"items": items, "total": len(items)})
 
 
 @routes.get("/api/v1/sessions/{session_id}")
+@requires(Role.CLIENT)
 async def get_session(request: web.Request) -> web.Response:
-    state = request.app[DOMAIN].sessions.get(request.match_info["session_id"])
-    return json_response(state.describe())
+    return json_response(owned(request, request.match_info["session_id"]).describe())
 
 
 @routes.patch("/api/v1/sessions/{session_id}")
+@requires(Role.CLIENT)
 async def patch_session(request: web.Request) -> web.Response:
+    session_id = owned(request, request.match_info["session_id"]).id
     body = await read_body(request, PatchSession)
     sessions = request.app[DOMAIN].sessions
-    session_id = request.match_info["session_id"]
     await sessions.update_params(session_id, body.params)
     return json_response(sessions.get(session_id).describe())
 
 
 @routes.delete("/api/v1/sessions/{session_id}")
+@requires(Role.CLIENT)
 async def delete_session(request: web.Request) -> web.Response:
-    await request.app[DOMAIN].sessions.delete(request.match_info["session_id"])
+    session_id = owned(request, request.match_info["session_id"]).id
+    await request.app[DOMAIN].sessions.delete(session_id)
     return web.Response(status=204)

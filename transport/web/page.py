@@ -23,6 +23,8 @@ from typing import Final
 
 from aiohttp import web
 
+from transport.auth import Role, requires
+
 __all__ = [
     "CSP",
     "IMMUTABLE",
@@ -136,12 +138,14 @@ def _serve(request: web.Request, asset: Asset, cache_control: str) -> web.Respon
 
 
 @routes.get("/")
+@requires(Role.PUBLIC)
 async def index(request: web.Request) -> web.Response:
     """The canvas page."""
     return _serve(request, _PAGE, REVALIDATE)
 
 
 @routes.get("/static/{path:.+}")
+@requires(Role.PUBLIC)
 async def static(request: web.Request) -> web.Response:
     """An asset: immutable under the current version, revalidated otherwise."""
     path = request.match_info["path"]

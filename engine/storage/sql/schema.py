@@ -69,6 +69,7 @@ Table(
     Column("drain", String(32), nullable=False),
     Column("client", String(200), nullable=False),
     Column("params", JSON, nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     Column("status", String(16), nullable=False, index=True),
     Column("ended_at", DateTime(timezone=True), nullable=True),
     Column("stats", JSON, nullable=False),
@@ -109,6 +110,7 @@ Table(
     Column("filename", String(255), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
 )
 
@@ -118,6 +120,7 @@ Table(
     _id(),
     Column("name", String(200), nullable=False, unique=True),
     Column("description", Text, nullable=False),
+    Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
 )
 
@@ -152,6 +155,7 @@ Table(
     METADATA,
     _id(),
     Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
     Column("scopes", JSON, nullable=False),
     Column("secret_hash", String(64), nullable=False),
     *_stamps(),

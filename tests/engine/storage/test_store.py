@@ -108,8 +108,8 @@ def test_public_surface_is_pinned() -> None:
         "ApiKey", "Clip", "ClipPatch", "ComfyServer", "ComfyServerPatch", "Job", "JobOutput",
         "JobPatch", "JobStatus", "Media", "NewApiKey", "NewClip", "NewComfyServer", "NewJob",
         "NewProject", "NewScene", "NewSession", "Page", "PipelineConfigPatch",
-        "PipelineConfigRecord", "PoolStatus", "Project", "ProjectPatch", "Scene", "ScenePatch",
-        "SessionPatch", "SessionRecord", "SessionStatus",
+        "PipelineConfigRecord", "PoolStatus", "Project", "ProjectPatch", "Role", "Scene",
+        "ScenePatch", "SessionPatch", "SessionRecord", "SessionStatus",
     }  # fmt: skip
     repositories = {
         "ApiKeys", "Clips", "ComfyServers", "Jobs", "MediaRepository", "PipelineConfigs",

@@ -51,6 +51,24 @@ function saveSettings() {
   }
 }
 
+// A key handed over in the URL fragment (`/#key=…`, the link `easel serve` prints on
+// its first start): keep it for this tab, then drop it from the address bar and
+// history. A fragment never reaches the server, so it is never in an access log.
+function takeKeyFromUrl() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const key = fragment.get("key");
+  if (!key) return;
+  try {
+    sessionStorage.setItem(KEY_STORE, key.trim());
+  } catch {
+    // without storage the key can't be kept: the page will ask for it
+  }
+  fragment.delete("key");
+  const rest = fragment.toString();
+  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+}
+takeKeyFromUrl();
+
 function apiKey() {
   try {
     return sessionStorage.getItem(KEY_STORE) || undefined;
