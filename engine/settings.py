@@ -66,8 +66,6 @@ class Settings(BaseModel):
     allowed_origins: str = ""
     """Comma-separated origins (``https://app.example``) besides the engine's own that
     browsers may call from (CORS) and open WebSockets from; ``*`` allows any."""
-    log_format: Literal["text", "json"] = "text"
-    """``json``: one JSON object per line, with request, session and job ids."""
     max_body: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     """Largest JSON request body in bytes (413 beyond)."""
     rate_limit: float = Field(default=50.0, gt=0)
@@ -79,14 +77,8 @@ class Settings(BaseModel):
     max_pipelines: int = Field(default=32, ge=1, le=1024)
     max_replicas: int = Field(default=8, ge=1, le=64)
     """Replicas one pipeline may have."""
-    max_connections: int = Field(default=1024, ge=1)
-    """Open connections (HTTP and WebSocket) the engine accepts; more are closed."""
-    header_timeout: float = Field(default=10.0, gt=0)
-    """Seconds a connection has to send a complete request head."""
     keepalive_timeout: float = Field(default=15.0, gt=0)
     """Seconds an idle keep-alive HTTP connection is held open."""
-    ws_idle_timeout: float = Field(default=300.0, gt=0)
-    """Seconds a WebSocket may send nothing before it is closed."""
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """``uvloop`` (measured faster on the frame path) or the standard ``asyncio`` loop.
     uvloop is optional (there is none on Windows): where it is missing the default falls

@@ -50,9 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
     serve.add_argument(
-        "--log-format", choices=("text", "json"), help="text or json (EASEL_LOG_FORMAT)"
-    )
-    serve.add_argument(
         "--insecure",
         action="store_const",
         const=True,
@@ -93,7 +90,6 @@ def _serve(args: argparse.Namespace) -> int:
                 "port": args.port,
                 "data_dir": args.data_dir,
                 "log_level": args.log_level,
-                "log_format": args.log_format,
                 "insecure": args.insecure,
             }
         )
@@ -117,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
             print=lambda message: print(message, flush=True),
             loop=loop,
             access_log_class=RedactingAccessLogger,
+            keepalive_timeout=settings.keepalive_timeout,
         )
     except EaselError as error:  # the engine could not start: its data dir in use …
         print(f"easel: {error}", file=sys.stderr)

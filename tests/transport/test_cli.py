@@ -110,10 +110,11 @@ def test_after_a_kill_the_next_start_takes_the_data_dir_and_closes_what_was_left
     procs = [first]
     try:
         wait_until_serving(url + "/api/v1/health", first)
+        admin_key = (data_dir / "admin.key").read_text().strip()  # made at first start
         request = urllib.request.Request(
             url + "/api/v1/sessions",
             data=json.dumps({"pipeline": "passthrough"}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {admin_key}"},
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             session_id = json.loads(response.read())["id"]
