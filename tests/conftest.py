@@ -2,11 +2,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
-from tests.support import PgCluster, Secantus, running_pg_cluster
+from engine.settings import Settings
+from tests.support import Easel, PgCluster, Secantus, ServerFactory, running_pg_cluster
+from transport.app import ADMIN_KEY_FILE, create_app
 
 # Crash tests log tracebacks on purpose; keep the output readable.
 logging.getLogger("engine").setLevel(logging.CRITICAL)
@@ -28,3 +34,31 @@ def mongodb_uri() -> Iterator[str]:
         yield server.uri
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def easel_factory(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> AsyncIterator[ServerFactory]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(**overrides: Any) -> Easel:
+        """A server with auth on; its HTTP session carries the admin key the first
+        start wrote (``Easel.admin_key``), unless ``insecure=True``."""
+        settings = Settings(data_dir=tmp_path, **overrides)
+        server = await aiohttp_server(create_app(settings, announce=lambda _: None))
+        key_file = tmp_path / ADMIN_KEY_FILE
+        admin_key = key_file.read_text().strip() if key_file.exists() else None
+        headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
+        http = aiohttp.ClientSession(headers=headers)
+        sessions.append(http)
+        return Easel(server, http, admin_key)
+
+    yield make
+    for http in sessions:
+        await http.close()
+
+
+@pytest.fixture
+async def easel(easel_factory: ServerFactory) -> Easel:
+    return await easel_factory()

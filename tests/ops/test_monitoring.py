@@ -9,18 +9,14 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from engine.settings import Settings
-from tests.support import ROOT, Easel, collect, missing, png
-from transport.app import create_app
+from tests.support import ROOT, Easel, ServerFactory, collect, missing, png
 from transport.protocol import ContentType
 
 MONITORING = ROOT / "ops" / "monitoring"
@@ -159,12 +155,8 @@ def test_dashboard_expressions_parse(promtool: str, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def easel(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
-) -> AsyncIterator[Easel]:
-    server = await aiohttp_server(create_app(Settings(data_dir=tmp_path, max_sessions=7)))
-    async with aiohttp.ClientSession() as http:
-        yield Easel(server, http)
+async def easel(easel_factory: ServerFactory) -> Easel:
+    return await easel_factory(max_sessions=7)
 
 
 async def scrape(easel: Easel) -> str:
