@@ -1,0 +1,93 @@
+"""Fake ComfyUI servers on free ports, and the workflows the fleet tests send them."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
+
+CHECKPOINT = "sd15.safetensors"
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[FakeComfy]:
+    """A fake with one checkpoint in its catalog."""
+    async with running_fake(
+        FakeConfig(base_dir=tmp_path / "fake", models={"checkpoints": [CHECKPOINT]})
+    ) as server:
+        yield server
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, seconds: float = 20.0) -> Any:
+    """Poll ``check`` until it returns something truthy (bounded); returns that."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never: {what}")
+
+
+def png(color: tuple[int, int, int] = (10, 100, 200), size: tuple[int, int] = (8, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def invert_graph(image: str = "example.png", prefix: str = "easel/invert") -> dict[str, Any]:
+    """LoadImage(1) → ImageInvert(2) → SaveImage(3)."""
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def empty_graph(
+    color: int = 0x336699, size: int = 8, prefix: str = "easel/empty"
+) -> dict[str, Any]:
+    """EmptyImage(1) → SaveImage(9): the trivial workflow."""
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": color},
+        },
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": prefix}},
+    }
+
+
+def txt2img_graph(checkpoint: str = CHECKPOINT, seed: int = 1, steps: int = 2) -> dict[str, Any]:
+    """A text-to-image graph naming a checkpoint (runs on the fake's simulated model nodes)."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
+    }
