@@ -120,11 +120,13 @@ class Faults:
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply ``changes`` (field name → value); raises ``ValueError`` on an
         unknown field or a value of the wrong type."""
-        names = {f.name: f for f in dataclasses.fields(self)}
-        for key, value in changes.items():
-            if key not in names:
-                raise ValueError(f"unknown fault {key!r}")
-            setattr(self, key, _checked(key, value))
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = [key for key in changes if key not in names]
+        if unknown:
+            raise ValueError(f"unknown fault(s): {', '.join(unknown)} (known: {', '.join(names)})")
+        checked = {key: _checked(key, value) for key, value in changes.items()}
+        for key, value in checked.items():
+            setattr(self, key, value)
 
 
 def _checked(key: str, value: Any) -> Any:

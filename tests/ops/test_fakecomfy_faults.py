@@ -196,12 +196,13 @@ async def test_rejecting_requests(fake: FakeComfy, http: aiohttp.ClientSession) 
         assert response.status == 400
 
 
-async def test_refusing_connections_for_a_while(
-    fake: FakeComfy, http: aiohttp.ClientSession
-) -> None:
-    async with http.post(fake.url + "/_fake/refuse", json={"seconds": 0.3}) as response:
-        assert await response.json() == {"refusing_for": 0.3}
+async def test_refusing_connections(fake: FakeComfy, http: aiohttp.ClientSession) -> None:
+    await fake.refuse_connections()
     await refused(fake.url)
+    await fake.accept_connections()
+    await back(fake.url)
+    async with http.post(fake.url + "/_fake/refuse", json={"seconds": 0.2}) as response:
+        assert await response.json() == {"refusing_for": 0.2}
     await back(fake.url)
     assert (await get_json(http, fake.url + "/_fake/state"))["alive"] is True
 

