@@ -43,9 +43,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("lease_owner", sa.String(64), nullable=True))
         batch.add_column(sa.Column("lease_expires", _STAMP, nullable=True))
         batch.add_column(
-            sa.Column(
-                "cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()
-            )
+            sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false())
         )
         batch.add_column(sa.Column("dispatched_at", _STAMP, nullable=True))
         batch.add_column(sa.Column("started_at", _STAMP, nullable=True))
