@@ -3,8 +3,10 @@ and session services, and how they are wired together at start."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+from actors.comfyui.fleet import FleetService
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
 from actors.plugins import PipelineCatalog, PipelineConfig
@@ -20,7 +22,7 @@ def supervision_tree() -> tuple[ChildSpec, ...]:
     """The root's children in start order; stopped in reverse (docs/architecture.md).
 
     ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui`` one actor per
-    registered ComfyUI server (none yet), ``/sessions`` one actor per session.
+    registered ComfyUI server, ``/sessions`` one actor per session.
     """
     return (
         SupervisorSpec(id="pipelines", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
@@ -34,6 +36,7 @@ class Domain:
     pipelines: PipelineService
     sessions: SessionService
     metrics: RealtimeMetrics
+    fleet: FleetService
 
 
 def _group(engine: Engine, name: str) -> Supervisor:
@@ -56,9 +59,12 @@ async def start_domain(
     sessions = SessionService(
         _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
     )
+    node_id = engine.settings.node_id or uuid.uuid4().hex[:12]
+    fleet = FleetService(_group(engine, "comfyui"), store.comfy_servers, engine.settings, node_id)
     await pipelines.restore()
+    await fleet.restore()
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
     engine.add_readiness_check("pipelines", pipelines.check_ready)
-    return Domain(pipelines, sessions, metrics)
+    return Domain(pipelines, sessions, metrics, fleet)

@@ -22,6 +22,7 @@ from engine.storage import (
     ScenePatch,
 )
 from transport.rest.bodies import json_response
+from transport.rest.comfyui import SERVER, RegisterServer
 from transport.rest.pipelines import ReloadBody
 from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
 from transport.rest.sessions import CreateSession, PatchSession
@@ -182,7 +183,27 @@ _PROJECTS: tuple[Operation, ...] = (
     Operation("delete", CLIP, "Delete a clip", _GONE, tag="projects"),
 )
 
-OPERATIONS = _CORE + _PROJECTS
+_COMFYUI: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        "/api/v1/comfyui/servers",
+        "Register a ComfyUI server",
+        {201: "Registered: id, state, health", 400: "", 409: "Name or URL taken", 422: ""},
+        RegisterServer,
+        {"name": "gpu-1", "url": "http://10.0.0.5:8188", "max_in_flight": 2, "tags": ["sdxl"]},
+        "comfyui",
+    ),
+    Operation("get", "/api/v1/comfyui/servers", "List servers", {200: "Servers"}, tag="comfyui"),
+    Operation("get", SERVER, "A server: state and health", _ONE, tag="comfyui"),
+    Operation(
+        "get", SERVER + "/models", "A server's node types and model files", _ONE, tag="comfyui"
+    ),
+    Operation("post", SERVER + "/disable", "Send it no more jobs", _ONE, tag="comfyui"),
+    Operation("post", SERVER + "/enable", "Send it jobs again", _ONE, tag="comfyui"),
+    Operation("delete", SERVER, "Forget a server", {**_GONE, 409: "Jobs in flight"}, tag="comfyui"),
+)
+
+OPERATIONS = _CORE + _PROJECTS + _COMFYUI
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:

@@ -8,10 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from PIL import Image
 
+from actors.domain import Domain
+from engine.settings import Settings
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
+from transport.app import create_app
+from transport.keys import DOMAIN
 
 CHECKPOINT = "sd15.safetensors"
 
@@ -91,3 +97,78 @@ def txt2img_graph(checkpoint: str = CHECKPOINT, seed: int = 1, steps: int = 2) -
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "t2i"}},
     }
+
+
+class Easel:
+    """An Easel app on a real socket, with an HTTP session to talk REST to it."""
+
+    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
+        self.server = server
+        self.http = http
+        self.url = str(server.make_url("")).rstrip("/")
+
+    @property
+    def domain(self) -> Domain:
+        return self.server.app[DOMAIN]
+
+    async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.url + path, json=body, **kw) as response:
+            if response.status == 204:
+                return 204, None
+            return response.status, await response.json(content_type=None)
+
+    async def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        got, answer = await self.call(method, path, body)
+        assert got == status, answer
+        return answer
+
+    async def register(self, fake: FakeComfy, name: str, **body: Any) -> dict[str, Any]:
+        server: dict[str, Any] = await self.ok(
+            "POST", SERVERS, {"name": name, "url": fake.url, **body}, status=201
+        )
+        return server
+
+    async def state_of(self, server: str, *states: str) -> dict[str, Any]:
+        """Wait until the server is in one of ``states``; its description."""
+
+        async def check() -> dict[str, Any] | None:
+            view: dict[str, Any] = await self.ok("GET", f"{SERVERS}/{server}")
+            return view if view["state"] in states else None
+
+        found: dict[str, Any] = await eventually(check, f"{server} in {states}")
+        return found
+
+
+SERVERS = "/api/v1/comfyui/servers"
+FAST = {
+    "comfy_health_interval": 0.1,
+    "comfy_reconnect_max": 0.2,
+    "job_reconcile_interval": 0.2,
+    "job_lease": 3.0,
+    "pipelines": "passthrough",
+}
+EaselFactory = Callable[..., Awaitable[Easel]]
+
+
+@pytest.fixture
+async def easel_factory(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> AsyncIterator[EaselFactory]:
+    """Start Easel apps (fast health checks, short leases) on ``tmp_path/data``."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(**overrides: Any) -> Easel:
+        settings = Settings(data_dir=tmp_path / "data", **{**FAST, **overrides})
+        server = await aiohttp_server(create_app(settings))
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        return Easel(server, http)
+
+    yield make
+    for http in sessions:
+        await http.close()
+
+
+@pytest.fixture
+async def easel(easel_factory: EaselFactory) -> Easel:
+    return await easel_factory()
