@@ -6,14 +6,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from actors.comfyui.dispatcher import Dispatcher, DispatcherActor
 from actors.comfyui.fleet import FleetService
+from actors.comfyui.jobs import JobService
+from actors.comfyui.metrics import FleetMetrics
+from actors.comfyui.tracker import JobTracker
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
 from actors.plugins import PipelineCatalog, PipelineConfig
 from actors.sessions.service import SessionService
 from engine.engine import Engine
 from engine.storage import Store
-from engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorSpec
+from engine.supervisor import ActorSpec, ChildSpec, Strategy, Supervisor, SupervisorSpec
 
 __all__ = ["Domain", "start_domain", "supervision_tree"]
 
@@ -37,6 +41,7 @@ class Domain:
     sessions: SessionService
     metrics: RealtimeMetrics
     fleet: FleetService
+    jobs: JobService
 
 
 def _group(engine: Engine, name: str) -> Supervisor:
@@ -59,12 +64,35 @@ async def start_domain(
     sessions = SessionService(
         _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
     )
-    node_id = engine.settings.node_id or uuid.uuid4().hex[:12]
-    fleet = FleetService(_group(engine, "comfyui"), store.comfy_servers, engine.settings, node_id)
     await pipelines.restore()
-    await fleet.restore()
+    fleet, jobs = await _start_fleet(engine, store)
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
     engine.add_readiness_check("pipelines", pipelines.check_ready)
-    return Domain(pipelines, sessions, metrics, fleet)
+    return Domain(pipelines, sessions, metrics, fleet, jobs)
+
+
+async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobService]:
+    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)."""
+    settings = engine.settings
+    group = _group(engine, "comfyui")
+    node_id = settings.node_id or uuid.uuid4().hex[:12]
+    fleet = FleetService(group, store.comfy_servers, settings, node_id)
+    await fleet.restore()
+    fleet_metrics = FleetMetrics(engine.registry)
+    jobs = JobService(store.jobs, fleet, settings)
+    tracker = JobTracker(
+        store.jobs, store.media, fleet, node_id, settings.job_lease, fleet_metrics, jobs.changed
+    )
+    # Only the embedded SQLite default is certain to have this process alone on its
+    # database: there, jobs left in flight by the last run are taken over at once.
+    exclusive = settings.store_backend == "sql" and settings.database_url is None
+    dispatcher = Dispatcher(
+        store.jobs, store.media, fleet, tracker, settings, fleet_metrics, exclusive=exclusive
+    )
+    jobs.wake_with(dispatcher.wake)
+    await group.start_child(
+        ActorSpec(id="dispatcher", factory=lambda: DispatcherActor(dispatcher), kind="comfyui")
+    )
+    return fleet, jobs

@@ -16,7 +16,7 @@ from transport import openapi, ws
 from transport.auth import auth_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
 from transport.problem import error_middleware
-from transport.rest import comfyui, health, pipelines, projects, sessions
+from transport.rest import comfyui, health, jobs, pipelines, projects, sessions
 
 __all__ = ["create_app"]
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
-    routes = (health, openapi, pipelines, projects, sessions, ws, comfyui)
+    routes = (health, openapi, pipelines, projects, sessions, ws, comfyui, jobs)
     for module in routes:
         app.add_routes(module.routes)
 

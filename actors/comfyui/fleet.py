@@ -11,6 +11,7 @@ only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from actors.comfyui.server import (
     Enable,
     ServerActor,
     ServerMessage,
+    ServerState,
     ServerTimings,
     ServerView,
 )
@@ -121,16 +123,33 @@ class FleetService:
 
     # --- changing ----------------------------------------------------------------------
 
+    async def _stored(self) -> list[ComfyServer]:
+        records: list[ComfyServer] = []
+        while True:
+            page = await self._repo.list(limit=500, offset=len(records))
+            records.extend(page.items)
+            if len(records) >= page.total or not page.items:
+                return records
+
     async def restore(self) -> None:
         """Start an actor for every stored server (disabled ones stay disabled)."""
-        offset = 0
-        while True:
-            page = await self._repo.list(limit=500, offset=offset)
-            for record in page.items:
+        for record in await self._stored():
+            await self._start(record)
+
+    async def sync(self) -> None:
+        """Catch up with changes other engine nodes made to the stored servers: start
+        the new, forget the deleted, disable or enable as stored."""
+        stored = {record.id: record for record in await self._stored()}
+        for record in stored.values():
+            ref = self._refs.get(record.id)
+            if ref is None:
                 await self._start(record)
-            offset += len(page.items)
-            if offset >= page.total or not page.items:
-                return
+                continue
+            disabled = self._views.get(record.id)
+            if disabled is not None and (disabled.state is ServerState.DISABLED) == record.enabled:
+                await ref.ask(Enable() if record.enabled else Disable())
+        for server_id in [i for i in self._refs if i not in stored]:
+            await self._forget(server_id)
 
     async def register(
         self, name: str, url: str, *, max_jobs: int = 1, tags: tuple[str, ...] = ()
@@ -181,10 +200,14 @@ class FleetService:
         if busy is not None and await busy(view.id):
             raise Conflict(f"comfyui server {view.name} has jobs in flight; disable it first")
         await self._repo.delete(view.id)
-        self._refs.pop(view.id, None)
-        self._views.pop(view.id, None)
-        await self._group.terminate_child(view.id)
-        client = self._clients.pop(view.id, None)
+        await self._forget(view.id)
+
+    async def _forget(self, server_id: str) -> None:
+        self._refs.pop(server_id, None)
+        self._views.pop(server_id, None)
+        with contextlib.suppress(NotFound):
+            await self._group.terminate_child(server_id)
+        client = self._clients.pop(server_id, None)
         if client is not None:
             await client.close()
 

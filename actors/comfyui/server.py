@@ -300,8 +300,7 @@ class ServerActor(LoopActor[ServerMessage, ServerView]):
             target = ServerState.UNHEALTHY if view.error else ServerState.CONNECTING
         else:
             target = ServerState.BUSY if view.queue_remaining else ServerState.IDLE
-        self._view = view
-        self._move(target)
+        self._move(target, **changes)
 
     def _move(self, target: ServerState, **changes: Any) -> None:
         old = self._view

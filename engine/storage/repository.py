@@ -293,7 +293,12 @@ class Jobs(Repository[Job]):
         Raises ``Conflict`` if it changed meanwhile (or a unique field, such as a
         slot, is taken), ``NotFound``, ``Invalid`` for a value no backend stores.
         """
-        _refuse_unstorable(changes)
-        values = {**changes, "version": job.version + 1, "updated_at": now()}
+        try:
+            checked = Job.model_validate({**job.model_dump(), **changes}).model_dump()
+        except ValidationError as exc:
+            raise Invalid(f"invalid job change: {exc.error_count()} error(s)") from exc
+        values = {key: checked[key] for key in changes}
+        _refuse_unstorable(values)
+        values.update(version=job.version + 1, updated_at=now())
         async with self._op("swap"):
             return await self._table.update(job.id, values, expect={"version": job.version})

@@ -172,3 +172,32 @@ async def easel_factory(
 @pytest.fixture
 async def easel(easel_factory: EaselFactory) -> Easel:
     return await easel_factory()
+
+
+JOBS = "/api/v1/jobs"
+ENDED = ("succeeded", "failed", "cancelled")
+
+
+async def submit(easel: Easel, workflow: dict[str, Any], **body: Any) -> dict[str, Any]:
+    job: dict[str, Any] = await easel.ok("POST", JOBS, {"workflow": workflow, **body}, status=201)
+    return job
+
+
+async def ended(easel: Easel, job_id: str, seconds: float = 30.0) -> dict[str, Any]:
+    """Wait until the job has ended; its description."""
+
+    async def check() -> dict[str, Any] | None:
+        job: dict[str, Any] = await easel.ok("GET", f"{JOBS}/{job_id}")
+        return job if job["status"] in ENDED else None
+
+    found: dict[str, Any] = await eventually(check, f"job {job_id} ended", seconds)
+    return found
+
+
+async def status_of(easel: Easel, job_id: str, *states: str) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        job: dict[str, Any] = await easel.ok("GET", f"{JOBS}/{job_id}")
+        return job if job["status"] in states else None
+
+    found: dict[str, Any] = await eventually(check, f"job {job_id} in {states}")
+    return found
