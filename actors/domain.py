@@ -25,12 +25,24 @@ __all__ = ["Domain", "start_domain", "supervision_tree"]
 def supervision_tree() -> tuple[ChildSpec, ...]:
     """The root's children in start order; stopped in reverse (docs/architecture.md).
 
-    ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui`` one actor per
-    registered ComfyUI server, ``/sessions`` one actor per session.
+    ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui/servers`` one
+    actor per registered ComfyUI server and ``/comfyui/dispatcher`` the job dispatcher
+    (added at start, after the servers, so it stops before them), ``/sessions`` one
+    actor per session.
     """
     return (
         SupervisorSpec(id="pipelines", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
-        SupervisorSpec(id="comfyui", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
+        SupervisorSpec(
+            id="comfyui",
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=10,
+            period=30,
+            children=(
+                SupervisorSpec(
+                    id="servers", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30
+                ),
+            ),
+        ),
         SupervisorSpec(id="sessions", strategy=Strategy.ONE_FOR_ONE, max_restarts=100, period=10),
     )
 
@@ -77,8 +89,10 @@ async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobS
     """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)."""
     settings = engine.settings
     group = _group(engine, "comfyui")
+    servers = group.child("servers")
+    assert isinstance(servers, Supervisor), "/comfyui/servers must be a supervisor"
     node_id = settings.node_id or uuid.uuid4().hex[:12]
-    fleet = FleetService(group, store.comfy_servers, settings, node_id)
+    fleet = FleetService(servers, store.comfy_servers, settings, node_id)
     await fleet.restore()
     fleet_metrics = FleetMetrics(engine.registry)
     jobs = JobService(store.jobs, fleet, settings)

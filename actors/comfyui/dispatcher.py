@@ -237,7 +237,9 @@ class Dispatcher:
                 except NotFound as error:
                     await tracker.finish(job_id, JobStatus.FAILED, error=error.message)
                 except ComfyUnavailable as error:
-                    await tracker.requeue(job_id, f"not submitted to {server.name}: {error}")
+                    await tracker.requeue(
+                        job_id, f"not submitted to {server.name}: {error}", reached=False
+                    )
         except EaselError as error:  # the store: reconciliation finds the job later
             log.warning("job %s: %s", job_id, error)
         finally:

@@ -41,7 +41,7 @@ from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import discard, fetch_outputs
 from actors.comfyui.metrics import FleetMetrics
 from engine.errors import Conflict, EaselError, NotFound
-from engine.storage import Job, Jobs, JobStatus, MediaRepository
+from engine.storage import Job, JobOutput, Jobs, JobStatus, MediaRepository
 from engine.storage.records import now
 
 __all__ = ["ACTIVE", "TERMINAL", "JobTracker"]
@@ -156,15 +156,16 @@ class JobTracker:
             self._metrics.finished(done)
         return done
 
-    async def requeue(self, job_id: str, reason: str) -> Job | None:
+    async def requeue(self, job_id: str, reason: str, *, reached: bool = True) -> Job | None:
         """A held job was lost: queue it for another attempt, or fail it when its
-        attempts are spent."""
+        attempts are spent. ``reached=False``: the prompt never reached the server
+        (its submit failed), so the attempt does not count."""
         job = self._held.get(job_id)
         if job is None:
             return None
         if job.cancel_requested:
             return await self.finish(job_id, JobStatus.CANCELLED, error=reason)
-        if job.attempts >= job.max_attempts:
+        if reached and job.attempts >= job.max_attempts:
             return await self.finish(
                 job_id,
                 JobStatus.FAILED,
@@ -182,6 +183,7 @@ class JobTracker:
             prompt_id=None,
             progress=0.0,
             error=reason,
+            attempts=job.attempts if reached else job.attempts - 1,
         )
 
     async def reject(self, job_id: str, error: WorkflowRejected) -> None:
@@ -307,9 +309,24 @@ class JobTracker:
         except ComfyUnavailable as error:
             await self.requeue(job_id, f"outputs not fetched from {name}: {error.message}")
             return
-        done = await self.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0)
+        try:
+            done = await self.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0)
+        except BaseException:
+            await asyncio.shield(self._discard_unrecorded(job_id, outputs))
+            raise
         if done is None or done.status is not JobStatus.SUCCEEDED:
             await discard(outputs, self._media)  # another node recorded it first
+
+    async def _discard_unrecorded(self, job_id: str, outputs: tuple[JobOutput, ...]) -> None:
+        # The last change failed or was cancelled, perhaps after it committed: the
+        # outputs go only if the job does not list them. When the store can't tell,
+        # they stay (an unlisted file costs disk; a listed one missing is broken).
+        try:
+            job = await self._jobs.get(job_id)
+        except EaselError:
+            return
+        if job.outputs != outputs:
+            await discard(outputs, self._media)
 
     # --- leases -------------------------------------------------------------------------
 
@@ -362,8 +379,11 @@ class JobTracker:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("job task failed", exc_info=error)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let the changes under way finish (within ``grace`` seconds), then cancel."""
         tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

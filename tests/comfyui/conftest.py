@@ -17,7 +17,7 @@ from actors.domain import Domain
 from engine.settings import Settings
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
 from transport.app import create_app
-from transport.keys import DOMAIN
+from transport.keys import DOMAIN, STORE
 
 CHECKPOINT = "sd15.safetensors"
 
@@ -186,11 +186,18 @@ async def submit(easel: Easel, workflow: dict[str, Any], **body: Any) -> dict[st
 async def ended(easel: Easel, job_id: str, seconds: float = 30.0) -> dict[str, Any]:
     """Wait until the job has ended; its description."""
 
+    last: dict[str, Any] = {}
+
     async def check() -> dict[str, Any] | None:
         job: dict[str, Any] = await easel.ok("GET", f"{JOBS}/{job_id}")
+        last.update(job)
         return job if job["status"] in ENDED else None
 
-    found: dict[str, Any] = await eventually(check, f"job {job_id} ended", seconds)
+    try:
+        found: dict[str, Any] = await eventually(check, f"job {job_id} ended", seconds)
+    except AssertionError:
+        last.pop("workflow", None)
+        raise AssertionError(f"job {job_id} never ended: {last}") from None
     return found
 
 
@@ -201,3 +208,30 @@ async def status_of(easel: Easel, job_id: str, *states: str) -> dict[str, Any]:
 
     found: dict[str, Any] = await eventually(check, f"job {job_id} in {states}")
     return found
+
+
+@pytest.fixture
+async def three_fakes(tmp_path: Path) -> AsyncIterator[list[FakeComfy]]:
+    """Three fakes with the same checkpoint, in separate directories."""
+    models = {"checkpoints": [CHECKPOINT]}
+    async with (
+        running_fake(FakeConfig(base_dir=tmp_path / "f0", models=models)) as a,
+        running_fake(FakeConfig(base_dir=tmp_path / "f1", models=models)) as b,
+        running_fake(FakeConfig(base_dir=tmp_path / "f2", models=models)) as c,
+    ):
+        yield [a, b, c]
+
+
+async def exactly_once(easel: Easel, job_ids: list[str], seconds: float = 60.0) -> list[Any]:
+    """Every job ended succeeded with one output of its own, and the store holds no
+    other output media; the jobs' descriptions."""
+    done = [await ended(easel, job_id, seconds) for job_id in job_ids]
+    assert [job["status"] for job in done] == ["succeeded"] * len(done), [
+        (j["status"], j["error"]) for j in done if j["status"] != "succeeded"
+    ]
+    outputs = [output["media_id"] for job in done for output in job["outputs"]]
+    assert len(outputs) == len(done)
+    assert len(set(outputs)) == len(outputs)
+    media = await easel.server.app[STORE].media.list(limit=500)
+    assert sorted(m.id for m in media.items if m.content_type == "image/png") == sorted(outputs)
+    return done
