@@ -70,6 +70,7 @@ def describe(job: Job, *, workflow: bool = False) -> dict[str, Any]:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "server_id": job.server_id,
+        "node": job.lease_owner,
         "prompt_id": job.prompt_id,
         "progress": job.progress,
         "error": job.error,
