@@ -233,3 +233,22 @@ async def test_the_in_flight_cap_holds(easel: Easel, fake: FakeComfy) -> None:
     fake.hang(False)
     for job in jobs:
         assert (await ended(easel, job["id"]))["status"] == "succeeded"
+
+
+async def test_the_fleet_and_its_jobs_are_measured(easel: Easel, fake: FakeComfy) -> None:
+    await easel.register(fake, "gpu")
+    done = await ended(easel, (await submit(easel, empty_graph()))["id"])
+    assert done["status"] == "succeeded"
+    async with easel.http.get(easel.url + "/metrics") as response:
+        lines = (await response.text()).splitlines()
+
+    def value(name: str) -> float:
+        [found] = [float(line.split()[-1]) for line in lines if line.startswith(name + " ")]
+        return found
+
+    assert value('easel_comfyui_servers{state="idle"}') == 1
+    assert value('easel_comfyui_queue_remaining{server="gpu"}') == 0
+    assert value('easel_jobs_finished_total{state="succeeded"}') == 1
+    assert value('easel_job_duration_seconds_count{state="succeeded"}') == 1
+    assert value("easel_job_dispatch_latency_seconds_count") == 1
+    assert value("easel_job_redispatches_total") == 0
