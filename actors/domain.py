@@ -13,7 +13,8 @@ from actors.comfyui.metrics import FleetMetrics
 from actors.comfyui.tracker import JobTracker
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
-from actors.plugins import PipelineCatalog, PipelineConfig
+from actors.plugins import BUILTIN_PIPELINES, PipelineCatalog, PipelineConfig
+from actors.plugins.comfyui import ComfyUi
 from actors.sessions.service import SessionService
 from engine.engine import Engine
 from engine.storage import Store
@@ -71,7 +72,10 @@ async def start_domain(
     """
     metrics = RealtimeMetrics(engine.registry)
     pipelines = PipelineService(
-        _group(engine, "pipelines"), catalog or PipelineCatalog(), metrics, store.pipeline_configs
+        _group(engine, "pipelines"),
+        catalog or PipelineCatalog(builtins=(*BUILTIN_PIPELINES, ComfyUi)),
+        metrics,
+        store.pipeline_configs,
     )
     sessions = SessionService(
         _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
