@@ -3,15 +3,22 @@ and session services, and how they are wired together at start."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+from actors.comfyui.dispatcher import Dispatcher, DispatcherActor
+from actors.comfyui.fleet import FleetService
+from actors.comfyui.jobs import JobService
+from actors.comfyui.metrics import FleetMetrics
+from actors.comfyui.tracker import JobTracker
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
-from actors.plugins import PipelineCatalog, PipelineConfig
+from actors.plugins import BUILTIN_PIPELINES, PipelineCatalog, PipelineConfig
+from actors.plugins.comfyui import ComfyUi
 from actors.sessions.service import SessionService
 from engine.engine import Engine
 from engine.storage import Store
-from engine.supervisor import ChildSpec, Strategy, Supervisor, SupervisorSpec
+from engine.supervisor import ActorSpec, ChildSpec, Strategy, Supervisor, SupervisorSpec
 
 __all__ = ["Domain", "start_domain", "supervision_tree"]
 
@@ -19,12 +26,24 @@ __all__ = ["Domain", "start_domain", "supervision_tree"]
 def supervision_tree() -> tuple[ChildSpec, ...]:
     """The root's children in start order; stopped in reverse (docs/architecture.md).
 
-    ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui`` one actor per
-    registered ComfyUI server (none yet), ``/sessions`` one actor per session.
+    ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui/servers`` one
+    actor per registered ComfyUI server and ``/comfyui/dispatcher`` the job dispatcher
+    (added at start, after the servers, so it stops before them), ``/sessions`` one
+    actor per session.
     """
     return (
         SupervisorSpec(id="pipelines", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
-        SupervisorSpec(id="comfyui", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
+        SupervisorSpec(
+            id="comfyui",
+            strategy=Strategy.ONE_FOR_ONE,
+            max_restarts=10,
+            period=30,
+            children=(
+                SupervisorSpec(
+                    id="servers", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30
+                ),
+            ),
+        ),
         SupervisorSpec(id="sessions", strategy=Strategy.ONE_FOR_ONE, max_restarts=100, period=10),
     )
 
@@ -34,6 +53,8 @@ class Domain:
     pipelines: PipelineService
     sessions: SessionService
     metrics: RealtimeMetrics
+    fleet: FleetService
+    jobs: JobService
 
 
 def _group(engine: Engine, name: str) -> Supervisor:
@@ -51,14 +72,45 @@ async def start_domain(
     """
     metrics = RealtimeMetrics(engine.registry)
     pipelines = PipelineService(
-        _group(engine, "pipelines"), catalog or PipelineCatalog(), metrics, store.pipeline_configs
+        _group(engine, "pipelines"),
+        catalog or PipelineCatalog(builtins=(*BUILTIN_PIPELINES, ComfyUi)),
+        metrics,
+        store.pipeline_configs,
     )
     sessions = SessionService(
         _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
     )
     await pipelines.restore()
+    fleet, jobs = await _start_fleet(engine, store)
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
     engine.add_readiness_check("pipelines", pipelines.check_ready)
-    return Domain(pipelines, sessions, metrics)
+    return Domain(pipelines, sessions, metrics, fleet, jobs)
+
+
+async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobService]:
+    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)."""
+    settings = engine.settings
+    group = _group(engine, "comfyui")
+    servers = group.child("servers")
+    assert isinstance(servers, Supervisor), "/comfyui/servers must be a supervisor"
+    node_id = settings.node_id or uuid.uuid4().hex[:12]
+    fleet = FleetService(servers, store.comfy_servers, settings, node_id)
+    await fleet.restore()
+    fleet_metrics = FleetMetrics(engine.registry)
+    jobs = JobService(store.jobs, fleet, settings)
+    tracker = JobTracker(
+        store.jobs, store.media, fleet, node_id, settings.job_lease, fleet_metrics, jobs.changed
+    )
+    # Only the embedded SQLite default is certain to have this process alone on its
+    # database: there, jobs left in flight by the last run are taken over at once.
+    exclusive = settings.store_backend == "sql" and settings.database_url is None
+    dispatcher = Dispatcher(
+        store.jobs, store.media, fleet, tracker, settings, fleet_metrics, exclusive=exclusive
+    )
+    jobs.wake_with(dispatcher.wake)
+    await group.start_child(
+        ActorSpec(id="dispatcher", factory=lambda: DispatcherActor(dispatcher), kind="comfyui")
+    )
+    return fleet, jobs

@@ -104,6 +104,22 @@ class Settings(BaseModel):
     as soon as it passes the limit. At most 256 MiB, the media store's own limit."""
     pipelines: str = "passthrough,imagefx"
     """Built-in pipelines started at boot (name = kind), comma-separated."""
+    node_id: str | None = Field(default=None, min_length=1, max_length=40)
+    """This engine node's name in job leases; ``None``: a fresh one per start."""
+    comfy_health_interval: float = Field(default=2.0, gt=0)
+    """Seconds between health checks (``/system_stats`` and ``/queue``) of each server."""
+    comfy_catalog_interval: float = Field(default=60.0, gt=0)
+    """Seconds between refreshes of each server's model catalog."""
+    comfy_reconnect_max: float = Field(default=10.0, gt=0)
+    """Longest wait between two attempts to reopen a server's WebSocket."""
+    comfy_timeout: float = Field(default=10.0, gt=0)
+    """Seconds one HTTP call to a ComfyUI server may take."""
+    job_lease: float = Field(default=15.0, gt=0)
+    """Seconds a node's claim on a job lasts unless renewed (renewed every third of it)."""
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    """Attempts a job gets by default before it fails (a lost server costs one)."""
+    job_reconcile_interval: float = Field(default=2.0, gt=0)
+    """Seconds between checks of in-flight jobs against their server's history and queue."""
 
     @field_validator("host")
     @classmethod

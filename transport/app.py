@@ -21,7 +21,7 @@ from transport.http_metrics import metrics_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
 from transport.limits import RATE_LIMITER, RateLimiter, rate_limit_middleware
 from transport.problem import error_middleware
-from transport.rest import apikeys, health, media, pipelines, projects, sessions
+from transport.rest import apikeys, comfyui, health, jobs, media, pipelines, projects, sessions
 from transport.web import page
 
 __all__ = ["ADMIN_KEY_FILE", "create_app"]
@@ -56,7 +56,19 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
     engine = Engine(settings, supervision_tree())
     app[ENGINE] = engine
     app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
-    routes = (health, media, openapi, pipelines, projects, sessions, apikeys, ws, page)
+    routes = (
+        health,
+        media,
+        openapi,
+        pipelines,
+        projects,
+        sessions,
+        apikeys,
+        ws,
+        page,
+        comfyui,
+        jobs,
+    )
     for module in routes:
         app.add_routes(module.routes)
     app.on_response_prepare.append(security_headers)

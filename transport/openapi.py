@@ -25,6 +25,8 @@ from engine.storage import (
 from transport.auth import Role, requires
 from transport.rest.apikeys import KEYS
 from transport.rest.bodies import json_response
+from transport.rest.comfyui import SERVER, RegisterServer
+from transport.rest.jobs import JOB, SubmitBatch, SubmitJob
 from transport.rest.media import ACCEPTED, MEDIA, ONE, PART
 from transport.rest.pipelines import ReloadBody
 from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
@@ -256,7 +258,74 @@ _KEYS: tuple[Operation, ...] = (
     ),
 )
 
-OPERATIONS = _CORE + _PROJECTS + _MEDIA + _KEYS
+
+_COMFYUI: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        "/api/v1/comfyui/servers",
+        "Register a ComfyUI server",
+        {201: "Registered: id, state, health", 400: "", 409: "Name or URL taken", 422: ""},
+        RegisterServer,
+        {"name": "gpu-1", "url": "http://10.0.0.5:8188", "max_in_flight": 2, "tags": ["sdxl"]},
+        "comfyui",
+    ),
+    Operation("get", "/api/v1/comfyui/servers", "List servers", {200: "Servers"}, tag="comfyui"),
+    Operation("get", SERVER, "A server: state and health", _ONE, tag="comfyui"),
+    Operation(
+        "get", SERVER + "/models", "A server's node types and model files", _ONE, tag="comfyui"
+    ),
+    Operation("post", SERVER + "/disable", "Send it no more jobs", _ONE, tag="comfyui"),
+    Operation("post", SERVER + "/enable", "Send it jobs again", _ONE, tag="comfyui"),
+    Operation("delete", SERVER, "Forget a server", {**_GONE, 409: "Jobs in flight"}, tag="comfyui"),
+)
+
+_GRAPH = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "media:0187c3a2e5f04b1a9d6e2f7a8b9c0d1e"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "easel"}},
+}
+_SEEDED = {
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+    "3": {"class_type": "KSampler", "inputs": {"seed": 0, "steps": 20, "model": ["4", 0]}},
+}
+_JOBS: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        "/api/v1/jobs",
+        "Submit a ComfyUI workflow (Idempotency-Key header or field: a retry returns the job)",
+        {201: "Queued", 200: "Already submitted with this key", 400: "", 422: ""},
+        SubmitJob,
+        {"workflow": _GRAPH, "priority": 0, "idempotency_key": "order-1234"},
+        "jobs",
+    ),
+    Operation(
+        "post",
+        "/api/v1/jobs/batch",
+        "Submit one job per seed",
+        {201: "Queued: items, total", 400: "", 422: ""},
+        SubmitBatch,
+        {"workflow": _SEEDED, "seeds": [1, 2, 3]},
+        "jobs",
+    ),
+    Operation("get", "/api/v1/jobs", "Jobs (?status=&limit=&offset=)", _PAGE, tag="jobs"),
+    Operation("get", JOB, "A job: status, attempts, progress, error, outputs", _ONE, tag="jobs"),
+    Operation(
+        "post",
+        JOB + "/cancel",
+        "Cancel: queued at once, running interrupted on its server",
+        {200: "Cancelled or cancel requested", 404: "", 409: "Already ended"},
+        tag="jobs",
+    ),
+    Operation(
+        "get",
+        JOB + "/events",
+        "Server-Sent Events: the job on every change until it ends",
+        {200: "text/event-stream", 404: ""},
+        tag="jobs",
+    ),
+)
+
+OPERATIONS = _CORE + _PROJECTS + _MEDIA + _KEYS + _COMFYUI + _JOBS
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:

@@ -130,7 +130,9 @@ class MongoBackend:
                 for old, new in spec.renamed:
                     await coll.update_many({old: {"$exists": True}}, {"$rename": {old: new}})
                 for fields in spec.unique:
-                    await coll.create_index([(f, ASCENDING) for f in fields], unique=True)
+                    await coll.create_index(
+                        [(f, ASCENDING) for f in fields], unique=True, **_only_set(spec, fields)
+                    )
                 for fields in (*spec.indexes, spec.order):
                     await coll.create_index([(f, ASCENDING) for f in fields])
 
@@ -158,6 +160,15 @@ class MongoBackend:
                     await self.delete_tree(child_spec, {child.field: {"$in": ids}})
         result = await coll.delete_many(dict(where))
         return int(result.deleted_count)
+
+
+def _only_set(spec: TableSpec[Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    # A unique field that may be null (a job's idempotency key) is unique only where
+    # set, as in SQL: MongoDB would count every null as the same value.
+    nullable = [f for f in fields if spec.record.model_fields[f].default is None]
+    if not nullable:
+        return {}
+    return {"partialFilterExpression": {f: {"$type": "string"} for f in nullable}}
 
 
 class MongoTable(Generic[R]):

@@ -166,12 +166,17 @@ class NewComfyServer(_Model):
     url: Name
     enabled: bool = True
     max_jobs: int = Field(default=1, ge=1, le=1024)
+    """Jobs the dispatcher keeps in flight on this server at most, across every node."""
+    tags: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+        default=(), max_length=32
+    )
 
 
 class ComfyServerPatch(_Model):
     url: Name | None = None
     enabled: bool | None = None
     max_jobs: int | None = Field(default=None, ge=1, le=1024)
+    tags: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] | None = None
 
 
 class ComfyServer(Record, NewComfyServer):
@@ -182,7 +187,11 @@ class ComfyServer(Record, NewComfyServer):
 
 
 class JobStatus(StrEnum):
+    """queued → dispatched → running → succeeded | failed | cancelled (a lost
+    dispatched or running job goes back to queued)."""
+
     QUEUED = "queued"
+    DISPATCHED = "dispatched"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -198,9 +207,16 @@ class JobOutput(_Model):
 
 
 class NewJob(_Model):
+    """A job as submitted. ``workflow`` names it; ``prompt`` is the ComfyUI graph in API
+    format (node id → ``{class_type, inputs}``); a lower ``priority`` runs first."""
+
     workflow: Name
     params: dict[str, Any] = Field(default_factory=dict)
     server_id: str | None = Field(default=None, max_length=32)
+    prompt: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class JobPatch(_Model):
@@ -211,11 +227,30 @@ class JobPatch(_Model):
 
 
 class Job(Record, NewJob):
-    """A generation job, its status and its outputs."""
+    """A generation job, its status, its attempts, its lease and its outputs.
+
+    ``prompt_id`` is the id its current attempt has on ``server_id``; ``slot``
+    (``<server id>/<n>``, unique) holds one of the server's in-flight places while
+    the job is dispatched or running. ``lease_owner`` is the engine node that drives
+    it until ``lease_expires``. ``version`` grows with every change the dispatcher
+    makes, so each of its updates applies only to the state it read.
+    """
 
     status: JobStatus = JobStatus.QUEUED
     outputs: tuple[JobOutput, ...] = ()
     error: str | None = None
+    node_errors: dict[str, Any] = Field(default_factory=dict)
+    attempts: int = 0
+    progress: float = 0.0
+    prompt_id: str | None = None
+    slot: str | None = None
+    lease_owner: str | None = None
+    lease_expires: UtcDatetime | None = None
+    cancel_requested: bool = False
+    dispatched_at: UtcDatetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
+    version: int = 0
 
 
 # -- media --------------------------------------------------------------------------

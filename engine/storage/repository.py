@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from engine.errors import Invalid
+from engine.errors import Conflict, Invalid
 from engine.storage.metrics import StoreMetrics
 from engine.storage.records import (
     ComfyServer,
@@ -72,7 +72,13 @@ PIPELINE_CONFIGS = TableSpec(
 )
 SESSIONS = TableSpec("sessions", SessionRecord, indexes=(("status",), ("pipeline",)))
 COMFY_SERVERS = TableSpec("comfy_servers", ComfyServer, unique=(("name",), ("url",)))
-JOBS = TableSpec("jobs", Job, indexes=(("status",), ("server_id",)))
+JOBS = TableSpec(
+    "jobs",
+    Job,
+    order=("priority", "created_at", "id"),
+    unique=(("idempotency_key",), ("slot",)),
+    indexes=(("status",), ("server_id",), ("lease_owner",)),
+)
 
 ENGINE_RESTART = "engine_restart"
 """The ``end_reason`` of a session its node closed at start: the run that opened it died."""
@@ -270,23 +276,61 @@ class ComfyServers(Repository[ComfyServer]):
 
 
 class Jobs(Repository[Job]):
-    """Generation jobs and their outputs."""
+    """Generation jobs and their outputs, listed in dispatch order (priority, then age).
+
+    The dispatcher changes a job only through :meth:`swap`, a conditional update on
+    the ``version`` it read: two engine nodes that race for one job (or one slot)
+    see one of them win and the other get ``Conflict``, on every backend.
+    """
 
     async def create(self, new: NewJob) -> Job:
-        """Queue a job (status ``queued``)."""
+        """Queue a job (status ``queued``). Raises ``Conflict`` if its idempotency key
+        is taken."""
         return await self._create(**new.model_dump())
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        """Queue a job unless one with the same idempotency key exists: ``(job, created)``."""
+        try:
+            return await self.create(new), True
+        except Conflict:
+            if new.idempotency_key is None:
+                raise
+            page = await self._list(1, 0, idempotency_key=new.idempotency_key)
+            if not page.items:
+                raise
+            return page.items[0], False
 
     async def list(
         self,
         *,
         status: JobStatus | None = None,
         server_id: str | None = None,
+        lease_owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[Job]:
-        """A page of jobs, oldest first, by status and/or server. Raises ``Invalid``."""
-        return await self._list(limit, offset, status=status, server_id=server_id)
+        """A page of jobs in dispatch order, by status, server and/or lease owner.
+        Raises ``Invalid``."""
+        return await self._list(
+            limit, offset, status=status, server_id=server_id, lease_owner=lease_owner
+        )
 
     async def update(self, record_id: str, patch: JobPatch) -> Job:
         """Change a job's status, server, outputs or error. Raises ``NotFound``."""
         return await self._patch(record_id, patch)
+
+    async def swap(self, job: Job, **changes: Any) -> Job:
+        """Apply ``changes`` only if the job is still at ``job.version``; bumps it.
+
+        Raises ``Conflict`` if it changed meanwhile (or a unique field, such as a
+        slot, is taken), ``NotFound``, ``Invalid`` for a value no backend stores.
+        """
+        try:
+            checked = Job.model_validate({**job.model_dump(), **changes}).model_dump()
+        except ValidationError as exc:
+            raise Invalid(f"invalid job change: {exc.error_count()} error(s)") from exc
+        values = {key: checked[key] for key in changes}
+        _refuse_unstorable(values)
+        values.update(version=job.version + 1, updated_at=now())
+        async with self._op("swap"):
+            return await self._table.update(job.id, values, expect={"version": job.version})

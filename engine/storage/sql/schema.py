@@ -86,6 +86,7 @@ Table(
     Column("url", String(200), nullable=False, unique=True),
     Column("enabled", Boolean, nullable=False),
     Column("max_jobs", Integer, nullable=False),
+    Column("tags", JSON, nullable=False),
     *_stamps(),
 )
 
@@ -99,7 +100,24 @@ Table(
     Column("status", String(16), nullable=False, index=True),
     Column("outputs", JSON, nullable=False),
     Column("error", Text, nullable=True),
+    Column("prompt", JSON, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("node_errors", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("progress", Float, nullable=False),
+    Column("prompt_id", String(64), nullable=True),
+    Column("slot", String(64), nullable=True, unique=True),
+    Column("lease_owner", String(64), nullable=True, index=True),
+    Column("lease_expires", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("dispatched_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("version", BigInteger, nullable=False),
     *_stamps(),
+    Index(None, "priority", "created_at", "id"),
 )
 
 Table(

@@ -538,3 +538,64 @@ async def test_a_media_put_cancelled_after_its_insert_keeps_its_bytes(
         await store.media.put(b"kept", "image/png")
     (media,) = (await store.media.list()).items
     assert await store.media.read(media.id) == b"kept"
+
+
+# -- durable ComfyUI jobs ------------------------------------------------------------
+
+
+async def test_servers_keep_their_tags(store: Store) -> None:
+    server = await store.comfy_servers.create(
+        NewComfyServer(name="gpu", url="http://gpu", max_jobs=2, tags=("sdxl", "fast"))
+    )
+    assert server.tags == ("sdxl", "fast")
+    assert await store.comfy_servers.get(server.id) == server
+    changed = await store.comfy_servers.update(server.id, ComfyServerPatch(tags=("slow",)))
+    assert (await store.comfy_servers.get(server.id)).tags == changed.tags == ("slow",)
+
+
+async def test_a_job_keeps_its_graph_and_lists_in_priority_order(store: Store) -> None:
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "color": 0}}}
+    late = await store.jobs.create(NewJob(workflow="w", prompt=graph, priority=5))
+    urgent = await store.jobs.create(NewJob(workflow="w", prompt=graph, priority=-1))
+    normal = await store.jobs.create(NewJob(workflow="w", prompt=graph))
+    assert await store.jobs.get(late.id) == late
+    assert late.prompt == graph
+    queued = await store.jobs.list(status=JobStatus.QUEUED)
+    assert [job.id for job in queued.items] == [urgent.id, normal.id, late.id]
+
+
+async def test_an_idempotency_key_returns_the_first_job(store: Store) -> None:
+    first, created = await store.jobs.submit(NewJob(workflow="w", idempotency_key="k1"))
+    again, created_again = await store.jobs.submit(NewJob(workflow="other", idempotency_key="k1"))
+    assert (created, created_again) == (True, False)
+    assert again == first
+    keyless = [await store.jobs.submit(NewJob(workflow="w")) for _ in range(2)]
+    assert all(made for _, made in keyless)
+
+
+async def test_swap_applies_only_to_the_version_read(store: Store) -> None:
+    job = await store.jobs.create(NewJob(workflow="w"))
+    claimed = await store.jobs.swap(
+        job, status=JobStatus.DISPATCHED, lease_owner="node-a", slot="s1/0", attempts=1
+    )
+    assert (claimed.version, claimed.lease_owner, claimed.attempts) == (1, "node-a", 1)
+    assert await store.jobs.get(job.id) == claimed
+    with pytest.raises(Conflict):
+        await store.jobs.swap(job, lease_owner="node-b")
+    assert (await store.jobs.get(job.id)).lease_owner == "node-a"
+    released = await store.jobs.swap(claimed, status=JobStatus.QUEUED, slot=None)
+    assert released.slot is None
+    with pytest.raises(NotFound):
+        await store.jobs.swap(job.model_copy(update={"id": "nope"}), status=JobStatus.FAILED)
+
+
+async def test_a_slot_is_held_by_one_job_at_a_time(store: Store) -> None:
+    jobs = [await store.jobs.create(NewJob(workflow=f"w{i}")) for i in range(3)]
+    held = await store.jobs.swap(jobs[0], slot="gpu/0")
+    with pytest.raises(Conflict):
+        await store.jobs.swap(jobs[1], slot="gpu/0")
+    await store.jobs.swap(jobs[1], slot="gpu/1")
+    await store.jobs.swap(held, slot=None)
+    await store.jobs.swap(jobs[2], slot="gpu/0")
+    slots = sorted(str(job.slot) for job in (await store.jobs.list()).items)
+    assert slots == ["None", "gpu/0", "gpu/1"]

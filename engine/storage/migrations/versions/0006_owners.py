@@ -5,7 +5,7 @@ Records stored before owners existed have none (``NULL``): only admin keys see t
 Batch operations, so SQLite (which recreates the table) and PostgreSQL both work.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-24
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""ComfyUI servers as a supervised fleet, and durable jobs dispatched over it."""

@@ -1,0 +1,277 @@
+"""The dispatcher: queued jobs to servers of the fleet, shared safely by engine nodes.
+
+Each round it counts the jobs in flight on every server *in the database* (so a
+cap holds across nodes), reads the queue in dispatch order (priority, then age), and
+gives each job to a ready server that has every node type and model file the
+workflow names and a free place, the least loaded first. A job is claimed with one
+conditional update (``Jobs.swap``): status ``dispatched``, a lease for this node, a
+fresh ``prompt_id`` and a slot ``<server>/<n>`` that the database keeps unique. Two
+nodes that race for one job or one slot: one wins, the other moves on. Then the
+job's ``media:<id>`` inputs are uploaded and the prompt submitted under this node's
+socket client id. A rejected workflow fails at once; an unreachable server puts the
+job back in the queue.
+
+Beside the rounds it renews its leases, takes over jobs whose lease expired (a
+dead node's), keeps the fleet in step with the stored servers, and reconciles the
+jobs it holds (:class:`~actors.comfyui.tracker.JobTracker`). A round runs when a job
+is queued or ends, when a server changes state, and at least every half second.
+
+The :class:`DispatcherActor` under ``/comfyui`` owns these tasks: they stop with the
+engine, and a failure crashes the actor so its supervisor restarts them. Loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from actors.comfyui.catalog import needs_of
+from actors.comfyui.client import ComfyUnavailable, WorkflowRejected
+from actors.comfyui.fleet import FleetService
+from actors.comfyui.media import upload_inputs
+from actors.comfyui.metrics import FleetMetrics
+from actors.comfyui.server import READY, ServerView
+from actors.comfyui.tracker import ACTIVE, JobTracker
+from engine.actor import LoopActor
+from engine.errors import Conflict, EaselError, NotFound
+from engine.settings import Settings
+from engine.storage import Jobs, JobStatus, MediaRepository
+from engine.storage.records import now
+
+__all__ = ["Dispatcher", "DispatcherActor"]
+
+log = logging.getLogger(__name__)
+
+_ROUND = 0.5
+"""Seconds between rounds when nothing wakes the dispatcher (jobs queued elsewhere)."""
+_PAGE = 100
+
+
+class Dispatcher:
+    """Rounds, leases, take-overs and reconciliation for one engine node."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        media: MediaRepository,
+        fleet: FleetService,
+        tracker: JobTracker,
+        settings: Settings,
+        metrics: FleetMetrics,
+        *,
+        exclusive: bool,
+    ) -> None:
+        self._jobs = jobs
+        self._media = media
+        self._fleet = fleet
+        self.tracker = tracker
+        self._settings = settings
+        self._metrics = metrics
+        self._exclusive = exclusive
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        fleet.subscribe(tracker.on_event, self._server_changed)
+        metrics.watch_servers(fleet.views, lambda: dict(self._in_flight))
+
+    def wake(self) -> None:
+        """Run a round soon (any job or server change). Loop only."""
+        self._wake.set()
+
+    def _server_changed(self, view: ServerView, previous: ServerView | None) -> None:
+        self.wake()
+        was_ready = previous is not None and previous.state in READY
+        if was_ready and view.state not in READY:
+            # its socket dropped or it stopped answering: find out about its jobs now
+            for job in self.tracker.held():
+                if job.server_id == view.id:
+                    self.tracker.spawn(self.tracker.reconcile(job.id))
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, crashed: Any) -> None:
+        """Start the loops; ``crashed(error)`` is called if one fails unexpectedly."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._guard(self._rounds(), crashed)),
+            loop.create_task(self._guard(self._leases(), crashed)),
+            loop.create_task(self._guard(self._reconciles(), crashed)),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tracker.stop()
+
+    @staticmethod
+    async def _guard(work: Any, crashed: Any) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.exception("dispatcher loop failed")
+            crashed(error)
+
+    # --- loops --------------------------------------------------------------------------
+
+    async def _rounds(self) -> None:
+        await self._safely(self.tracker.take_over(everything=self._exclusive))
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _ROUND)
+            self._wake.clear()
+            await self._safely(self.round())
+
+    async def _leases(self) -> None:
+        every = self._settings.job_lease / 3
+        while True:
+            await asyncio.sleep(every)
+            await self._safely(self.tracker.renew())
+            await self._safely(self._fleet.sync())
+            await self._safely(self.tracker.take_over())
+
+    async def _reconciles(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.job_reconcile_interval)
+            for job in self.tracker.held():
+                self.tracker.spawn(self.tracker.reconcile(job.id))
+
+    @staticmethod
+    async def _safely(work: Any) -> None:
+        # The store or a server being down is expected: the next round tries again.
+        try:
+            await work
+        except EaselError as error:
+            log.warning("dispatcher: %s", error)
+
+    # --- one round ------------------------------------------------------------------------
+
+    async def _slots(self) -> dict[str, set[int]]:
+        """Slot numbers taken on each server, by every node, from the database."""
+        taken: dict[str, set[int]] = defaultdict(set)
+        totals: dict[JobStatus, int] = {}
+        for status in ACTIVE:
+            page = await self._jobs.list(status=status, limit=500)
+            totals[status] = page.total
+            for job in page.items:
+                if job.slot and job.server_id:
+                    taken[job.server_id].add(int(job.slot.rsplit("/", 1)[1]))
+        self._in_flight = {server: len(slots) for server, slots in taken.items()}
+        queued = await self._jobs.list(status=JobStatus.QUEUED, limit=1)
+        totals[JobStatus.QUEUED] = queued.total
+        self._metrics.counted(totals)
+        return taken
+
+    async def round(self) -> int:
+        """Dispatch what can be dispatched now; returns how many jobs were claimed."""
+        servers = [view for view in self._fleet.views() if view.ready]
+        taken = await self._slots()
+        if not any(len(taken[v.id]) < v.max_jobs for v in servers):
+            return 0
+        claimed = 0
+        page = await self._jobs.list(status=JobStatus.QUEUED, limit=_PAGE)
+        for queued in page.items:
+            if queued.cancel_requested:  # lost while a cancel was on its way
+                with contextlib.suppress(Conflict, NotFound):
+                    await self._jobs.swap(queued, status=JobStatus.CANCELLED, finished_at=now())
+                continue
+            free = [v for v in servers if len(taken[v.id]) < v.max_jobs]
+            if not free:
+                break
+            needs = needs_of(queued.prompt)
+            able = [v for v in free if not v.catalog.missing(needs)]
+            if not able:
+                continue
+            server = min(able, key=lambda v: (len(taken[v.id]) / v.max_jobs, v.queue_remaining))
+            slot = min(set(range(server.max_jobs)) - taken[server.id])
+            queued_since = queued.updated_at if queued.attempts else queued.created_at
+            try:
+                job = await self._jobs.swap(
+                    queued,
+                    status=JobStatus.DISPATCHED,
+                    server_id=server.id,
+                    slot=f"{server.id}/{slot}",
+                    prompt_id=str(uuid.uuid4()),
+                    lease_owner=self.tracker.node_id,
+                    lease_expires=self.tracker.lease_until(),
+                    attempts=queued.attempts + 1,
+                    dispatched_at=now(),
+                    progress=0.0,
+                )
+            except Conflict:
+                continue  # another node took the job, or the slot: next job, or next round
+            except NotFound:
+                continue
+            taken[server.id].add(slot)
+            claimed += 1
+            waited = (job.updated_at - queued_since).total_seconds()
+            self._metrics.dispatch_latency.observe(max(0.0, waited))
+            self.tracker.hold(job)
+            self.tracker.sending.add(job.id)
+            self.tracker.spawn(self._send(job.id, server))
+        return claimed
+
+    async def _send(self, job_id: str, server: ServerView) -> None:
+        tracker = self.tracker
+        try:
+            async with tracker.lock(job_id):
+                job = next((j for j in tracker.held() if j.id == job_id), None)
+                if job is None or job.prompt_id is None:
+                    return
+                client = self._fleet.client(server.id)
+                try:
+                    prompt = await upload_inputs(job.prompt, client, self._media)
+                    await client.submit(
+                        prompt, client_id=self._fleet.client_id(server.id), prompt_id=job.prompt_id
+                    )
+                except WorkflowRejected as error:
+                    await tracker.reject(job_id, error)
+                except NotFound as error:
+                    await tracker.finish(job_id, JobStatus.FAILED, error=error.message)
+                except ComfyUnavailable as error:
+                    await tracker.requeue(
+                        job_id, f"not submitted to {server.name}: {error}", reached=False
+                    )
+        except EaselError as error:  # the store: reconciliation finds the job later
+            log.warning("job %s: %s", job_id, error)
+        finally:
+            tracker.sending.discard(job_id)
+            self.wake()
+
+
+# --- the actor that owns the loops --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Crashed:
+    error: BaseException
+
+
+class DispatcherActor(LoopActor[_Crashed, None]):
+    """Runs a :class:`Dispatcher`'s loops for the life of an incarnation."""
+
+    kind = "comfyui_dispatcher"
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    async def on_start(self) -> None:
+        ref = self.context.ref
+        self._dispatcher.start(lambda error: ref.tell(_Crashed(error)))
+
+    async def receive(self, message: _Crashed) -> None:
+        raise RuntimeError("a dispatcher loop failed") from message.error
+
+    async def on_stop(self) -> None:
+        await self._dispatcher.stop()
+
+    async def on_failure(self, error: BaseException) -> None:
+        await self._dispatcher.stop()

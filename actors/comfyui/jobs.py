@@ -1,0 +1,189 @@
+"""Jobs as callers see them: submit (one, or a batch over seeds), get, list, cancel,
+and watch a job change.
+
+A submitted job is stored ``queued`` and the dispatcher is woken; everything after
+that happens in :mod:`actors.comfyui.dispatcher` and :mod:`actors.comfyui.tracker`.
+Cancelling a queued job ends it at once (a conditional update, so a dispatcher that
+claims it first wins and the cancel becomes a request); a dispatched or running job
+is marked ``cancel_requested``, removed from its server's queue and interrupted
+there, and ends ``cancelled`` when its server confirms. Loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from actors.comfyui.client import ComfyUnavailable
+from actors.comfyui.fleet import FleetService
+from actors.comfyui.tracker import ACTIVE, TERMINAL
+from engine.errors import Conflict, Invalid, NotFound
+from engine.settings import Settings
+from engine.storage import Job, Jobs, JobStatus, NewJob, Page
+from engine.storage.records import now
+
+__all__ = ["SEED_INPUTS", "JobService", "with_seed"]
+
+SEED_INPUTS = ("seed", "noise_seed")
+"""Inputs a batch sets to each of its seeds."""
+_WATCH_POLL = 1.0
+"""Seconds a watcher waits for a local change before reading the job again (a job
+another node drives changes only in the database)."""
+
+
+def with_seed(prompt: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A copy of ``prompt`` with every seed input set to ``seed``. Raises ``Invalid``
+    when it has none."""
+    seeded = copy.deepcopy(prompt)
+    found = False
+    for node in seeded.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for name in SEED_INPUTS:
+            if name in inputs and not isinstance(inputs[name], list):
+                inputs[name] = seed
+                found = True
+    if not found:
+        raise Invalid(f"a batch needs a workflow with a literal {' or '.join(SEED_INPUTS)} input")
+    return seeded
+
+
+def check_prompt(prompt: dict[str, Any]) -> None:
+    """Refuse what is not an API-format workflow (the server validates the rest)."""
+    if not prompt:
+        raise Invalid("the workflow has no nodes")
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise Invalid(f"node {node_id!r} needs a class_type (API format)")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise Invalid(f"node {node_id!r}: inputs must be an object")
+
+
+class JobService:
+    """The job API over the store, the fleet and the local dispatcher."""
+
+    def __init__(self, jobs: Jobs, fleet: FleetService, settings: Settings) -> None:
+        self._jobs = jobs
+        self._fleet = fleet
+        self.settings = settings
+        self._wake: Callable[[], None] = lambda: None
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+
+    def wake_with(self, wake: Callable[[], None]) -> None:
+        """Who runs a dispatch round when a job is queued or ends (the dispatcher)."""
+        self._wake = wake
+
+    def changed(self, job: Job) -> None:
+        """A job changed on this node: wake its watchers (and the dispatcher once it
+        ended or was queued again). Loop only."""
+        for event in self._watchers.get(job.id, ()):
+            event.set()
+        if job.status not in ACTIVE:
+            self._wake()
+
+    # --- submitting -----------------------------------------------------------------------
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        """Queue a job; ``(job, created)``: with an idempotency key already used, the
+        job first made with it. Raises ``Invalid``."""
+        check_prompt(new.prompt)
+        job, created = await self._jobs.submit(new)
+        if created:
+            self._wake()
+        return job, created
+
+    async def submit_batch(self, new: NewJob, seeds: list[int]) -> list[Job]:
+        """One job per seed (each key suffixed ``#<n>``), in seed order. Raises ``Invalid``."""
+        check_prompt(new.prompt)
+        if not 1 <= len(seeds) <= 1000:
+            raise Invalid("a batch has 1 to 1000 seeds")
+        jobs: list[Job] = []
+        for index, seed in enumerate(seeds):
+            key = f"{new.idempotency_key}#{index}" if new.idempotency_key else None
+            one = new.model_copy(
+                update={
+                    "prompt": with_seed(new.prompt, seed),
+                    "params": {**new.params, "seed": seed},
+                    "idempotency_key": key,
+                }
+            )
+            job, _ = await self._jobs.submit(one)
+            jobs.append(job)
+        self._wake()
+        return jobs
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """Raises ``NotFound``."""
+        return await self._jobs.get(job_id)
+
+    async def list(
+        self, *, status: JobStatus | None = None, limit: int = 50, offset: int = 0
+    ) -> Page[Job]:
+        """A page in dispatch order (priority, then age). Raises ``Invalid``."""
+        return await self._jobs.list(status=status, limit=limit, offset=offset)
+
+    async def watch(self, job_id: str) -> AsyncGenerator[Job, None]:
+        """The job now, then each time it changes, until it has ended. Raises ``NotFound``."""
+        event = asyncio.Event()
+        self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            job = await self._jobs.get(job_id)
+            yield job
+            while job.status not in TERMINAL:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), _WATCH_POLL)
+                event.clear()
+                fresh = await self._jobs.get(job_id)
+                if fresh.version != job.version:
+                    job = fresh
+                    yield job
+        finally:
+            watchers = self._watchers.get(job_id, set())
+            watchers.discard(event)
+            if not watchers:
+                self._watchers.pop(job_id, None)
+
+    # --- cancelling -----------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: queued → cancelled now; dispatched or running → interrupted on
+        its server, cancelled once it confirms. Raises ``NotFound``, ``Conflict`` for a
+        job that already ended."""
+        for _ in range(10):
+            job = await self._jobs.get(job_id)
+            if job.status in TERMINAL:
+                raise Conflict(f"job {job_id} already {job.status.value}")
+            try:
+                if job.status is JobStatus.QUEUED:
+                    done = await self._jobs.swap(
+                        job, status=JobStatus.CANCELLED, finished_at=now(), slot=None
+                    )
+                    self.changed(done)
+                    return done
+                asked = (
+                    job
+                    if job.cancel_requested
+                    else await self._jobs.swap(job, cancel_requested=True)
+                )
+            except Conflict:
+                continue  # it changed meanwhile: look again
+            await self._stop_on_server(asked)
+            self.changed(asked)
+            return asked
+        raise Conflict(f"job {job_id} keeps changing; try again")
+
+    async def _stop_on_server(self, job: Job) -> None:
+        if job.server_id is None or job.prompt_id is None:
+            return
+        try:
+            client = self._fleet.client(job.server_id)
+            await client.delete_queued([job.prompt_id])
+            await client.interrupt(job.prompt_id)
+        except (NotFound, ComfyUnavailable):
+            pass  # a server that is gone lost the job anyway: reconciliation ends it

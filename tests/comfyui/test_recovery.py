@@ -1,0 +1,141 @@
+"""Nothing lost, nothing twice: a server that dies or drops its socket mid-job, many
+jobs under random kills, and an engine restarted mid-queue."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from actors.comfyui.client import ComfyClient
+from ops.fakecomfy import FakeComfy
+from tests.comfyui.conftest import (
+    JOBS,
+    SERVERS,
+    Easel,
+    EaselFactory,
+    empty_graph,
+    ended,
+    eventually,
+    exactly_once,
+    status_of,
+    submit,
+)
+
+
+async def register_all(easel: Easel, fakes: list[FakeComfy], **body: Any) -> dict[str, FakeComfy]:
+    """Register every fake (``f0``, ``f1`` …) and wait until each is idle; by server id."""
+    by_id: dict[str, FakeComfy] = {}
+    for index, fake in enumerate(fakes):
+        server = await easel.register(fake, f"f{index}", **body)
+        by_id[server["id"]] = fake
+    for index in range(len(fakes)):
+        await easel.state_of(f"f{index}", "idle")
+    return by_id
+
+
+async def test_a_server_killed_mid_job_loses_nothing_the_job_finishes_elsewhere(
+    easel: Easel, three_fakes: list[FakeComfy]
+) -> None:
+    fakes = await register_all(easel, three_fakes)
+    for fake in three_fakes:
+        fake.slow(0.05, steps=4)
+    job = await submit(easel, empty_graph())
+    running = await status_of(easel, job["id"], "running")
+    victim = fakes[running["server_id"]]
+    victim.die()
+    done = await ended(easel, job["id"])
+    assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    assert done["server_id"] != running["server_id"]
+    assert done["prompt_id"] != running["prompt_id"]
+    assert len(done["outputs"]) == 1
+    down = await easel.ok("GET", f"{SERVERS}/{running['server_id']}")
+    assert down["state"] in ("unhealthy", "connecting")
+
+
+async def test_a_job_whose_attempts_are_spent_fails_with_the_reason(
+    easel: Easel, fake: FakeComfy
+) -> None:
+    await easel.register(fake, "gpu")
+    await easel.state_of("gpu", "idle")
+    fake.die_at_node(1, restart_after=0.05)
+    job = await submit(easel, empty_graph(), max_attempts=1)
+    done = await ended(easel, job["id"])
+    assert (done["status"], done["attempts"]) == ("failed", 1)
+    assert done["error"].startswith("gave up after 1 attempt(s): ")
+    assert "gpu" in done["error"]
+
+
+async def test_a_dropped_socket_mid_job_reconnects_and_the_job_finishes_there(
+    easel: Easel, fake: FakeComfy
+) -> None:
+    await easel.register(fake, "gpu")
+    await easel.state_of("gpu", "idle")
+    fake.slow(0.05, steps=4)
+    fake.update_faults(drop_ws_at_node=2)
+    job = await submit(easel, empty_graph())
+    done = await ended(easel, job["id"])
+    assert (done["status"], done["attempts"]) == ("succeeded", 1)
+
+    async def reconnected() -> bool:
+        view = await easel.ok("GET", f"{SERVERS}/gpu")
+        return bool(view["health"]["connects"] >= 2 and view["state"] == "idle")
+
+    await eventually(reconnected, "the socket reopened")
+
+
+async def test_many_jobs_under_random_server_kills_end_exactly_once(
+    easel: Easel, three_fakes: list[FakeComfy]
+) -> None:
+    await register_all(easel, three_fakes, max_in_flight=2)
+    for fake in three_fakes:
+        fake.slow(0.005, steps=2)
+    jobs = [await submit(easel, empty_graph(color=c), max_attempts=10) for c in range(200)]
+    rng = random.Random(9)
+
+    async def kill_at_random() -> None:
+        for _ in range(12):
+            await asyncio.sleep(rng.uniform(0.1, 0.4))
+            fake = rng.choice(three_fakes)
+            if fake.alive:
+                fake.die(restart_after=0.3)
+
+    chaos = asyncio.create_task(kill_at_random())
+    try:
+        done = await exactly_once(easel, [job["id"] for job in jobs], seconds=40)
+    finally:
+        await chaos
+    assert max(job["attempts"] for job in done) >= 2  # the kills did cost attempts
+
+
+async def test_an_engine_restarted_mid_queue_resumes_and_reconciles(
+    easel_factory: EaselFactory, three_fakes: list[FakeComfy]
+) -> None:
+    first = await easel_factory()
+    await register_all(first, three_fakes, max_in_flight=2)
+    for fake in three_fakes:
+        fake.slow(0.02, steps=3)
+    jobs = [await submit(first, empty_graph(color=c)) for c in range(30)]
+
+    async def some_in_flight() -> bool:
+        page = await first.ok("GET", f"{JOBS}?status=running")
+        return bool(page["total"])
+
+    await eventually(some_in_flight, "jobs running")
+    await first.server.close()
+    second = await easel_factory()
+    await exactly_once(second, [job["id"] for job in jobs], seconds=20)
+    # every server lived, so whatever was in flight was found and kept: each job ran
+    # once in all (one claimed but never sent is gone, and runs once, elsewhere)
+    assert sum([await successes(fake) for fake in three_fakes]) == len(jobs)
+
+
+async def successes(fake: FakeComfy) -> int:
+    """Prompts that ran to success on a fake (its history)."""
+    client = ComfyClient(fake.url)
+    try:
+        history = await client.http.get(fake.url + "/history")
+        entries = await history.json()
+    finally:
+        await client.close()
+    return sum(entry["status"]["status_str"] == "success" for entry in entries.values())

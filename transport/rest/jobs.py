@@ -1,0 +1,181 @@
+"""``/api/v1/jobs``: durable ComfyUI jobs.
+
+::
+
+    POST /api/v1/jobs                     submit (Idempotency-Key header or field)
+    POST /api/v1/jobs/batch               one job per seed
+    GET  /api/v1/jobs?status=&limit=&offset=   a page, in dispatch order
+    GET  /api/v1/jobs/{job_id}            one job, with its workflow
+    POST /api/v1/jobs/{job_id}/cancel     cancel (queued: at once; running: interrupted)
+    GET  /api/v1/jobs/{job_id}/events     Server-Sent Events: the job on every change
+
+A submit answers 201 with the new job, or 200 with the job an earlier submit with the
+same idempotency key made. Each output is a media id (``GET /api/v1/media/{id}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import Invalid
+from engine.storage import Job, JobStatus, NewJob
+from transport.keys import DOMAIN
+from transport.rest.bodies import json_response, read_body
+
+__all__ = ["JOB", "SubmitBatch", "SubmitJob", "describe", "routes"]
+
+routes = web.RouteTableDef()
+
+JOBS = "/api/v1/jobs"
+JOB = JOBS + "/{job_id}"
+
+
+class SubmitJob(BaseModel):
+    """A ComfyUI workflow to run on the fleet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: dict[str, Any] = Field(
+        description="The graph in ComfyUI's API format: node id → {class_type, inputs}. "
+        'An input "media:<id>" is uploaded to the chosen server first.'
+    )
+    name: str = Field(default="workflow", min_length=1, max_length=200)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="lower runs first")
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    params: dict[str, Any] = Field(default_factory=dict, description="kept with the job")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class SubmitBatch(SubmitJob):
+    """One job per seed: every ``seed`` / ``noise_seed`` input takes each value."""
+
+    seeds: list[int] = Field(min_length=1, max_length=1000)
+
+
+def describe(job: Job, *, workflow: bool = False) -> dict[str, Any]:
+    """JSON for the REST API."""
+
+    def stamp(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    body: dict[str, Any] = {
+        "id": job.id,
+        "name": job.workflow,
+        "status": job.status.value,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "server_id": job.server_id,
+        "node": job.lease_owner,
+        "prompt_id": job.prompt_id,
+        "progress": job.progress,
+        "error": job.error,
+        "node_errors": job.node_errors,
+        "outputs": [
+            {
+                "media_id": o.media_id,
+                "kind": o.kind,
+                "node": o.node,
+                "url": f"/api/v1/media/{o.media_id}",
+            }
+            for o in job.outputs
+        ],
+        "cancel_requested": job.cancel_requested,
+        "idempotency_key": job.idempotency_key,
+        "params": job.params,
+        "created_at": stamp(job.created_at),
+        "dispatched_at": stamp(job.dispatched_at),
+        "started_at": stamp(job.started_at),
+        "finished_at": stamp(job.finished_at),
+    }
+    if workflow:
+        body["workflow"] = job.prompt
+    return body
+
+
+def _new_job(request: web.Request, body: SubmitJob) -> NewJob:
+    key = request.headers.get("Idempotency-Key") or body.idempotency_key
+    settings = request.app[DOMAIN].jobs.settings
+    return NewJob(
+        workflow=body.name,
+        prompt=body.workflow,
+        priority=body.priority,
+        max_attempts=body.max_attempts or settings.job_max_attempts,
+        params=body.params,
+        idempotency_key=key,
+    )
+
+
+@routes.post(JOBS)
+async def submit_job(request: web.Request) -> web.Response:
+    body = await read_body(request, SubmitJob)
+    job, created = await request.app[DOMAIN].jobs.submit(_new_job(request, body))
+    return json_response(describe(job, workflow=True), status=201 if created else 200)
+
+
+@routes.post(JOBS + "/batch")
+async def submit_batch(request: web.Request) -> web.Response:
+    body = await read_body(request, SubmitBatch)
+    jobs = await request.app[DOMAIN].jobs.submit_batch(_new_job(request, body), body.seeds)
+    return json_response({"items": [describe(j) for j in jobs], "total": len(jobs)}, status=201)
+
+
+@routes.get(JOBS)
+async def list_jobs(request: web.Request) -> web.Response:
+    query = request.query
+    try:
+        limit, offset = int(query.get("limit", "50")), int(query.get("offset", "0"))
+        status = JobStatus(query["status"]) if "status" in query else None
+    except ValueError:
+        states = ", ".join(s.value for s in JobStatus)
+        raise Invalid(f"limit and offset are integers; status one of {states}") from None
+    page = await request.app[DOMAIN].jobs.list(status=status, limit=limit, offset=offset)
+    items = [describe(job) for job in page.items]
+    return json_response(
+        {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
+    )
+
+
+@routes.get(JOB)
+async def get_job(request: web.Request) -> web.Response:
+    job = await request.app[DOMAIN].jobs.get(request.match_info["job_id"])
+    return json_response(describe(job, workflow=True))
+
+
+@routes.post(JOB + "/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    job = await request.app[DOMAIN].jobs.cancel(request.match_info["job_id"])
+    return json_response(describe(job))
+
+
+@routes.get(JOB + "/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    jobs = request.app[DOMAIN].jobs
+    updates = jobs.watch(request.match_info["job_id"])
+    first = await anext(updates)  # NotFound before the stream starts: a 404 problem
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    try:
+        await _send(response, first)
+        async for job in updates:
+            await _send(response, job)
+    except ConnectionResetError:
+        pass  # the client went away
+    finally:
+        await updates.aclose()
+    return response
+
+
+async def _send(response: web.StreamResponse, job: Job) -> None:
+    data = orjson.dumps(describe(job)).decode()
+    await response.write(f"id: {job.version}\nevent: {job.status.value}\ndata: {data}\n\n".encode())
