@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from actors.comfyui.server import ServerView
+from transport.auth import Role, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
@@ -54,6 +55,7 @@ def _models(view: ServerView) -> dict[str, Any]:
 
 
 @routes.post(SERVERS)
+@requires(Role.ADMIN)
 async def register_server(request: web.Request) -> web.Response:
     body = await read_body(request, RegisterServer)
     view = await request.app[DOMAIN].fleet.register(
@@ -63,36 +65,42 @@ async def register_server(request: web.Request) -> web.Response:
 
 
 @routes.get(SERVERS)
+@requires(Role.ADMIN)
 async def list_servers(request: web.Request) -> web.Response:
     items = [view.describe() for view in request.app[DOMAIN].fleet.views()]
     return json_response({"items": items, "total": len(items)})
 
 
 @routes.get(SERVER)
+@requires(Role.ADMIN)
 async def get_server(request: web.Request) -> web.Response:
     view = await request.app[DOMAIN].fleet.describe(request.match_info["server"])
     return json_response(view.describe())
 
 
 @routes.get(SERVER + "/models")
+@requires(Role.ADMIN)
 async def server_models(request: web.Request) -> web.Response:
     view = await request.app[DOMAIN].fleet.describe(request.match_info["server"])
     return json_response(_models(view))
 
 
 @routes.post(SERVER + "/disable")
+@requires(Role.ADMIN)
 async def disable_server(request: web.Request) -> web.Response:
     view = await request.app[DOMAIN].fleet.disable(request.match_info["server"])
     return json_response(view.describe())
 
 
 @routes.post(SERVER + "/enable")
+@requires(Role.ADMIN)
 async def enable_server(request: web.Request) -> web.Response:
     view = await request.app[DOMAIN].fleet.enable(request.match_info["server"])
     return json_response(view.describe())
 
 
 @routes.delete(SERVER)
+@requires(Role.ADMIN)
 async def delete_server(request: web.Request) -> web.Response:
     await request.app[DOMAIN].fleet.delete(request.match_info["server"])
     return web.Response(status=204)

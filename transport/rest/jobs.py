@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import Invalid
 from engine.storage import Job, JobStatus, NewJob
+from transport.auth import Role, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
@@ -111,6 +112,7 @@ def _new_job(request: web.Request, body: SubmitJob) -> NewJob:
 
 
 @routes.post(JOBS)
+@requires(Role.ADMIN)
 async def submit_job(request: web.Request) -> web.Response:
     body = await read_body(request, SubmitJob)
     job, created = await request.app[DOMAIN].jobs.submit(_new_job(request, body))
@@ -118,6 +120,7 @@ async def submit_job(request: web.Request) -> web.Response:
 
 
 @routes.post(JOBS + "/batch")
+@requires(Role.ADMIN)
 async def submit_batch(request: web.Request) -> web.Response:
     body = await read_body(request, SubmitBatch)
     jobs = await request.app[DOMAIN].jobs.submit_batch(_new_job(request, body), body.seeds)
@@ -125,6 +128,7 @@ async def submit_batch(request: web.Request) -> web.Response:
 
 
 @routes.get(JOBS)
+@requires(Role.ADMIN)
 async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
     try:
@@ -141,18 +145,21 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 @routes.get(JOB)
+@requires(Role.ADMIN)
 async def get_job(request: web.Request) -> web.Response:
     job = await request.app[DOMAIN].jobs.get(request.match_info["job_id"])
     return json_response(describe(job, workflow=True))
 
 
 @routes.post(JOB + "/cancel")
+@requires(Role.ADMIN)
 async def cancel_job(request: web.Request) -> web.Response:
     job = await request.app[DOMAIN].jobs.cancel(request.match_info["job_id"])
     return json_response(describe(job))
 
 
 @routes.get(JOB + "/events")
+@requires(Role.ADMIN)
 async def job_events(request: web.Request) -> web.StreamResponse:
     jobs = request.app[DOMAIN].jobs
     updates = jobs.watch(request.match_info["job_id"])
