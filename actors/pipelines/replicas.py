@@ -41,6 +41,8 @@ class ReplicaCore:
         self.config = config
         self.handle = handle
         self.instance: Pipeline[Any] | None = None
+        self._finished = not plugin.staged()
+        """Whether ``process`` answers ``FrameOut``s (no ``finish`` stage after it)."""
         metrics = handle.metrics
         self._batches = metrics.batch_size.shard(config.name)
         self._seconds = metrics.process_seconds.shard(config.name)
@@ -63,7 +65,9 @@ class ReplicaCore:
         assert instance is not None  # start succeeded before any message
         started = time.perf_counter()
         frames = [job.frame for job in jobs]
-        answers = check_answers(frames, instance.process(frames))
+        # for a staged kind the non-error slots are ``finish``'s inputs, carried in
+        # ``PipelineAnswer.out`` until the handle has run ``finish``
+        answers = check_answers(frames, instance.process(frames), finished=self._finished)
         finished = time.perf_counter()
         self._batch(len(frames))
         self._process(finished - started)

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from actors.pipelines.admission import Room, Ticket
+from actors.pipelines.admission import Place, Room, Ticket
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle
 from actors.plugins import FrameIn
 from actors.plugins.catalog import PluginClass
@@ -98,18 +99,23 @@ class FramePump:
     ) -> Pending:
         """Submit ``frame``; its room place goes back, and the bell rings, when the
         answer lands (at once for an answer that is already there)."""
-        future = self._submit(frame, handle)
+        place = None if room is None else Place(room)
+        future = self._submit(frame, handle, None if place is None else place.release)
         if future.done():
-            if room is not None:
-                room.release()
+            if place is not None:
+                place.release()
         else:
-            if room is not None:
-                future.add_done_callback(room.release)
+            if place is not None:
+                # a staged kind gives the place back earlier, once ``process`` is done
+                future.add_done_callback(place.release)
             future.add_done_callback(self.drain.bell.ring)
         return frame, future
 
     def _submit(
-        self, frame: InboundFrame, handle: PipelineHandle | None
+        self,
+        frame: InboundFrame,
+        handle: PipelineHandle | None,
+        processed: Callable[[], None] | None,
     ) -> asyncio.Future[PipelineAnswer]:
         """Hand a frame to the pipeline without a task per frame. Errors before
         sending come back as a failed future."""
@@ -122,7 +128,7 @@ class FramePump:
             else:
                 params = self._session_params(handle.plugin)
             job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
-            return handle.submit(job, self.deps.settings.frame_timeout)
+            return handle.submit(job, self.deps.settings.frame_timeout, processed)
         except EaselError as error:
             future: asyncio.Future[PipelineAnswer] = asyncio.get_running_loop().create_future()
             future.set_exception(error)
