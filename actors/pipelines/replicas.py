@@ -108,6 +108,8 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
 
     def on_start(self) -> None:
         self.max_batch = self.core.start()
+        assert self.core.instance is not None
+        self.max_wait = self.core.instance.max_wait_ms / 1000.0
         self.core.handle.notify(self.context.path, ready=True)
 
     def receive_batch(

@@ -127,7 +127,7 @@ class Pipeline(ABC, Generic[P]):
     microseconds and never block (``passthrough``) says ``False`` and is hosted on the
     event loop, saving a thread hop per frame; anything that decodes, infers or does
     I/O keeps the default and gets a thread of its own."""
-    max_wait_ms: ClassVar[float] = 0.0
+    max_wait_ms: float = 0.0
     """How long a free replica may wait for a batch to fill before ``process``. The
     default, 0, takes whatever frames are waiting when the replica becomes free (the
     batch size follows the load and nothing waits on a timer); a kind whose batches
