@@ -50,6 +50,9 @@ class FramePump:
         self._count_errored = frames.loop_shard(pipeline, "errored").inc
         self._observe_latency = latency.loop_shard(pipeline).observe
         self._parsed: tuple[PluginClass, dict[str, Any], Any] | None = None
+        self._credit = state.credit(deps.settings)
+        self._waiting: Room | None = None
+        """Where our ticket may be queued or granted."""
 
     async def run(self) -> None:
         """Until the drain closes. Frames still in the pipeline when it ends are
@@ -59,32 +62,44 @@ class FramePump:
         bell = drain.bell
         ticket = Ticket(bell)
         order: deque[Pending] = deque()
-        waiting: Room | None = None  # where our ticket may be queued or granted
+        self._waiting = None
+        drain.admit = lambda: self._admit(order, limit, ticket)
         try:
             while not drain.closed:
-                while len(order) < limit and len(drain):
-                    handle = self._handle()
-                    room = None if handle is None else handle.room
-                    if waiting is not None and waiting is not room:
-                        waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
-                    waiting = room
-                    if room is not None and not room.enter(ticket):
-                        break  # queued: the bell rings when our turn comes
-                    order.append(self._dispatch(drain.take(), handle, room))
+                self._admit(order, limit, ticket)
                 if order and order[0][1].done():
-                    if waiting is not None:
+                    frame, future = order.popleft()
+                    # the frame waiting in the drain goes in before the answer goes out:
+                    # the answer's credit lets the client send into the drain's place
+                    self._admit(order, limit, ticket)
+                    if self._waiting is not None:
                         # a slow client can hold up the send: while it does, our place
                         # in the queue (or one just handed to us) goes to others
-                        waiting.withdraw(ticket)
-                    frame, future = order.popleft()
+                        self._waiting.withdraw(ticket)
                     await self._answer(frame, future)
                     continue
                 await bell.wait()
         finally:
-            if waiting is not None:
-                waiting.withdraw(ticket)
+            drain.admit = None
+            if self._waiting is not None:
+                self._waiting.withdraw(ticket)
             for _, future in order:
                 future.cancel()
+
+    def _admit(self, order: deque[Pending], limit: int, ticket: Ticket) -> None:
+        """Move frames from the drain into the pipeline while the session's limit and
+        the pipeline's room allow."""
+        drain = self.drain
+        while len(order) < limit and len(drain):
+            handle = self._handle()
+            room = None if handle is None else handle.room
+            waiting = self._waiting
+            if waiting is not None and waiting is not room:
+                waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
+            self._waiting = room
+            if room is not None and not room.enter(ticket):
+                return  # queued: the bell rings when our turn comes
+            order.append(self._dispatch(drain.take(), handle, room))
 
     # --- into the pipeline -----------------------------------------------------------
 
@@ -167,7 +182,9 @@ class FramePump:
         total = time.perf_counter() - frame.received
         timings = FrameTimings(answer.queue_ms, answer.pipeline_ms, total * 1000.0)
         try:
-            await self.connection.send_result(frame.seq, answer.out, timings, superseded)
+            await self.connection.send_result(
+                frame.seq, answer.out, timings, superseded, self._credit
+            )
         except Exception:
             # e.g. a plug-in answered with a content type the protocol lacks: that
             # frame gets an internal error, the session goes on
