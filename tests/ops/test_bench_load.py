@@ -101,3 +101,19 @@ async def test_interleaved_targets_take_turns_and_rows_add_up() -> None:
         assert row.sent == sum(part.sent for part in each)
         assert row.answered == sum(part.answered for part in each)
         assert min(part.fps for part in each) <= row.fps <= max(part.fps for part in each)
+
+
+def test_paced_bench_clients_keep_captures_instead_of_being_superseded(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slow = ["--pipeline", "sim", "--kind", "simulated", "--options", '{"cost_ms": 40}']
+    report = _rows(capsys, "--rate", "60", "--clients", "2", "--paced", *slow)
+    (row,) = report["rows"]
+    assert row["answered"] > 0
+    assert row["errors"] == 0
+    assert row["kept"] > 0  # captures outran the 40 ms model: kept on the client
+    assert row["superseded"] == 0  # and none sent only to be thrown away
+    unpaced = _rows(capsys, "--rate", "60", "--clients", "2", *slow)
+    (row,) = unpaced["rows"]
+    assert row["kept"] is None
+    assert row["superseded"] > 0
