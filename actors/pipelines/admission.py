@@ -59,6 +59,11 @@ class Room:
         self.used = 0
         self._queue: deque[Ticket] = deque()
 
+    @property
+    def queued(self) -> int:
+        """Tickets waiting for a place."""
+        return len(self._queue)
+
     def enter(self, ticket: Ticket) -> bool:
         """Take a place now (True), or queue ``ticket`` for the next free one (False)."""
         if ticket.granted:

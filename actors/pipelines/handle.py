@@ -17,7 +17,7 @@ from typing import Any
 
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.admission import Room, room_for
-from actors.pipelines.stages import finish_frame, prepare_frame, stage_pool
+from actors.pipelines.stages import finish_frame, pool_size, prepare_frame, stage_pool
 from actors.plugins import FrameIn, FrameOut, Pipeline, PipelineConfig
 from actors.plugins.catalog import PluginClass
 from engine.errors import EaselError, Unavailable
@@ -72,6 +72,9 @@ class PipelineHandle:
         self.room = Room(room_for(config, plugin))
         self._stages = stages
         self._stage = self._stage_instance(config, plugin)
+        self._staging = 0
+        """Frames submitted to the stage pool and not back from it."""
+        self._workers = pool_size()
 
     def _stage_instance(self, config: PipelineConfig, plugin: PluginClass) -> Pipeline[Any] | None:
         """The never-loaded instance that runs ``prepare``/``finish``, for a staged kind."""
@@ -160,6 +163,8 @@ class PipelineHandle:
         outer: asyncio.Future[PipelineAnswer] = loop.create_future()
         done = processed or _nothing
         prepared = loop.run_in_executor(pool, prepare_frame, stage, frame)
+        self._staging += 1
+        prepared.add_done_callback(self._staged)
         prepared.add_done_callback(
             lambda step: self._prepared(outer, stage, pool, step, timeout, done)
         )
@@ -211,7 +216,24 @@ class PipelineHandle:
             return
         answer = ask.result()
         finished = self._loop.run_in_executor(pool, finish_frame, stage, frame, answer.out)
+        self._staging += 1
+        finished.add_done_callback(self._staged)
         finished.add_done_callback(lambda step: _finished(outer, answer, step))
+
+    def congested(self) -> bool:
+        """Whether frames of this pipeline wait for it beyond what it works on: sessions
+        queued for room, more than a batch per replica in the mailboxes, or more frames
+        at the stage pool than it has threads. Sessions then grant less credit."""
+        if self.room.queued:
+            return True
+        if self._staging > self._workers:
+            return True
+        replicas = self._replicas
+        batch = self.config.max_batch or self.plugin.max_batch
+        return sum(ref.pending for ref in replicas) > len(replicas) * batch
+
+    def _staged(self, *_: object) -> None:
+        self._staging -= 1
 
     def _landed(self, key: int) -> None:
         inflight = self._inflight

@@ -25,7 +25,7 @@ from actors.sessions.drains import Drain, InboundFrame
 from actors.sessions.messages import Connection
 from actors.sessions.state import SessionState
 from engine.errors import ActorError, EaselError, NotFound, PipelineError, Unavailable
-from engine.types import FrameTimings
+from engine.types import DrainStrategy, FrameTimings
 
 __all__ = ["FramePump"]
 
@@ -183,7 +183,7 @@ class FramePump:
         timings = FrameTimings(answer.queue_ms, answer.pipeline_ms, total * 1000.0)
         try:
             await self.connection.send_result(
-                frame.seq, answer.out, timings, superseded, self._credit
+                frame.seq, answer.out, timings, superseded, self._credit_now()
             )
         except Exception:
             # e.g. a plug-in answered with a content type the protocol lacks: that
@@ -195,6 +195,18 @@ class FramePump:
         stats.last_total_ms = timings.total_ms
         self._count_out()
         self._observe_latency(total)
+
+    def _credit_now(self) -> int:
+        """The window to grant with a RESULT. Under ``latest`` it shrinks to one while
+        the pipeline is congested: the frame that would wait in the drain is better
+        kept by the client, which replaces it for free and sends the newest when an
+        answer comes; the pipeline stays busy with the other sessions' frames."""
+        credit = self._credit
+        if self.state.drain is DrainStrategy.LATEST and credit > 1:
+            handle = self._handle()
+            if handle is not None and handle.congested():
+                return credit - 1
+        return credit
 
     async def _fail(self, frame: InboundFrame, error: EaselError) -> None:
         self.state.stats.errors += 1

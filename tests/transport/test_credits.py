@@ -81,3 +81,20 @@ async def test_wait_for_credit_returns_when_an_answer_frees_a_place(easel: Easel
     async with asyncio.timeout(10):
         await client.wait_for_credit()
     assert client.may_send
+
+
+async def test_a_congested_pipeline_grants_latest_sessions_one_frame(easel: Easel) -> None:
+    body = {"name": "one", "kind": "simulated", "max_batch": 1, "options": {"cost_ms": 50}}
+    status, answer = await easel.post("/api/v1/pipelines", body)
+    assert status == 201, answer  # room for 2 frames: 1 running, 1 gathering
+    clients = [await easel.connect(pipeline="one", drain="latest") for _ in range(4)]
+    image = png()
+    for client in clients:
+        await client.send_frame(0, ContentType.PNG, image)
+    credits = []
+    for client in clients:
+        (result,) = await results_until(client, 0)
+        credits.append(result.credit)
+    # while sessions queued for room, answers granted 1; the last, alone, gets 2 again
+    assert credits[0] == 1
+    assert credits[-1] == 2
