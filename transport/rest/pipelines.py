@@ -8,7 +8,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from actors.pipelines.handle import PipelineHandle
+from actors.pipelines.replicas import hosting_of
 from actors.plugins import PipelineConfig
+from engine.types import Hosting
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
@@ -26,6 +28,7 @@ class ReloadBody(BaseModel):
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
+    hosting: Hosting | None = None
 
 
 def describe(handle: PipelineHandle) -> dict[str, Any]:
@@ -35,6 +38,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
         "replicas": handle.config.replicas,
         "max_batch": handle.config.max_batch,
         "options": handle.config.options,
+        "hosting": hosting_of(handle.plugin, handle.config),
         "generation": handle.generation,
         "ready": handle.ready,
         "params_schema": handle.plugin.params_schema(),
