@@ -29,6 +29,7 @@ class PipelineSpec:
     replicas: int = 1
     max_batch: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    hosting: str | None = None
 
 
 def stderr_progress(label: str, duration: float) -> Callable[[LoadResult, float], None]:
@@ -149,6 +150,7 @@ async def _measure_span(
                 replicas=pipeline.replicas,
                 max_batch=pipeline.max_batch,
                 options=pipeline.options,
+                hosting=pipeline.hosting,
             )
         gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
         clients = await asyncio.gather(
