@@ -8,10 +8,12 @@ as a broken pipe: the batch in flight fails (its frames get ``pipeline_error``),
 replica crashes and its supervisor starts a new one, with a new child, after its
 back-off. The engine itself never runs the plug-in's code, so it survives.
 
-Payloads cross once: each frame's bytes are written to the pipe straight from the
-received message (``send_bytes`` of a ``memoryview``, no pickling), and read once on
-the other side; results come back the same way. Params, ``prepare``'s output and
-non-``FrameOut`` results are pickled.
+Payloads cross once: each replica has two shared-memory segments of ``SHARED_BYTES``
+(one per direction). A frame's bytes are copied once from the received message into
+the inbound segment, and the plug-in gets a zero-copy ``memoryview`` of them; a
+result's bytes are copied once into the outbound segment and once out of it (the
+segment is reused for the next batch). What does not fit crosses the pipe instead.
+Params, ``prepare``'s output and non-``FrameOut`` results are pickled.
 
 Children never outlive the engine: on Linux each child asks the kernel for SIGKILL
 when the thread that started it ends (``PR_SET_PDEATHSIG``: the replica's thread,
@@ -30,6 +32,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 from actors.pipelines.handle import PipelineAnswer, PipelineJob
@@ -46,6 +49,28 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 _STOP = "stop"
 _STOP_TIMEOUT = 10.0
+SHARED_BYTES = 16 * 1024 * 1024
+"""Size of each of a replica's two shared-memory segments (inbound, outbound)."""
+_PIPED = -1
+"""Offset of a payload that did not fit in shared memory and crosses the pipe."""
+
+
+class _Packer:
+    """Lays payloads out one after the other in a shared segment, per batch."""
+
+    def __init__(self, buffer: memoryview) -> None:
+        self.buffer = buffer
+        self.used = 0
+
+    def put(self, payload: bytes | memoryview) -> int:
+        """Copy ``payload`` in; its offset, or ``_PIPED`` when it does not fit."""
+        size = len(payload) if isinstance(payload, bytes) else payload.nbytes
+        start = self.used
+        if start + size > len(self.buffer):
+            return _PIPED
+        self.buffer[start : start + size] = payload
+        self.used = start + size
+        return start
 
 
 class ChildDied(RuntimeError):
@@ -61,15 +86,19 @@ class ProcessPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
         self.core = core
         self.process: multiprocessing.process.BaseProcess | None = None
         self._pipe: Connection | None = None
+        self._shared: list[SharedMemory] = []
+        """The inbound and outbound segments, owned (and unlinked) by this replica."""
 
     # --- lifecycle, on the replica's thread ------------------------------------------
 
     def on_start(self) -> None:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe()
+        self._shared = [SharedMemory(create=True, size=SHARED_BYTES) for _ in range(2)]
+        names = tuple(segment.name for segment in self._shared)
         process = context.Process(
             target=child_main,
-            args=(theirs, self.core.plugin, self.core.config, os.getpid()),
+            args=(theirs, self.core.plugin, self.core.config, os.getpid(), names),
             name=f"easel-replica:{self.core.config.name}",
             daemon=True,
         )
@@ -111,6 +140,12 @@ class ProcessPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
         if pipe is not None:
             pipe.close()
         self._pipe = None
+        for segment in self._shared:
+            with contextlib.suppress(OSError, BufferError):
+                segment.close()
+            with contextlib.suppress(OSError):
+                segment.unlink()
+        self._shared = []
 
     # --- frames ------------------------------------------------------------------------
 
@@ -125,10 +160,19 @@ class ProcessPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
     def _remote(self, frames: Sequence[FrameIn[Any]]) -> list[Any]:
         pipe = self._pipe
         assert pipe is not None
+        inbound, outbound = (_view(segment) for segment in self._shared)
+        packer = _Packer(inbound)
+        offsets = [packer.put(frame.payload) for frame in frames]
         try:
-            pipe.send([(f.content_type, f.width, f.height, f.params, f.data) for f in frames])
-            for frame in frames:
-                pipe.send_bytes(frame.payload)
+            pipe.send(
+                [
+                    (offset, _size(f.payload), f.content_type, f.width, f.height, f.params, f.data)
+                    for offset, f in zip(offsets, frames, strict=True)
+                ]
+            )
+            for offset, frame in zip(offsets, frames, strict=True):
+                if offset == _PIPED:
+                    pipe.send_bytes(frame.payload)
         except (OSError, ValueError) as error:
             raise self._died() from error
         kinds = self._receive()
@@ -137,8 +181,12 @@ class ProcessPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
             if kind == "raised":
                 raise RuntimeError(f"process raised in the replica's process: {value}")
             if kind == "out":
-                content_type, width, height = value
-                answers.append(FrameOut(self._receive_bytes(), content_type, width, height))
+                offset, size, content_type, width, height = value
+                if offset == _PIPED:
+                    payload = self._receive_bytes()
+                else:
+                    payload = bytes(outbound[offset : offset + size])
+                answers.append(FrameOut(payload, content_type, width, height))
             else:
                 answers.append(value)
         return answers
@@ -181,9 +229,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def child_main(pipe: Connection, plugin: PluginClass, config: PipelineConfig, parent: int) -> None:
+def child_main(
+    pipe: Connection,
+    plugin: PluginClass,
+    config: PipelineConfig,
+    parent: int,
+    shared: tuple[str, str],
+) -> None:
     """The child's life: load the plug-in, answer batches until told to stop."""
     _die_with_parent(parent)
+    segments = [SharedMemory(name=name) for name in shared]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the engine decides when we stop
     instance: Pipeline[Any] | None = None
     try:
@@ -194,22 +249,32 @@ def child_main(pipe: Connection, plugin: PluginClass, config: PipelineConfig, pa
         _close(instance)
         return
     pipe.send(("ready", instance.max_batch, instance.max_wait_ms))
+    inbound, outbound = (_view(segment) for segment in segments)
     try:
-        _serve(pipe, instance)
+        _serve(pipe, instance, inbound, outbound)
     except (EOFError, OSError):
         pass  # the engine is gone
     finally:
         _close(instance)
 
 
-def _serve(pipe: Connection, instance: Pipeline[Any]) -> None:
+def _serve(
+    pipe: Connection, instance: Pipeline[Any], inbound: memoryview, outbound: memoryview
+) -> None:
     while True:
         request = pipe.recv()
         if request == _STOP:
             return
         frames = [
-            FrameIn(pipe.recv_bytes(), content_type, width, height, params, data)
-            for content_type, width, height, params, data in request
+            FrameIn(
+                pipe.recv_bytes() if offset == _PIPED else inbound[offset : offset + size],
+                content_type,
+                width,
+                height,
+                params,
+                data,
+            )
+            for offset, size, content_type, width, height, params, data in request
         ]
         try:
             answers = instance.process(frames)
@@ -220,16 +285,30 @@ def _serve(pipe: Connection, instance: Pipeline[Any]) -> None:
             pipe.send([("raised", f"{type(error).__name__}: {error}")])
             raise SystemExit(1) from None
         replies: list[tuple[str, Any]] = []
-        payloads: list[bytes | memoryview] = []
+        piped: list[bytes | memoryview] = []
+        packer = _Packer(outbound)
         for answer in answers:
             if isinstance(answer, FrameOut):
-                replies.append(("out", (answer.content_type, answer.width, answer.height)))
-                payloads.append(answer.payload)
+                offset = packer.put(answer.payload)
+                if offset == _PIPED:
+                    piped.append(answer.payload)
+                meta = (offset, _size(answer.payload), answer.content_type)
+                replies.append(("out", (*meta, answer.width, answer.height)))
             else:
                 replies.append(("value", answer))
         pipe.send(replies)
-        for payload in payloads:
+        for payload in piped:
             pipe.send_bytes(payload)
+
+
+def _view(segment: SharedMemory) -> memoryview:
+    buffer = segment.buf
+    assert buffer is not None  # until closed
+    return buffer
+
+
+def _size(payload: bytes | memoryview) -> int:
+    return len(payload) if isinstance(payload, bytes) else payload.nbytes
 
 
 def _close(instance: Pipeline[Any] | None) -> None:

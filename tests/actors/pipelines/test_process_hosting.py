@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from actors.pipelines.handle import PipelineHandle
+from actors.pipelines.process import SHARED_BYTES
 from actors.plugins import FrameIn, PipelineConfig, SimulatedParams
 from engine.errors import ActorCrashed, Invalid
 from tests.actors.pipelines.kit import SCRIPTED, Rig
@@ -59,6 +60,10 @@ async def test_a_process_hosted_replica_serves_frames_from_a_child(rig: Rig) -> 
     (child,) = replica_children() - before
     answers = await asyncio.gather(*(handle.submit(frame(bytes([n])), WAIT) for n in range(5)))
     assert [bytes(answer.out.payload) for answer in answers] == [bytes([n]) for n in range(5)]
+    # payloads beyond the shared segment cross the pipe instead, in the same batch
+    big = [os.urandom(SHARED_BYTES // 2 + 1) for _ in range(3)]
+    echoed = await asyncio.gather(*(handle.submit(frame(payload), WAIT) for payload in big))
+    assert [bytes(answer.out.payload) for answer in echoed] == big
     await rig.pipelines.shutdown("proc")
     await eventually(lambda: not alive(child))  # stopping the pipeline ends its child
 
