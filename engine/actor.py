@@ -99,6 +99,10 @@ class ThreadActor(_Behaviour[M, R]):
     """Largest micro-batch handed to ``receive_batch``; read before each batch, so an
     incarnation may set it in ``on_start``. Only used when ``receive_batch`` is
     overridden; otherwise messages go to ``receive`` one at a time."""
+    max_wait: float = 0.0
+    """Seconds a batch that is not full may wait for more messages before
+    ``receive_batch``. The default takes what is waiting when the actor is free: the
+    batch size follows the load and no message waits on a timer."""
 
     def on_start(self) -> None:
         """Runs on the actor's thread before the first message. Raising fails the start."""

@@ -37,6 +37,9 @@ Observer = Callable[[float], None]
 
 _WAKE = object()
 
+_FILL_POLL = 0.0005
+"""Seconds between looks at the mailbox while a batch waits to fill (``max_wait``)."""
+
 _BURST = 64
 """Messages a loop actor handles in a row before it yields to the loop's other tasks."""
 
@@ -334,6 +337,8 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
             batch = mailbox.take(limit)
             if not batch:
                 return
+            if batched and len(batch) < limit and behaviour.max_wait > 0:
+                self._fill(batch, limit, behaviour.max_wait)
             started = time.perf_counter()
             try:
                 if len(batch) == 1 and limit == 1:
@@ -361,6 +366,19 @@ class ThreadRunner(_Runner[ThreadActor[Any, Any]]):
             self.observe(time.perf_counter() - started)
             for envelope, answer in zip(batch, answers, strict=True):
                 _answer(envelope, answer)
+
+    def _fill(self, batch: list[Envelope], limit: int, wait: float) -> None:
+        """Add to ``batch`` what arrives within ``wait`` seconds, until it is full."""
+        deadline = time.perf_counter() + wait
+        while len(batch) < limit and not self.stopping:
+            more = self.mailbox.take(limit - len(batch))
+            if more:
+                batch.extend(more)
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            time.sleep(min(remaining, _FILL_POLL))
 
     def _crashed(self, error: Exception) -> None:
         log.error("%s crashed", self.path, exc_info=error)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["DrainStrategy", "FrameTimings", "PipelineConfig"]
+__all__ = ["DrainStrategy", "FrameTimings", "Hosting", "PipelineConfig"]
 
 
 class DrainStrategy(StrEnum):
@@ -50,6 +50,10 @@ class FrameTimings:
         }
 
 
+Hosting: TypeAlias = Literal["thread", "loop", "process"]
+"""Where a pipeline's replicas run their plug-in instance (``PipelineConfig.hosting``)."""
+
+
 class PipelineConfig(BaseModel):
     """How an operator declares a pipeline (the REST body, the
     pipeline service's input, and the fields of its stored record).
@@ -62,6 +66,11 @@ class PipelineConfig(BaseModel):
       kind's default (``Pipeline.max_batch``).
     - ``options``: kind-specific settings, validated by the kind's ``options_model``
       when the pipeline is constructed (or earlier, by ``Kind.parse_options``).
+    - ``hosting``: where each replica's plug-in instance runs: ``thread`` (a thread
+      of the engine), ``loop`` (the event loop: only for kinds that never block),
+      ``process`` (a child process per replica: a native crash takes only that
+      replica down). ``None`` keeps the kind's default: ``loop`` for kinds with
+      ``blocking = False``, ``thread`` otherwise.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,3 +80,4 @@ class PipelineConfig(BaseModel):
     replicas: int = Field(default=1, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] = Field(default_factory=dict)
+    hosting: Hosting | None = None

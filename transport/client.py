@@ -12,6 +12,13 @@ waiting on its ``id``, EVENT to :meth:`events`, RESULT and ERROR to :meth:`recei
 and :meth:`results`. Those two queues are unbounded: the server sends at most one
 answer per frame sent, so the caller bounds them by what it sends.
 
+**Credits.** When the server grants a window (WELCOME/RESULT ``credit``, see the
+protocol's Credits section) the client counts its outstanding frames: ``may_send``
+says whether one more fits, :meth:`wait_for_credit` waits until it does, and
+:meth:`offer` paces a ``latest`` session: it sends a frame when the window allows and
+otherwise keeps it (the newest replacing an older one kept, which is never sent)
+until an answer frees a place. ``send_frame`` ignores credits, as old clients do.
+
 Every method runs on the event loop that called :meth:`Client.connect`; a client is
 not thread-safe. Errors::
 
@@ -121,6 +128,8 @@ class Welcome:
     drain: str
     params: dict[str, Any]
     limits: Limits
+    credit: int | None = None
+    """The window granted (``None``: the server grants none)."""
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Welcome:
@@ -132,6 +141,7 @@ class Welcome:
             drain=str(h.get("drain", "")),
             params=dict(h.get("params") or {}),
             limits=Limits.from_header(h.get("limits")),
+            credit=_credit(h),
         )
 
 
@@ -146,6 +156,7 @@ class Result:
     superseded: int = 0
     w: int | None = None
     h: int | None = None
+    credit: int | None = None
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Result:
@@ -166,6 +177,7 @@ class Result:
             superseded=int(h.get("superseded", 0)),
             w=h.get("w"),
             h=h.get("h"),
+            credit=_credit(h),
         )
 
 
@@ -202,6 +214,14 @@ class Client:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._call_ids = itertools.count(1)
         self._failure: BaseException | None = None
+        self.credit: int | None = welcome.credit
+        """The window last granted, ``None`` if the server grants none."""
+        self.outstanding = 0
+        """Frames sent and not yet answered or reported superseded."""
+        self.kept = 0
+        """Frames :meth:`offer` kept and then replaced by a newer one: never sent."""
+        self._credit_freed = asyncio.Event()
+        self._kept: bytes | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -304,12 +324,78 @@ class Client:
         Raises ``ValueError`` if the message exceeds the server's ``max_frame`` (the
         server would close with 1009) and :class:`ConnectionClosed` once closed.
         """
+        await self._send_frame(self._frame(seq, ct, payload, w=w, h=h, ts=ts, params=params))
+
+    def _frame(
+        self,
+        seq: int,
+        ct: ContentType,
+        payload: bytes | memoryview,
+        *,
+        w: int | None = None,
+        h: int | None = None,
+        ts: float | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> bytes:
         data = encode_frame(seq, ct, payload, w=w, h=h, ts=ts, params=params)
         if len(data) > self.welcome.limits.max_frame:
             raise ValueError(
                 f"frame of {len(data)} bytes exceeds max_frame {self.welcome.limits.max_frame}"
             )
+        return data
+
+    async def _send_frame(self, data: bytes) -> None:
+        self.outstanding += 1
         await self._send(data)
+
+    @property
+    def may_send(self) -> bool:
+        """Whether one more frame fits in the granted window (always, without one)."""
+        return self.credit is None or self.outstanding < self.credit
+
+    async def wait_for_credit(self) -> None:
+        """Return once ``may_send``; raises :class:`ConnectionClosed` when closed."""
+        while not self.may_send:
+            if self.closed:
+                raise ConnectionClosed(self._ws.close_code)
+            self._credit_freed.clear()
+            await self._credit_freed.wait()
+
+    async def offer(
+        self,
+        seq: int,
+        ct: ContentType,
+        payload: bytes | memoryview,
+        *,
+        w: int | None = None,
+        h: int | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Send a FRAME if the window allows (True); otherwise keep it (False) and send
+        it when an answer frees a place, unless a newer offer replaces it first (then
+        it is never sent and counts in ``kept``). For ``latest`` sessions: the server
+        then rarely has anything to supersede. ``seq`` must still increase."""
+        data = self._frame(seq, ct, payload, w=w, h=h, params=params)
+        if self._kept is None and self.may_send:
+            await self._send_frame(data)
+            return True
+        if self._kept is not None:
+            self.kept += 1
+        self._kept = data
+        return False
+
+    @property
+    def holding(self) -> bool:
+        """Whether :meth:`offer` keeps a frame waiting for credit."""
+        return self._kept is not None
+
+    async def _credit_changed(self) -> None:
+        kept = self._kept
+        if kept is not None and self.may_send:
+            self._kept = None
+            with contextlib.suppress(ConnectionClosed, ConnectionError):
+                await self._send_frame(kept)
+        self._credit_freed.set()
 
     async def set_params(self, params: Mapping[str, Any]) -> None:
         """Send PARAMS: merged into the session's params for the following frames."""
@@ -405,15 +491,34 @@ class Client:
                     self._events.put_nowait(frame)
                 else:
                     self._answers.put_nowait(frame)
+                    if self._account(frame):
+                        await self._credit_changed()
         except ProtocolViolation as exc:
             self._failure = exc
             await self._ws.close(code=CloseCode.POLICY)
         finally:
             self._answers.put_nowait(None)
             self._events.put_nowait(None)
+            self._credit_freed.set()
             for reply in self._calls.values():
                 if not reply.done():
                     reply.set_exception(ConnectionClosed(self._ws.close_code))
+
+    def _account(self, frame: Frame) -> bool:
+        """Count an answer against the window; whether the window may have room now."""
+        h = frame.header
+        if frame.type is FrameType.RESULT:
+            superseded = h.get("superseded", 0)
+            done = 1 + (superseded if type(superseded) is int and superseded > 0 else 0)
+            credit = _credit(h)
+            if credit is not None:
+                self.credit = credit
+        elif frame.type is FrameType.ERROR and type(h.get("seq")) is int:
+            done = 1
+        else:
+            return False
+        self.outstanding = max(0, self.outstanding - done)
+        return True
 
     def _resolve(self, frame: Frame) -> None:
         call_id = frame.header.get("id")
@@ -427,6 +532,11 @@ class Client:
             )
         else:
             reply.set_result(frame.header.get("result"))
+
+
+def _credit(header: Mapping[str, Any]) -> int | None:
+    credit = header.get("credit")
+    return credit if type(credit) is int and credit > 0 else None
 
 
 async def _await_welcome(ws: aiohttp.ClientWebSocketResponse, limits: Limits) -> Welcome:

@@ -117,7 +117,12 @@ class WsConnection:
                 pass  # the reader sees the closed socket and detaches
 
     async def send_result(
-        self, seq: int, out: FrameOut, timings: FrameTimings, superseded: int
+        self,
+        seq: int,
+        out: FrameOut,
+        timings: FrameTimings,
+        superseded: int,
+        credit: int | None = None,
     ) -> None:
         await self._send(
             encode_result(
@@ -128,6 +133,7 @@ class WsConnection:
                 superseded=superseded,
                 w=out.width,
                 h=out.height,
+                credit=credit,
             )
         )
 
@@ -310,7 +316,7 @@ async def _serve(
     limits = _limits(settings, record)
     domain.metrics.connections.inc()
     try:
-        await ws.send_bytes(_welcome(record, limits))
+        await ws.send_bytes(_welcome(record, limits, attachment.credit))
         await _Reader(ws, ref, attachment, limits, transport).run()
     except ConnectionError:
         pass  # the socket closed while we were answering on it: the client is gone
@@ -334,7 +340,7 @@ async def _detach(ref: SessionRef, connection: WsConnection) -> None:
     log.error("session %s: could not detach its closed connection", ref.path)
 
 
-def _welcome(record: SessionState, limits: Limits) -> bytes:
+def _welcome(record: SessionState, limits: Limits, credit: int | None) -> bytes:
     return encode_welcome(
         session=record.id,
         resume=record.token,
@@ -342,6 +348,7 @@ def _welcome(record: SessionState, limits: Limits) -> bytes:
         drain=DrainStrategy(record.drain),
         params=record.params,
         limits=limits,
+        credit=credit,
     )
 
 
@@ -427,7 +434,8 @@ class _Reader:
         self.violations.valid()
         if hello.params and not await self._params(hello.params):
             return
-        await self.ws.send_bytes(_welcome(self.attachment.state, self.limits))
+        attachment = self.attachment
+        await self.ws.send_bytes(_welcome(attachment.state, self.limits, attachment.credit))
 
     async def _params(self, params: dict[str, Any]) -> bool:
         """Merge ``params`` into the session's; bad ones get an ERROR, not the end."""

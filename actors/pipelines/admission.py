@@ -12,7 +12,7 @@ from actors.plugins import PipelineConfig
 from actors.plugins.catalog import PluginClass
 from engine.doorbell import Doorbell
 
-__all__ = ["Room", "Ticket", "room_for"]
+__all__ = ["Place", "Room", "Ticket", "room_for"]
 
 
 class Ticket:
@@ -24,6 +24,23 @@ class Ticket:
         self.bell = bell
         self.queued = False
         self.granted = False
+
+
+class Place:
+    """One admitted frame's place in a ``Room``: ``release`` gives it back, once, however
+    often it is called (when the model is done with the frame, or when it is answered
+    or abandoned, whichever comes first)."""
+
+    __slots__ = ("held", "room")
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.held = True
+
+    def release(self, *_: object) -> None:
+        if self.held:
+            self.held = False
+            self.room.release()
 
 
 class Room:
@@ -41,6 +58,11 @@ class Room:
         self.capacity = capacity
         self.used = 0
         self._queue: deque[Ticket] = deque()
+
+    @property
+    def queued(self) -> int:
+        """Tickets waiting for a place."""
+        return len(self._queue)
 
     def enter(self, ticket: Ticket) -> bool:
         """Take a place now (True), or queue ``ticket`` for the next free one (False)."""

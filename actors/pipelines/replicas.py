@@ -9,24 +9,31 @@ one (``Pipeline.blocking = False``) runs in a ``LoopActor`` on the event loop.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
-from actors.plugins import Pipeline, PipelineConfig, check_answers
+from actors.plugins import FrameIn, Pipeline, PipelineConfig, check_answers
 from actors.plugins.catalog import PluginClass
 from engine.actor import LoopActor, ThreadActor
-from engine.errors import EaselError
+from engine.errors import EaselError, Invalid
+from engine.types import Hosting
 
 __all__ = [
     "LoopPipelineReplica",
     "PipelineReplica",
     "ReplicaCore",
+    "check_hosting",
+    "hosting_of",
     "replica_factory",
 ]
 
 log = logging.getLogger(__name__)
+
+Runner = Callable[[Sequence[FrameIn[Any]]], list[Any]]
+"""Runs ``process`` on a batch of frames, wherever the plug-in instance lives."""
 
 
 class ReplicaCore:
@@ -41,6 +48,8 @@ class ReplicaCore:
         self.config = config
         self.handle = handle
         self.instance: Pipeline[Any] | None = None
+        self._finished = not plugin.staged()
+        """Whether ``process`` answers ``FrameOut``s (no ``finish`` stage after it)."""
         metrics = handle.metrics
         self._batches = metrics.batch_size.shard(config.name)
         self._seconds = metrics.process_seconds.shard(config.name)
@@ -58,12 +67,20 @@ class ReplicaCore:
         self.instance = instance
         return instance.max_batch
 
-    def process(self, jobs: Sequence[PipelineJob]) -> list[PipelineAnswer | EaselError]:
-        instance = self.instance
-        assert instance is not None  # start succeeded before any message
+    def process(
+        self, jobs: Sequence[PipelineJob], run: Runner | None = None
+    ) -> list[PipelineAnswer | EaselError]:
+        """Answer ``jobs`` with the instance's ``process`` (or ``run``, which does it
+        elsewhere: in the replica's child process)."""
+        if run is None:
+            instance = self.instance
+            assert instance is not None  # start succeeded before any message
+            run = instance.process
         started = time.perf_counter()
         frames = [job.frame for job in jobs]
-        answers = check_answers(frames, instance.process(frames))
+        # for a staged kind the non-error slots are ``finish``'s inputs, carried in
+        # ``PipelineAnswer.out`` until the handle has run ``finish``
+        answers = check_answers(frames, run(frames), finished=self._finished)
         finished = time.perf_counter()
         self._batch(len(frames))
         self._process(finished - started)
@@ -75,8 +92,8 @@ class ReplicaCore:
             for job, answer in zip(jobs, answers, strict=True)
         ]
 
-    def process_one(self, job: PipelineJob) -> PipelineAnswer:
-        answer = self.process([job])[0]
+    def process_one(self, job: PipelineJob, run: Runner | None = None) -> PipelineAnswer:
+        answer = self.process([job], run)[0]
         if isinstance(answer, EaselError):
             raise answer
         return answer
@@ -104,6 +121,8 @@ class PipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
 
     def on_start(self) -> None:
         self.max_batch = self.core.start()
+        assert self.core.instance is not None
+        self.max_wait = self.core.instance.max_wait_ms / 1000.0
         self.core.handle.notify(self.context.path, ready=True)
 
     def receive_batch(
@@ -153,10 +172,38 @@ class LoopPipelineReplica(LoopActor[PipelineJob, PipelineAnswer]):
         self.core.handle.notify(self.context.path, ready=False)
 
 
+def hosting_of(plugin: PluginClass, config: PipelineConfig) -> Hosting:
+    """Where ``config``'s replicas run: its ``hosting``, or the kind's default."""
+    if config.hosting is not None:
+        return config.hosting
+    return "thread" if plugin.blocking else "loop"
+
+
+def check_hosting(plugin: PluginClass, config: PipelineConfig) -> None:
+    """Raise ``Invalid`` if ``plugin`` can't be hosted as ``config`` asks."""
+    hosting = hosting_of(plugin, config)
+    if hosting == "loop" and plugin.blocking:
+        raise Invalid(f"kind {plugin.name!r} may block: it can't be hosted on the loop")
+    if hosting == "process":
+        try:
+            pickle.dumps(plugin)
+        except Exception:
+            raise Invalid(
+                f"kind {plugin.name!r} can't be hosted in a process: its class is not "
+                "importable by name (defined in a function?)"
+            ) from None
+
+
 def replica_factory(
     plugin: PluginClass, config: PipelineConfig, handle: PipelineHandle
-) -> Callable[[], PipelineReplica | LoopPipelineReplica]:
-    """How the supervisor makes each incarnation of a replica: a fresh plug-in instance."""
-    if plugin.blocking:
+) -> Callable[[], ThreadActor[PipelineJob, PipelineAnswer] | LoopPipelineReplica]:
+    """How the supervisor makes each incarnation of a replica: a fresh plug-in instance
+    (in a fresh child process under ``process`` hosting)."""
+    hosting = hosting_of(plugin, config)
+    if hosting == "process":
+        from actors.pipelines.process import ProcessPipelineReplica
+
+        return lambda: ProcessPipelineReplica(ReplicaCore(plugin, config, handle))
+    if hosting == "thread":
         return lambda: PipelineReplica(ReplicaCore(plugin, config, handle))
     return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))

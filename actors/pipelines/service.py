@@ -11,7 +11,7 @@ import logging
 
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
-from actors.pipelines.replicas import replica_factory
+from actors.pipelines.replicas import check_hosting, replica_factory
 from actors.plugins import PipelineCatalog, PipelineConfig
 from actors.plugins.catalog import PluginClass
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
@@ -69,6 +69,7 @@ class PipelineService:
                 f"unknown pipeline kind {config.kind!r}; known: {', '.join(self.catalog.kinds())}"
             ) from None
         plugin.parse_options(config.options)
+        check_hosting(plugin, config)
         return plugin
 
     async def restore(self) -> None:
@@ -81,7 +82,9 @@ class PipelineService:
             page = await self.configs.list(limit=100, offset=offset)
             for stored in page.items:
                 config = PipelineConfig.model_validate(
-                    stored.model_dump(include={"name", "kind", "replicas", "max_batch", "options"})
+                    stored.model_dump(
+                        include={"name", "kind", "replicas", "max_batch", "options", "hosting"}
+                    )
                 )
                 self._stored[config.name] = stored.id
                 try:
@@ -138,7 +141,7 @@ class PipelineService:
             created = await self.configs.create(config)
             self._stored[config.name] = created.id
             return
-        fields = config.model_dump(include={"kind", "replicas", "max_batch", "options"})
+        fields = config.model_dump(include={"kind", "replicas", "max_batch", "options", "hosting"})
         await self.configs.update(stored, PipelineConfigPatch(**fields))
 
     async def reload(self, name: str, config: PipelineConfig | None = None) -> PipelineHandle:

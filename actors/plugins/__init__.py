@@ -19,7 +19,14 @@ from .api import (
 from .catalog import BUILTIN_PIPELINES, ENTRY_POINT_GROUP, PipelineCatalog, PluginClass
 from .imagefx import ImageFx, ImageFxOptions, ImageFxParams
 from .passthrough import Passthrough
-from .simulated import Simulated, SimulatedCrash, SimulatedOptions, SimulatedParams
+from .simulated import (
+    Simulated,
+    SimulatedCodec,
+    SimulatedCodecOptions,
+    SimulatedCrash,
+    SimulatedOptions,
+    SimulatedParams,
+)
 
 __all__ = [
     "BUILTIN_PIPELINES",
@@ -39,6 +46,8 @@ __all__ = [
     "PipelineConfig",
     "PluginClass",
     "Simulated",
+    "SimulatedCodec",
+    "SimulatedCodecOptions",
     "SimulatedCrash",
     "SimulatedOptions",
     "SimulatedParams",

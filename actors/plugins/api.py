@@ -9,6 +9,16 @@ actor calls on **its own thread**, never on the event loop::
     p.process(batch)  ...   # many times, one answer per frame, same order
     p.close()               # once, when the actor stops, also after load/process raised
 
+A plug-in may also declare two per-frame **stages** around ``process``: ``prepare``
+(decode, resize) and ``finish`` (encode). They run on a thread pool sized to the
+machine, in parallel with ``process`` and with each other, on a *stage instance*:
+one made with ``Kind(config)`` and never loaded, so they may read ``self.options``
+but nothing ``load`` made, and must not change the instance::
+
+    p.prepare(frame) -> data          # per frame, before process; FrameIn.data holds it
+    p.process(batch) -> [output...]   # one output (or EaselError) per frame
+    p.finish(frame, output) -> Answer # per frame, after process
+
 ``process`` reports a failure of **one frame** by putting an ``EaselError`` in that
 frame's slot; the other frames and the pipeline are fine. Any exception *raised* from
 ``load`` or ``process`` means the pipeline's state can't be trusted: the actor crashes
@@ -77,6 +87,8 @@ class FrameIn(Generic[P]):
     width: int | None
     height: int | None
     params: P
+    data: Any = None
+    """What the plug-in's ``prepare`` made of this frame (``None`` without one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +127,11 @@ class Pipeline(ABC, Generic[P]):
     microseconds and never block (``passthrough``) says ``False`` and is hosted on the
     event loop, saving a thread hop per frame; anything that decodes, infers or does
     I/O keeps the default and gets a thread of its own."""
+    max_wait_ms: float = 0.0
+    """How long a free replica may wait for a batch to fill before ``process``. The
+    default, 0, takes whatever frames are waiting when the replica becomes free (the
+    batch size follows the load and nothing waits on a timer); a kind whose batches
+    cost much less per frame than single calls may ask for a few milliseconds."""
 
     options: BaseModel
 
@@ -165,8 +182,11 @@ class Pipeline(ABC, Generic[P]):
         """
 
     @abstractmethod
-    def process(self, batch: Sequence[FrameIn[P]]) -> list[Answer]:
+    def process(self, batch: Sequence[FrameIn[P]]) -> list[Any]:
         """Answer a micro-batch of 1..``max_batch`` frames: one answer each, same order.
+
+        The answers are ``FrameOut``/``EaselError`` (``Answer``), unless the kind has a
+        ``finish`` stage: then each non-error slot holds whatever ``finish`` takes.
 
         Runs on the pipeline actor's thread and may block (inference, codecs).
         A frame that can't be handled gets an ``EaselError`` in its slot
@@ -174,6 +194,34 @@ class Pipeline(ABC, Generic[P]):
         the pipeline is broken: the actor crashes, every frame of the batch is
         answered ``pipeline_error``, and a fresh instance is loaded.
         """
+
+    @classmethod
+    def staged(cls) -> bool:
+        """Whether the kind declares ``prepare`` or ``finish`` (its frames then go
+        through the stage pool around ``process``)."""
+        return cls.prepare is not Pipeline.prepare or cls.finish is not Pipeline.finish
+
+    def prepare(self, frame: FrameIn[P]) -> Any:
+        """Optional stage: per-frame work before ``process`` (decode, resize).
+
+        Runs on the stage pool, on the stage instance (never loaded), concurrently with
+        other frames and with ``process``: it must be thread-safe and leave ``self``
+        unchanged. What it returns reaches ``process`` as ``frame.data``. An
+        ``EaselError`` it raises (``BadContent``…) answers that frame alone; any other
+        exception answers it ``pipeline_error`` (and is logged): the replica is fine.
+        """
+        return None
+
+    def finish(self, frame: FrameIn[P], output: Any) -> Answer:
+        """Optional stage: per-frame work after ``process`` (encode).
+
+        ``output`` is what ``process`` put in the frame's slot (anything but an
+        ``EaselError``, which answers the frame without ``finish``). Runs like
+        ``prepare``; returns the frame's ``FrameOut`` (or an ``EaselError``).
+        """
+        if isinstance(output, FrameOut | EaselError):
+            return output
+        raise TypeError(f"process answered a {type(output).__name__} and there is no finish")
 
     def close(self) -> None:
         """Release what ``load`` acquired; called once when the actor stops.
@@ -200,17 +248,22 @@ def each_frame(
     return answers
 
 
-def check_answers(batch: Sequence[FrameIn[Any]], answers: object) -> list[Answer]:
+def check_answers(
+    batch: Sequence[FrameIn[Any]], answers: object, *, finished: bool = True
+) -> list[Answer]:
     """Check that ``answers`` keep the ``process`` contract and return them typed.
 
     For the hosting actor, right after ``process``. Raises ``TypeError`` (a broken
     pipeline, so the actor should crash) when it isn't a list with exactly one
-    ``FrameOut`` or ``EaselError`` per frame.
+    ``FrameOut`` or ``EaselError`` per frame. With ``finished=False`` (a kind with a
+    ``finish`` stage) only the list and its length are checked: items go to ``finish``.
     """
     if not isinstance(answers, list):
         raise TypeError(f"process must return a list, got {type(answers).__name__}")
     if len(answers) != len(batch):
         raise TypeError(f"process returned {len(answers)} answers for {len(batch)} frames")
+    if not finished:
+        return answers
     for index, answer in enumerate(answers):
         if not isinstance(answer, FrameOut | EaselError):
             raise TypeError(

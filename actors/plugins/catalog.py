@@ -25,7 +25,7 @@ from engine.errors import NotFound, PipelineError
 from .api import Pipeline
 from .imagefx import ImageFx
 from .passthrough import Passthrough
-from .simulated import Simulated
+from .simulated import Simulated, SimulatedCodec
 
 __all__ = [
     "BUILTIN_PIPELINES",
@@ -43,7 +43,12 @@ PluginClass: TypeAlias = type[Pipeline[Any]]
 EntryPointSource: TypeAlias = Callable[[str], Iterable[EntryPoint]]
 """Given a group name, the entry points in it (``importlib.metadata`` by default)."""
 
-BUILTIN_PIPELINES: Final[tuple[PluginClass, ...]] = (Passthrough, ImageFx, Simulated)
+BUILTIN_PIPELINES: Final[tuple[PluginClass, ...]] = (
+    Passthrough,
+    ImageFx,
+    Simulated,
+    SimulatedCodec,
+)
 
 
 def installed_entry_points(group: str) -> Iterable[EntryPoint]:

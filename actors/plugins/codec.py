@@ -19,6 +19,7 @@ __all__ = [
     "CONTENT_TYPES",
     "DEFAULT_MAX_PIXELS",
     "ContentType",
+    "Subsampling",
     "decode",
     "encode",
 ]
@@ -63,11 +64,27 @@ def decode(
         raise BadContent(f"could not decode {content_type}: {exc}") from None
 
 
-def encode(image: Image.Image, content_type: str, *, quality: int = 85) -> FrameOut:
-    """Encode an ``RGB``/``RGBA`` image as ``content_type`` (``quality`` is for JPEG and WebP).
+Subsampling: TypeAlias = Literal["4:4:4", "4:2:2", "4:2:0"]
+_SUBSAMPLING: Final = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
+
+def encode(
+    image: Image.Image,
+    content_type: str,
+    *,
+    quality: int = 85,
+    progressive: bool = False,
+    optimize: bool = False,
+    subsampling: Subsampling | None = None,
+) -> FrameOut:
+    """Encode an ``RGB``/``RGBA`` image as ``content_type``.
+
+    ``quality`` (1 to 100) is for JPEG and WebP; ``progressive``, ``optimize`` (Huffman
+    tables: smaller, slower) and ``subsampling`` (chroma; ``None`` keeps Pillow's
+    default, 4:2:0) are for JPEG; ``optimize`` also shrinks PNG.
     Alpha is dropped for JPEG and ``raw/rgb8``, and added (opaque) for ``raw/rgba8``.
-    Raises ``BadContent`` for an unknown content type.
+    Raises ``BadContent`` for an unknown content type, ``ValueError`` for an unknown
+    subsampling.
     """
     raw_mode = _RAW_MODES.get(content_type)
     if raw_mode is not None:
@@ -77,10 +94,19 @@ def encode(image: Image.Image, content_type: str, *, quality: int = 85) -> Frame
     image_format = _FORMATS.get(content_type)
     if image_format is None:
         raise BadContent(f"unsupported content type {content_type!r}")
+    options: dict[str, object] = {"quality": quality}
     if image_format == "JPEG":
         image = _converted(image, "RGB")
+        options["progressive"] = progressive
+        options["optimize"] = optimize
+        if subsampling is not None:
+            if subsampling not in _SUBSAMPLING:
+                raise ValueError(f"unknown subsampling {subsampling!r}")
+            options["subsampling"] = _SUBSAMPLING[subsampling]
+    elif image_format == "PNG":
+        options = {"optimize": optimize}
     out = io.BytesIO()
-    image.save(out, format=image_format, quality=quality)
+    image.save(out, format=image_format, **options)
     return FrameOut(out.getvalue(), content_type, image.width, image.height)
 
 

@@ -12,22 +12,41 @@ Triggers for failure paths:
 - param ``crash: true`` on any frame makes the ``process`` call holding it raise;
 - param ``fail: true`` answers that frame ``PipelineError`` (a failed frame, the
   pipeline is fine);
-- option ``crash_on_load: true`` makes ``load`` raise (a pipeline that can't start).
+- option ``crash_on_load: true`` makes ``load`` raise (a pipeline that can't start);
+- option ``crash_native`` (``segv``, ``abort``, ``kill``) makes a ``crash`` frame
+  kill the process instead of raising: for ``hosting: process`` only.
+
+``simulated-codec`` is the same model between real codec stages, as a diffusion
+server has: ``prepare`` decodes each frame, ``process`` sleeps and hands the decoded
+images on, ``finish`` encodes each one (JPEG q80 progressive by default).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import time
 from collections.abc import Sequence
+from typing import Any, Literal
 
+from PIL import Image
 from pydantic import Field
 
-from engine.errors import PipelineError
+from engine.errors import EaselError, PipelineError
 
 from .api import Answer, FrameIn, Params, Pipeline, PipelineConfig
+from .codec import Subsampling, decode, encode
 from .passthrough import echo
 
-__all__ = ["Simulated", "SimulatedCrash", "SimulatedOptions", "SimulatedParams"]
+__all__ = [
+    "Simulated",
+    "SimulatedCodec",
+    "SimulatedCodecOptions",
+    "SimulatedCrash",
+    "SimulatedOptions",
+    "SimulatedParams",
+]
 
 
 class SimulatedCrash(RuntimeError):
@@ -56,6 +75,10 @@ class SimulatedOptions(Params):
     """Raise from every Nth ``process`` call of an instance; 0 never."""
     crash_on_load: bool = False
     """Raise from ``load``."""
+    crash_native: Literal["segv", "abort", "kill"] | None = None
+    """How a frame with ``crash: true`` crashes: ``None`` raises ``SimulatedCrash``;
+    ``segv`` dereferences NULL, ``abort`` calls ``os.abort()``, ``kill`` SIGKILLs the
+    process. Those take down the whole process: only for ``hosting: process``."""
 
 
 class Simulated(Pipeline[SimulatedParams]):
@@ -87,6 +110,7 @@ class Simulated(Pipeline[SimulatedParams]):
         if every and self.calls % every == 0:
             raise SimulatedCrash(f"simulated crash on call {self.calls} (crash_every={every})")
         if any(frame.params.crash for frame in batch):
+            _crash_natively(self.options.crash_native)
             raise SimulatedCrash("simulated crash (a frame asked for it)")
         time.sleep((self.options.cost_ms + self.options.per_item_ms * (len(batch) - 1)) / 1000)
         return [
@@ -95,3 +119,54 @@ class Simulated(Pipeline[SimulatedParams]):
             else echo(frame)
             for frame in batch
         ]
+
+
+def _crash_natively(how: str | None) -> None:
+    if how == "segv":
+        ctypes.string_at(0)
+    elif how == "abort":
+        os.abort()
+    elif how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SimulatedCodecOptions(SimulatedOptions):
+    """Options of ``simulated-codec``: the model's, and how results are encoded."""
+
+    output: Literal["image/jpeg", "image/png", "image/webp"] = "image/jpeg"
+    quality: int = Field(default=80, ge=1, le=100)
+    progressive: bool = True
+    optimize: bool = False
+    subsampling: Subsampling | None = None
+
+
+class SimulatedCodec(Simulated):
+    """``simulated`` between a real decode (``prepare``) and encode (``finish``)."""
+
+    name = "simulated-codec"
+    options_model = SimulatedCodecOptions
+    options: SimulatedCodecOptions
+
+    def prepare(self, frame: FrameIn[SimulatedParams]) -> Image.Image:
+        """Decode the frame (``BadContent`` for bytes that aren't what they claim)."""
+        return decode(frame.payload, frame.content_type, frame.width, frame.height)
+
+    def process(self, batch: Sequence[FrameIn[SimulatedParams]]) -> list[Any]:
+        """Sleep like the model, then pass each decoded image on to ``finish``."""
+        answers = super().process(batch)
+        return [
+            answer if isinstance(answer, EaselError) else frame.data
+            for frame, answer in zip(batch, answers, strict=True)
+        ]
+
+    def finish(self, frame: FrameIn[SimulatedParams], output: Any) -> Answer:
+        """Encode the image as the options say."""
+        options = self.options
+        return encode(
+            output,
+            options.output,
+            quality=options.quality,
+            progressive=options.progressive,
+            optimize=options.optimize,
+            subsampling=options.subsampling,
+        )

@@ -103,7 +103,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._pump = asyncio.get_running_loop().create_task(pump.run(), name=f"pump:{state.id}")
         self._pump.add_done_callback(self._watch)
         self._unsubscribe = handle.subscribe(self._pipeline_event)
-        return Attachment(state, self._drain, frames_in)
+        return Attachment(state, self._drain, frames_in, state.credit(deps.settings))
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         """The pump must never die quietly: if it fails, so does the session (its

@@ -55,6 +55,10 @@ class Drain:
         self.bell = Doorbell()
         """Rung when a frame arrives or the drain closes; the consumer may share it
         with its other sources of work."""
+        self.admit: Callable[[], None] | None = None
+        """Set by the consumer: takes what it has room for, synchronously. ``latest``
+        calls it before superseding a frame the consumer has not had the chance to
+        take (two frames read in one go)."""
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -97,6 +101,8 @@ class LatestDrain(Drain):
     async def put(self, frame: InboundFrame) -> None:
         if self.closed:
             raise SessionClosed("drain closed")
+        if self._frame is not None and self.admit is not None:
+            self.admit()  # the consumer may have room for it now: don't supersede it yet
         if self._frame is not None:
             self._superseded += 1
             if self._on_superseded is not None:

@@ -31,8 +31,16 @@ class Connection(Protocol):
     """The session's view of its client; implemented by the transport. Loop only."""
 
     async def send_result(
-        self, seq: int, out: FrameOut, timings: FrameTimings, superseded: int
-    ) -> None: ...
+        self,
+        seq: int,
+        out: FrameOut,
+        timings: FrameTimings,
+        superseded: int,
+        credit: int | None = None,
+    ) -> None:
+        """RESULT for ``seq``; ``credit`` is the client's window from now on (frames it
+        may have sent and not yet seen answered or superseded), if the server grants one."""
+        ...
 
     async def send_error(
         self, error: EaselError, seq: int | None = None, fatal: bool = False
@@ -107,12 +115,20 @@ class Attachment:
     """The answer to ``Attach``: the connection's port into its session, where the
     reader puts frames (under ``all`` it waits there while the drain is full)."""
 
-    __slots__ = ("_on_in", "drain", "state")
+    __slots__ = ("_on_in", "credit", "drain", "state")
 
-    def __init__(self, state: SessionState, drain: Drain, on_in: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        state: SessionState,
+        drain: Drain,
+        on_in: Callable[[], None],
+        credit: int | None = None,
+    ) -> None:
         self.state = state
         self.drain = drain
         self._on_in = on_in
+        self.credit = credit
+        """The window WELCOME grants (``SessionState.credit``), if any."""
 
     async def submit(self, frame: InboundFrame) -> None:
         """Hand a frame to the session; under ``all`` this waits while the drain is full."""

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from actors.pipelines.admission import Room, Ticket
+from actors.pipelines.admission import Place, Room, Ticket
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle
 from actors.plugins import FrameIn
 from actors.plugins.catalog import PluginClass
@@ -24,7 +25,7 @@ from actors.sessions.drains import Drain, InboundFrame
 from actors.sessions.messages import Connection
 from actors.sessions.state import SessionState
 from engine.errors import ActorError, EaselError, NotFound, PipelineError, Unavailable
-from engine.types import FrameTimings
+from engine.types import DrainStrategy, FrameTimings
 
 __all__ = ["FramePump"]
 
@@ -49,6 +50,9 @@ class FramePump:
         self._count_errored = frames.loop_shard(pipeline, "errored").inc
         self._observe_latency = latency.loop_shard(pipeline).observe
         self._parsed: tuple[PluginClass, dict[str, Any], Any] | None = None
+        self._credit = state.credit(deps.settings)
+        self._waiting: Room | None = None
+        """Where our ticket may be queued or granted."""
 
     async def run(self) -> None:
         """Until the drain closes. Frames still in the pipeline when it ends are
@@ -58,32 +62,44 @@ class FramePump:
         bell = drain.bell
         ticket = Ticket(bell)
         order: deque[Pending] = deque()
-        waiting: Room | None = None  # where our ticket may be queued or granted
+        self._waiting = None
+        drain.admit = lambda: self._admit(order, limit, ticket)
         try:
             while not drain.closed:
-                while len(order) < limit and len(drain):
-                    handle = self._handle()
-                    room = None if handle is None else handle.room
-                    if waiting is not None and waiting is not room:
-                        waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
-                    waiting = room
-                    if room is not None and not room.enter(ticket):
-                        break  # queued: the bell rings when our turn comes
-                    order.append(self._dispatch(drain.take(), handle, room))
+                self._admit(order, limit, ticket)
                 if order and order[0][1].done():
-                    if waiting is not None:
+                    frame, future = order.popleft()
+                    # the frame waiting in the drain goes in before the answer goes out:
+                    # the answer's credit lets the client send into the drain's place
+                    self._admit(order, limit, ticket)
+                    if self._waiting is not None:
                         # a slow client can hold up the send: while it does, our place
                         # in the queue (or one just handed to us) goes to others
-                        waiting.withdraw(ticket)
-                    frame, future = order.popleft()
+                        self._waiting.withdraw(ticket)
                     await self._answer(frame, future)
                     continue
                 await bell.wait()
         finally:
-            if waiting is not None:
-                waiting.withdraw(ticket)
+            drain.admit = None
+            if self._waiting is not None:
+                self._waiting.withdraw(ticket)
             for _, future in order:
                 future.cancel()
+
+    def _admit(self, order: deque[Pending], limit: int, ticket: Ticket) -> None:
+        """Move frames from the drain into the pipeline while the session's limit and
+        the pipeline's room allow."""
+        drain = self.drain
+        while len(order) < limit and len(drain):
+            handle = self._handle()
+            room = None if handle is None else handle.room
+            waiting = self._waiting
+            if waiting is not None and waiting is not room:
+                waiting.withdraw(ticket)  # the pipeline was replaced meanwhile
+            self._waiting = room
+            if room is not None and not room.enter(ticket):
+                return  # queued: the bell rings when our turn comes
+            order.append(self._dispatch(drain.take(), handle, room))
 
     # --- into the pipeline -----------------------------------------------------------
 
@@ -98,18 +114,23 @@ class FramePump:
     ) -> Pending:
         """Submit ``frame``; its room place goes back, and the bell rings, when the
         answer lands (at once for an answer that is already there)."""
-        future = self._submit(frame, handle)
+        place = None if room is None else Place(room)
+        future = self._submit(frame, handle, None if place is None else place.release)
         if future.done():
-            if room is not None:
-                room.release()
+            if place is not None:
+                place.release()
         else:
-            if room is not None:
-                future.add_done_callback(room.release)
+            if place is not None:
+                # a staged kind gives the place back earlier, once ``process`` is done
+                future.add_done_callback(place.release)
             future.add_done_callback(self.drain.bell.ring)
         return frame, future
 
     def _submit(
-        self, frame: InboundFrame, handle: PipelineHandle | None
+        self,
+        frame: InboundFrame,
+        handle: PipelineHandle | None,
+        processed: Callable[[], None] | None,
     ) -> asyncio.Future[PipelineAnswer]:
         """Hand a frame to the pipeline without a task per frame. Errors before
         sending come back as a failed future."""
@@ -122,7 +143,7 @@ class FramePump:
             else:
                 params = self._session_params(handle.plugin)
             job = FrameIn(frame.payload, frame.content_type, frame.width, frame.height, params)
-            return handle.submit(job, self.deps.settings.frame_timeout)
+            return handle.submit(job, self.deps.settings.frame_timeout, processed)
         except EaselError as error:
             future: asyncio.Future[PipelineAnswer] = asyncio.get_running_loop().create_future()
             future.set_exception(error)
@@ -161,7 +182,9 @@ class FramePump:
         total = time.perf_counter() - frame.received
         timings = FrameTimings(answer.queue_ms, answer.pipeline_ms, total * 1000.0)
         try:
-            await self.connection.send_result(frame.seq, answer.out, timings, superseded)
+            await self.connection.send_result(
+                frame.seq, answer.out, timings, superseded, self._credit_now()
+            )
         except Exception:
             # e.g. a plug-in answered with a content type the protocol lacks: that
             # frame gets an internal error, the session goes on
@@ -172,6 +195,18 @@ class FramePump:
         stats.last_total_ms = timings.total_ms
         self._count_out()
         self._observe_latency(total)
+
+    def _credit_now(self) -> int:
+        """The window to grant with a RESULT. Under ``latest`` it shrinks to one while
+        the pipeline is congested: the frame that would wait in the drain is better
+        kept by the client, which replaces it for free and sends the newest when an
+        answer comes; the pipeline stays busy with the other sessions' frames."""
+        credit = self._credit
+        if self.state.drain is DrainStrategy.LATEST and credit > 1:
+            handle = self._handle()
+            if handle is not None and handle.congested():
+                return credit - 1
+        return credit
 
     async def _fail(self, frame: InboundFrame, error: EaselError) -> None:
         self.state.stats.errors += 1

@@ -57,6 +57,15 @@ class SessionState:
         """How many of this session's frames may be in its pipeline at once."""
         return settings.max_inflight if self.drain is DrainStrategy.ALL else 1
 
+    def credit(self, settings: Settings) -> int:
+        """The window granted to the client (WELCOME and RESULT ``credit``): how many
+        frames it may have sent and not yet seen answered or superseded. Those in the
+        pipeline, plus what the drain holds without superseding (``latest``: one) or
+        making the reader wait (``all``: its capacity)."""
+        if self.drain is DrainStrategy.ALL:
+            return self.max_inflight(settings) + settings.drain_capacity
+        return self.max_inflight(settings) + 1
+
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from engine.types import PipelineConfig
+from engine.types import Hosting, PipelineConfig
 
 __all__ = [
     "ApiKey",
@@ -116,6 +116,8 @@ class PipelineConfigPatch(_Model):
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
+    hosting: Hosting | None = None
+    """``None`` given explicitly restores the kind's default, as for ``max_batch``."""
 
 
 class PipelineConfigRecord(Record, PipelineConfig):

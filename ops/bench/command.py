@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--rate", type=float, help="frames per second per client")
     mode.add_argument("--pipelined", action="store_true", help="keep --window frames in flight")
     add("--window", type=int, default=1, help="frames in flight per client when pipelined")
+    add("--paced", action="store_true",
+        help="with --rate: honour the server's credits; keep captures while none")  # fmt: skip
     payload = parser.add_mutually_exclusive_group()
     payload.add_argument("--frame-size", type=int, help="random payload of BYTES")
     payload.add_argument("--image", type=_size, metavar="WxH", help="a generated JPEG")
@@ -76,6 +78,7 @@ def _load(args: argparse.Namespace) -> Load:
         params=args.params,
         duration=args.duration,
         warmup=args.warmup,
+        paced=args.paced and not args.pipelined,
     )
 
 

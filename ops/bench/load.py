@@ -6,6 +6,11 @@ written to when the answer carrying its ``seq`` is read. Answers come in ``seq``
 order, so when the answer to ``seq`` arrives every earlier frame still pending was
 superseded (``latest`` drain) and will never be answered: it frees its window slot.
 
+With ``paced`` (``rate`` only) clients honour the server's credits: a capture that
+finds no credit is kept on the client (:meth:`Client.offer`) and sent when an answer
+frees a place, unless a newer capture replaces it (counted in ``kept``: never sent).
+Latency then runs from the capture, so time spent waiting for credit counts.
+
 Only frames sent after ``warmup`` count; sending stops at ``warmup + duration`` and
 the run then waits up to ``grace`` seconds for the answers still owed.
 """
@@ -46,6 +51,8 @@ class Load:
     duration: float = 5.0
     warmup: float = 0.5
     grace: float = 5.0
+    paced: bool = False
+    """Honour the server's credits (with ``rate``): see the module's docstring."""
 
 
 @dataclass
@@ -53,6 +60,9 @@ class LoadResult:
     """What the clients saw, summed over them (frames sent during the measured span)."""
 
     sent: int = 0
+    """Measured frames captured (sent, or offered under ``paced``)."""
+    kept: int = 0
+    """Measured captures a paced client replaced before sending them."""
     answered: int = 0
     superseded: int = 0
     """Measured frames never answered because a later one was (``latest`` drain)."""
@@ -72,6 +82,7 @@ class LoadResult:
     def add(self, other: LoadResult) -> None:
         """Fold in another measured span of the same load (interleaved runs)."""
         self.sent += other.sent
+        self.kept += other.kept
         self.answered += other.answered
         self.superseded += other.superseded
         self.errors += other.errors
@@ -101,6 +112,13 @@ class _Pending:
     def add(self, seq: int, at: float, measured: bool) -> None:
         self.sent_at[seq] = (at, measured)
         self.empty.clear()
+
+    def drop(self, seq: int) -> bool:
+        """Forget ``seq`` (never sent); whether it was measured."""
+        _, measured = self.sent_at.pop(seq, (0.0, False))
+        if not self.sent_at:
+            self.empty.set()
+        return measured
 
     def answer(self, seq: int) -> tuple[tuple[float, bool] | None, int]:
         """The send time of ``seq`` and how many earlier measured frames were skipped."""
@@ -150,6 +168,7 @@ async def _send(
 ) -> None:
     start_measuring, stop = tally.start, tally.stop
     seq = 0
+    kept: int | None = None  # the capture a paced client holds, waiting for credit
     while True:
         if pending.slots is not None:
             await pending.slots.acquire()
@@ -160,11 +179,21 @@ async def _send(
                 await asyncio.sleep(delay)
         now = time.perf_counter()
         if now >= stop or client.closed:
+            if kept is not None and client.holding:
+                pending.drop(kept)  # never sent: nothing to wait for
             return
         measured = now >= start_measuring
         pending.add(seq, now, measured)
         tally.sent += measured
-        await client.send_frame(seq, load.content_type, load.payload)
+        if load.paced:
+            if kept is not None and not client.holding:
+                kept = None  # an answer freed a place and the client sent it
+            if not await client.offer(seq, load.content_type, load.payload):
+                if kept is not None:
+                    tally.kept += pending.drop(kept)
+                kept = seq
+        else:
+            await client.send_frame(seq, load.content_type, load.payload)
         seq += 1
 
 

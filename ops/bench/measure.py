@@ -29,6 +29,7 @@ class PipelineSpec:
     replicas: int = 1
     max_batch: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    hosting: str | None = None
 
 
 def stderr_progress(label: str, duration: float) -> Callable[[LoadResult, float], None]:
@@ -75,7 +76,7 @@ async def measure(
 ) -> Row:
     """Run ``load`` against ``target`` and return its row (RSS if the target is spawned)."""
     span = await _measure_span(target, load, label or target.kind, pipeline, progress)
-    return span.row(label or target.kind, load.clients)
+    return span.row(label or target.kind, load.clients, load.paced)
 
 
 async def measure_interleaved(
@@ -101,10 +102,11 @@ async def measure_interleaved(
             shown = f"{label} {index + 1}/{slices}"
             span = await _measure_span(target, turn, shown, pipeline, progress)
             total.add(span)
-            rows.append(span.row(label, load.clients))
+            rows.append(span.row(label, load.clients, load.paced))
         turns.append(rows)
     merged = [
-        total.row(label, load.clients) for (_, label), total in zip(targets, totals, strict=True)
+        total.row(label, load.clients, load.paced)
+        for (_, label), total in zip(targets, totals, strict=True)
     ]
     return merged, turns
 
@@ -123,8 +125,15 @@ class _Span:
             self.lag_p99 = max(self.lag_p99 or 0.0, other.lag_p99)
         self.rss.extend(other.rss)
 
-    def row(self, label: str, clients: int) -> Row:
-        return row_from(label, clients, self.tally, loop_lag_p99=self.lag_p99, rss=self.rss or None)
+    def row(self, label: str, clients: int, paced: bool = False) -> Row:
+        return row_from(
+            label,
+            clients,
+            self.tally,
+            loop_lag_p99=self.lag_p99,
+            rss=self.rss or None,
+            paced=paced,
+        )
 
 
 async def _measure_span(
@@ -141,6 +150,7 @@ async def _measure_span(
                 replicas=pipeline.replicas,
                 max_batch=pipeline.max_batch,
                 options=pipeline.options,
+                hosting=pipeline.hosting,
             )
         gate = asyncio.Semaphore(CONNECTS_AT_ONCE)
         clients = await asyncio.gather(

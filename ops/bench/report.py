@@ -35,6 +35,8 @@ class Row:
     rss_peak_mib: float | None = None
     rss_end_mib: float | None = None
     error_codes: dict[str, int] | None = None
+    kept: int | None = None
+    """Captures paced clients replaced before sending (``None``: clients not paced)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +55,7 @@ def row_from(
     *,
     loop_lag_p99: float | None = None,
     rss: list[int] | None = None,
+    paced: bool = False,
 ) -> Row:
     """Summarize ``tally``: answers per second during the measured span, latency percentiles."""
     ordered = sorted(tally.latencies)
@@ -77,6 +80,7 @@ def row_from(
         rss_peak_mib=mib(max(rss)) if rss else None,
         rss_end_mib=mib(rss[-1]) if rss else None,
         error_codes=dict(tally.error_codes) or None,
+        kept=tally.kept if paced else None,
     )
 
 
@@ -92,6 +96,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("sent", "sent", "{}"),
     ("answered", "answered", "{}"),
     ("superseded", "superseded", "{}"),
+    ("kept", "kept", "{}"),
     ("errors", "errors", "{}"),
     ("unanswered", "unanswered", "{}"),
     ("loop_lag_p99_ms", "lag p99 ms", "{:.2f}"),

@@ -184,6 +184,7 @@ async def ensure_pipeline(
     replicas: int = 1,
     max_batch: int | None = None,
     options: Mapping[str, Any] | None = None,
+    hosting: str | None = None,
 ) -> None:
     """Create pipeline ``name`` via REST unless it exists; ``kind`` defaults to ``name``."""
     async with http.get(f"{url}/api/v1/pipelines/{name}") as response:
@@ -197,6 +198,8 @@ async def ensure_pipeline(
     }
     if max_batch is not None:
         body["max_batch"] = max_batch
+    if hosting is not None:
+        body["hosting"] = hosting
     async with http.post(f"{url}/api/v1/pipelines", json=body) as response:
         if response.status != 201:
             raise RuntimeError(

@@ -120,3 +120,19 @@ async def test_a_spawned_server_runs_the_code_of_the_tree_it_is_given(tmp_path: 
     async with spawned("easel", tree=other) as target, aiohttp.ClientSession() as http:
         response = await http.get(target.url + "/api/v1/health")
         assert (await response.json())["status"] == "other tree"
+
+
+def test_paced_bench_clients_keep_captures_instead_of_being_superseded(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slow = ["--pipeline", "sim", "--kind", "simulated", "--options", '{"cost_ms": 40}']
+    report = _rows(capsys, "--rate", "60", "--clients", "2", "--paced", *slow)
+    (row,) = report["rows"]
+    assert row["answered"] > 0
+    assert row["errors"] == 0
+    assert row["kept"] > 0  # captures outran the 40 ms model: kept on the client
+    assert row["superseded"] == 0  # and none sent only to be thrown away
+    unpaced = _rows(capsys, "--rate", "60", "--clients", "2", *slow)
+    (row,) = unpaced["rows"]
+    assert row["kept"] is None
+    assert row["superseded"] > 0

@@ -284,10 +284,13 @@ SERVER_FULL: dict[FrameType, list[bytes]] = {
             drain=DrainStrategy.LATEST,
             params={"a": 1},
             limits=LIMITS,
+            credit=2,
         )
     ],
     FrameType.RESULT: [
-        encode_result(3, ContentType.RGB8, b"\x00" * 6, timings=TIMINGS, superseded=2, w=2, h=1)
+        encode_result(
+            3, ContentType.RGB8, b"\x00" * 6, timings=TIMINGS, superseded=2, w=2, h=1, credit=2
+        )
     ],
     FrameType.REPLY: [
         encode_reply(1, {"ok": True}),
@@ -299,7 +302,16 @@ SERVER_FULL: dict[FrameType, list[bytes]] = {
 
 # A server message built with only what its builder requires.
 SERVER_MINIMAL: dict[FrameType, list[bytes]] = {
-    FrameType.WELCOME: SERVER_FULL[FrameType.WELCOME],
+    FrameType.WELCOME: [
+        encode_welcome(
+            session="s1",
+            resume="tok",
+            pipeline="passthrough",
+            drain=DrainStrategy.LATEST,
+            params={"a": 1},
+            limits=LIMITS,
+        )
+    ],
     FrameType.RESULT: [encode_result(3, ContentType.JPEG, b"\xff", timings=TIMINGS)],
     FrameType.REPLY: SERVER_FULL[FrameType.REPLY],
     FrameType.EVENT: [encode_event(EventName.PIPELINE_READY)],

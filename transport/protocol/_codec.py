@@ -214,8 +214,9 @@ def encode_welcome(
     drain: DrainStrategy,
     params: Mapping[str, Any],
     limits: Limits,
+    credit: int | None = None,
 ) -> bytes:
-    header = {
+    header: dict[str, Any] = {
         "session": session,
         "resume": resume,
         "pipeline": pipeline,
@@ -223,6 +224,8 @@ def encode_welcome(
         "params": dict(params),
         "limits": limits.to_header(),
     }
+    if credit is not None:
+        header["credit"] = credit
     return encode(FrameType.WELCOME, header)
 
 
@@ -256,6 +259,7 @@ def encode_result(
     superseded: int = 0,
     w: int | None = None,
     h: int | None = None,
+    credit: int | None = None,
 ) -> bytes:
     # built by hand: one RESULT per answered frame, the hottest encoder
     header: dict[str, Any] = {"seq": seq, "ct": ct}
@@ -265,6 +269,8 @@ def encode_result(
         header["h"] = h
     header["t"] = timings.to_header()
     header["superseded"] = superseded
+    if credit is not None:
+        header["credit"] = credit
     return encode(FrameType.RESULT, header, payload)
 
 

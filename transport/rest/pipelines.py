@@ -9,9 +9,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors.pipelines.handle import PipelineHandle
+from actors.pipelines.replicas import hosting_of
 from actors.plugins import PipelineConfig
 from engine.errors import Invalid
 from engine.settings import Settings
+from engine.types import Hosting
 from transport.auth import Role, requires
 from transport.keys import DOMAIN, ENGINE
 from transport.rest.bodies import json_response, read_body
@@ -32,6 +34,7 @@ class ReloadBody(BaseModel):
     replicas: int | None = Field(default=None, ge=1, le=64)
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
+    hosting: Hosting | None = None
 
 
 def _bounded(config: PipelineConfig, settings: Settings) -> None:
@@ -47,6 +50,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
         "replicas": handle.config.replicas,
         "max_batch": handle.config.max_batch,
         "options": handle.config.options,
+        "hosting": hosting_of(handle.plugin, handle.config),
         "generation": handle.generation,
         "ready": handle.ready,
         "params_schema": handle.plugin.params_schema(),

@@ -58,6 +58,7 @@ Table(
     Column("replicas", Integer, nullable=False),
     Column("max_batch", Integer, nullable=True),
     Column("options", JSON, nullable=False),
+    Column("hosting", String(32), nullable=True),
     *_stamps(),
 )
 

@@ -326,3 +326,15 @@ async def test_a_reload_of_a_stored_pipeline_is_stored_and_shutdown_deletes_it(
 async def test_restore_without_a_store_does_nothing(rig: Rig) -> None:
     await rig.pipelines.restore()
     assert rig.pipelines.names() == []
+
+
+async def test_a_stored_pipeline_keeps_its_hosting(store: Store) -> None:
+    threaded = PipelineConfig(name="threaded", kind="passthrough", hosting="thread")
+    async with open_rig(store.pipeline_configs) as rig:
+        await rig.pipelines.init(threaded, persist=True)
+        await rig.pipelines.reload("threaded", threaded.model_copy(update={"replicas": 2}))
+    (stored,) = (await store.pipeline_configs.list()).items
+    assert (stored.hosting, stored.replicas) == ("thread", 2)
+    async with open_rig(store.pipeline_configs) as rig:
+        await rig.pipelines.restore()
+        assert rig.pipelines.get("threaded").config.hosting == "thread"

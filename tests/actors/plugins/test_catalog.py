@@ -49,7 +49,7 @@ def catalog(**targets: str) -> PipelineCatalog:
 
 def test_builtins_are_known() -> None:
     found = catalog()
-    assert found.kinds() == ["imagefx", "passthrough", "simulated"]
+    assert found.kinds() == ["imagefx", "passthrough", "simulated", "simulated-codec"]
     assert found.get("imagefx") is ImageFx
     assert found.get("passthrough") is Passthrough
     assert found.get("simulated") is Simulated
@@ -62,7 +62,7 @@ def test_unknown_kind_is_not_found() -> None:
 
 def test_entry_points_are_discovered_and_loaded_on_use() -> None:
     found = catalog(plugin="Plugin")
-    assert found.kinds() == ["imagefx", "passthrough", "plugin", "simulated"]
+    assert found.kinds() == ["imagefx", "passthrough", "plugin", "simulated", "simulated-codec"]
     assert found.get("plugin") is Plugin
     assert found.get("plugin") is Plugin
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from actors.plugins.codec import CONTENT_TYPES, decode, encode
 from engine.errors import BadContent
@@ -72,3 +72,20 @@ def test_jpeg_output_drops_alpha() -> None:
     out = encode(Image.new("RGBA", (3, 2), (1, 2, 3, 4)), "image/jpeg", quality=90)
     assert (out.content_type, out.width, out.height) == ("image/jpeg", 3, 2)
     assert Image.open(io.BytesIO(bytes(out.payload))).mode == "RGB"
+
+
+def test_jpeg_encode_options_reach_the_file() -> None:
+    image = Image.new("RGB", (64, 48), (200, 30, 90))
+    plain = encode(image, "image/jpeg", quality=95, subsampling="4:4:4")
+    tuned = encode(
+        image, "image/jpeg", quality=80, progressive=True, optimize=True, subsampling="4:2:0"
+    )
+    with Image.open(io.BytesIO(bytes(plain.payload))) as opened:
+        assert not opened.info.get("progressive")
+        assert JpegImagePlugin.get_sampling(opened) == 0
+    with Image.open(io.BytesIO(bytes(tuned.payload))) as opened:
+        assert opened.info.get("progressive")
+        assert JpegImagePlugin.get_sampling(opened) == 2
+        assert opened.size == (64, 48)
+    with pytest.raises(ValueError, match="subsampling"):
+        encode(image, "image/jpeg", subsampling="4:1:1")  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ def test_public_names_are_pinned() -> None:
         "PipelineConfig",
         "PluginClass",
         "Simulated",
+        "SimulatedCodec",
+        "SimulatedCodecOptions",
         "SimulatedCrash",
         "SimulatedOptions",
         "SimulatedParams",

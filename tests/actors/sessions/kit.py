@@ -56,6 +56,8 @@ class FakeConnection:
         self.log: list[str] = []
         self.sending: list[int] = []
         """Seqs whose ``send_result`` started (it may still be waiting)."""
+        self.credits: list[int | None] = []
+        """The ``credit`` of each ``send_result``, in call order."""
         self.failing_results = set(failing_results)
         self.broken_errors = broken_errors
         self.held_events = set(held_events)
@@ -95,8 +97,14 @@ class FakeConnection:
         return len(self.results) + len(self.errors)
 
     async def send_result(
-        self, seq: int, out: FrameOut, timings: FrameTimings, superseded: int
+        self,
+        seq: int,
+        out: FrameOut,
+        timings: FrameTimings,
+        superseded: int,
+        credit: int | None = None,
     ) -> None:
+        self.credits.append(credit)
         self.sending.append(seq)
         await self._results_open.wait()
         if seq in self.failing_results:
