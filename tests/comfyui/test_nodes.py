@@ -18,8 +18,8 @@ import pytest
 from ops.bench.servers import free_port
 from ops.fakecomfy import FakeComfy
 from tests.comfyui.conftest import ENDED, FAST, JOBS, SERVERS, empty_graph, eventually
-from tests.comfyui.test_recovery import successes
 from tests.support import PgCluster, running_pg_cluster
+from tests.support.fakecomfy import successes
 
 ROOT = Path(__file__).resolve().parents[2]
 

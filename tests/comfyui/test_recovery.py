@@ -7,7 +7,6 @@ import asyncio
 import random
 from typing import Any
 
-from actors.comfyui.client import ComfyClient
 from ops.fakecomfy import FakeComfy
 from tests.comfyui.conftest import (
     JOBS,
@@ -21,6 +20,7 @@ from tests.comfyui.conftest import (
     status_of,
     submit,
 )
+from tests.support.fakecomfy import successes
 
 
 async def register_all(easel: Easel, fakes: list[FakeComfy], **body: Any) -> dict[str, FakeComfy]:
@@ -128,14 +128,3 @@ async def test_an_engine_restarted_mid_queue_resumes_and_reconciles(
     # every server lived, so whatever was in flight was found and kept: each job ran
     # once in all (one claimed but never sent is gone, and runs once, elsewhere)
     assert sum([await successes(fake) for fake in three_fakes]) == len(jobs)
-
-
-async def successes(fake: FakeComfy) -> int:
-    """Prompts that ran to success on a fake (its history)."""
-    client = ComfyClient(fake.url)
-    try:
-        history = await client.http.get(fake.url + "/history")
-        entries = await history.json()
-    finally:
-        await client.close()
-    return sum(entry["status"]["status_str"] == "success" for entry in entries.values())

@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
+from ops.fakecomfy import FakeComfy
+
 CHECKPOINT = "sd15.safetensors"
 Event = tuple[str, Any]
 """A WebSocket frame: ``(type, data)`` for a text frame, ``("binary", bytes)`` otherwise."""
@@ -155,3 +157,10 @@ async def history_entry(http: aiohttp.ClientSession, url: str, prompt_id: str) -
 
 def types(events: list[Event]) -> list[str]:
     return [kind for kind, _ in events]
+
+
+async def successes(fake: FakeComfy) -> int:
+    """Prompts that ran to success on a fake (its history)."""
+    async with aiohttp.ClientSession() as http, http.get(fake.url + "/history") as answer:
+        entries = await answer.json()
+    return sum(entry["status"]["status_str"] == "success" for entry in entries.values())
