@@ -27,6 +27,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +95,7 @@ class Dispatcher:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def start(self, crashed: Any) -> None:
+    def start(self, crashed: Callable[[BaseException], None]) -> None:
         """Start the loops; ``crashed(error)`` is called if one fails unexpectedly."""
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -111,7 +112,9 @@ class Dispatcher:
         await self.tracker.stop()
 
     @staticmethod
-    async def _guard(work: Any, crashed: Any) -> None:
+    async def _guard(
+        work: Coroutine[Any, Any, None], crashed: Callable[[BaseException], None]
+    ) -> None:
         try:
             await work
         except asyncio.CancelledError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from actors.comfyui.client import ComfyClient, ComfyEvent, Preview
 from actors.comfyui.server import (
@@ -27,7 +26,7 @@ from actors.comfyui.server import (
     ServerTimings,
     ServerView,
 )
-from engine.errors import Conflict, NotFound
+from engine.errors import NotFound
 from engine.ref import ActorRef
 from engine.settings import Settings
 from engine.storage import ComfyServer, ComfyServerPatch, ComfyServers, NewComfyServer
@@ -193,12 +192,10 @@ class FleetService:
         await self._repo.update(view.id, ComfyServerPatch(enabled=True))
         return await self._refs[view.id].ask(Enable())
 
-    async def delete(self, key: str, *, busy: Callable[[str], Any] | None = None) -> None:
-        """Stop the actor and forget the server. Raises ``NotFound``; ``Conflict`` when
-        ``busy(server_id)`` says jobs still run there."""
+    async def delete(self, key: str) -> None:
+        """Stop the actor and forget the server (its jobs in flight are queued again
+        when they are next checked). Raises ``NotFound``."""
         view = self.find(key)
-        if busy is not None and await busy(view.id):
-            raise Conflict(f"comfyui server {view.name} has jobs in flight; disable it first")
         await self._repo.delete(view.id)
         await self._forget(view.id)
 

@@ -240,8 +240,10 @@ class ServerActor(LoopActor[ServerMessage, ServerView]):
             task.cancel()
         stream, self._stream = self._stream, None
         if stream is not None:
+            # bounded: a server that died mid-handshake never answers the close
             with contextlib.suppress(Exception):
-                await stream.close()
+                async with asyncio.timeout(1.0):
+                    await stream.close()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._socket_open = self._health_ok = False
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from actors.comfyui.client import (
@@ -109,7 +109,7 @@ class JobTracker:
             lock = self._locks[job_id] = asyncio.Lock()
         return lock
 
-    def lease_until(self) -> Any:
+    def lease_until(self) -> datetime:
         return now() + timedelta(seconds=self._lease)
 
     # --- changing a held job (under its lock) ---------------------------------------------
