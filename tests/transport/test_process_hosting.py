@@ -77,7 +77,8 @@ def test_a_segfaulting_child_fails_one_frame_and_nobody_else_notices(tmp_path: P
     )
     try:
         wait_until_serving(url + "/api/v1/health", engine)
-        replacement = asyncio.run(crash_one(url, engine))
+        admin_key = (tmp_path / "d" / "admin.key").read_text().strip()  # the first start's
+        replacement = asyncio.run(crash_one(url, engine, admin_key))
         engine.send_signal(signal.SIGKILL)  # no chance to clean up
         engine.wait(timeout=10)
         until(lambda: not alive(replacement))  # its child did not outlive it
@@ -87,10 +88,11 @@ def test_a_segfaulting_child_fails_one_frame_and_nobody_else_notices(tmp_path: P
             engine.wait()
 
 
-async def crash_one(url: str, engine: subprocess.Popen[bytes]) -> int:
+async def crash_one(url: str, engine: subprocess.Popen[bytes], admin_key: str) -> int:
     """Segfault the child of one session's pipeline while another session streams;
     returns the pid of the child that replaced it."""
-    async with aiohttp.ClientSession() as http:
+    headers = {"Authorization": f"Bearer {admin_key}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
         for body in (
             {"name": "native", "kind": "simulated", "hosting": "process",
              "options": {"cost_ms": 5, "crash_native": "segv"}},
