@@ -50,7 +50,7 @@ class FrameTimings:
         }
 
 
-Hosting: TypeAlias = Literal["thread", "loop", "process"]
+Hosting: TypeAlias = Literal["thread", "loop", "process", "ray"]
 """Where a pipeline's replicas run their plug-in instance (``PipelineConfig.hosting``)."""
 
 
@@ -69,7 +69,8 @@ class PipelineConfig(BaseModel):
     - ``hosting``: where each replica's plug-in instance runs: ``thread`` (a thread
       of the engine), ``loop`` (the event loop: only for kinds that never block),
       ``process`` (a child process per replica: a native crash takes only that
-      replica down). ``None`` keeps the kind's default: ``loop`` for kinds with
+      replica down), ``ray`` (a Ray actor per replica; needs the ``ray`` extra).
+      ``None`` keeps the kind's default: ``loop`` for kinds with
       ``blocking = False``, ``thread`` otherwise.
     """
 
