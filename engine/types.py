@@ -72,6 +72,9 @@ class PipelineConfig(BaseModel):
       replica down), ``ray`` (a Ray actor per replica; needs the ``ray`` extra).
       ``None`` keeps the kind's default: ``loop`` for kinds with
       ``blocking = False``, ``thread`` otherwise.
+    - ``resources``: what each replica asks of its host, for ``ray``: ``num_cpus``,
+      ``num_gpus`` and custom resources (Ray places the replica's actor where they
+      are free); other hosts ignore it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,3 +85,4 @@ class PipelineConfig(BaseModel):
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] = Field(default_factory=dict)
     hosting: Hosting | None = None
+    resources: dict[str, float] | None = None

@@ -7,6 +7,8 @@ batch, so the event loop never blocks on Ray. The engine joins the cluster at
 ``EASEL_RAY_ADDRESS`` or, without it, starts a local one (unless this process has
 already called ``ray.init``).
 
+The Ray actor asks for the config's ``resources`` (``num_cpus``, ``num_gpus``,
+custom; ``num_cpus`` 0 when not given), so Ray places it where they are free.
 Ray's own restarts are off (``max_restarts=0``): Easel's supervisor decides. A Ray
 actor or node that dies fails the batch in flight (its frames get
 ``pipeline_error``); the replica crashes and its supervisor starts a new one, with a
@@ -94,8 +96,14 @@ class RayPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
     def on_start(self) -> None:
         ray = self._ray = _ray()
         name = f"{ACTOR_PREFIX}{self.context.path}:{next(_serial)}:{os.getpid()}"
+        wanted = dict(self.core.config.resources or {})
         remote = ray.remote(RayReplicaHost).options(
-            name=name, max_restarts=0, max_task_retries=0, num_cpus=0
+            name=name,
+            max_restarts=0,
+            max_task_retries=0,
+            num_cpus=wanted.pop("num_cpus", 0),
+            num_gpus=wanted.pop("num_gpus", 0),
+            resources=wanted or None,
         )
         self.actor = remote.remote(self.core.plugin, self.core.config)
         try:

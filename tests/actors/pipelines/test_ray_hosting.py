@@ -78,3 +78,17 @@ async def test_a_reload_swaps_ray_generations(rig: Rig) -> None:
     assert "/g2-" in new
     answer = await handle.submit(frame(b"new"), WAIT)
     assert bytes(answer.out.payload) == b"new"
+
+
+async def test_a_ray_replica_takes_the_resources_its_config_asks_for(rig: Rig) -> None:
+    config = PipelineConfig(
+        name="placed",
+        kind="simulated",
+        hosting="ray",
+        resources={"num_cpus": 1},
+        options={"cost_ms": 1},
+    )
+    await rig.pipelines.init(config)
+    await eventually(lambda: ray.available_resources().get("CPU", 0.0) == 1.0, WAIT)
+    await rig.pipelines.shutdown("placed")
+    await eventually(lambda: ray.available_resources().get("CPU", 0.0) == 2.0, WAIT)
