@@ -50,7 +50,7 @@ class FrameTimings:
         }
 
 
-Hosting: TypeAlias = Literal["thread", "loop", "process"]
+Hosting: TypeAlias = Literal["thread", "loop", "process", "ray"]
 """Where a pipeline's replicas run their plug-in instance (``PipelineConfig.hosting``)."""
 
 
@@ -69,8 +69,12 @@ class PipelineConfig(BaseModel):
     - ``hosting``: where each replica's plug-in instance runs: ``thread`` (a thread
       of the engine), ``loop`` (the event loop: only for kinds that never block),
       ``process`` (a child process per replica: a native crash takes only that
-      replica down). ``None`` keeps the kind's default: ``loop`` for kinds with
+      replica down), ``ray`` (a Ray actor per replica; needs the ``ray`` extra).
+      ``None`` keeps the kind's default: ``loop`` for kinds with
       ``blocking = False``, ``thread`` otherwise.
+    - ``resources``: what each replica asks of its host, for ``ray``: ``num_cpus``,
+      ``num_gpus`` and custom resources (Ray places the replica's actor where they
+      are free); other hosts ignore it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -81,3 +85,4 @@ class PipelineConfig(BaseModel):
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] = Field(default_factory=dict)
     hosting: Hosting | None = None
+    resources: dict[str, float] | None = None

@@ -102,12 +102,14 @@ class ProcessPipelineReplica(ThreadActor[PipelineJob, PipelineAnswer]):
             name=f"easel-replica:{self.core.config.name}",
             daemon=True,
         )
-        process.start()
-        theirs.close()
-        self.process, self._pipe = process, ours
+        self._pipe = ours
         try:
+            process.start()
+            self.process = process
+            theirs.close()
             ready = self._receive()
         except BaseException:
+            theirs.close()
             self._kill()
             raise
         if ready[0] == "failed":

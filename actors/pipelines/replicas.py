@@ -184,12 +184,17 @@ def check_hosting(plugin: PluginClass, config: PipelineConfig) -> None:
     hosting = hosting_of(plugin, config)
     if hosting == "loop" and plugin.blocking:
         raise Invalid(f"kind {plugin.name!r} may block: it can't be hosted on the loop")
-    if hosting == "process":
+    if hosting == "ray":
+        from actors.pipelines.ray_host import ray_available
+
+        if not ray_available():
+            raise Invalid("hosting 'ray' needs Ray: pip install easel[ray]")
+    if hosting in ("process", "ray"):
         try:
             pickle.dumps(plugin)
         except Exception:
             raise Invalid(
-                f"kind {plugin.name!r} can't be hosted in a process: its class is not "
+                f"kind {plugin.name!r} can't be hosted in {hosting}: its class is not "
                 "importable by name (defined in a function?)"
             ) from None
 
@@ -204,6 +209,10 @@ def replica_factory(
         from actors.pipelines.process import ProcessPipelineReplica
 
         return lambda: ProcessPipelineReplica(ReplicaCore(plugin, config, handle))
+    if hosting == "ray":
+        from actors.pipelines.ray_host import RayPipelineReplica
+
+        return lambda: RayPipelineReplica(ReplicaCore(plugin, config, handle))
     if hosting == "thread":
         return lambda: PipelineReplica(ReplicaCore(plugin, config, handle))
     return lambda: LoopPipelineReplica(ReplicaCore(plugin, config, handle))

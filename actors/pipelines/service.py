@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 Replicas = list[ActorRef[PipelineJob, PipelineAnswer]]
 
+_STORED_FIELDS = ("kind", "replicas", "max_batch", "options", "hosting", "resources")
+"""What a stored config holds besides its name."""
+
 
 class PipelineService:
     """Named pipelines under one supervisor. Every method runs on the loop.
@@ -83,7 +86,15 @@ class PipelineService:
             for stored in page.items:
                 config = PipelineConfig.model_validate(
                     stored.model_dump(
-                        include={"name", "kind", "replicas", "max_batch", "options", "hosting"}
+                        include={
+                            "name",
+                            "kind",
+                            "replicas",
+                            "max_batch",
+                            "options",
+                            "hosting",
+                            "resources",
+                        }
                     )
                 )
                 self._stored[config.name] = stored.id
@@ -141,7 +152,9 @@ class PipelineService:
             created = await self.configs.create(config)
             self._stored[config.name] = created.id
             return
-        fields = config.model_dump(include={"kind", "replicas", "max_batch", "options", "hosting"})
+        fields = config.model_dump(
+            include={"kind", "replicas", "max_batch", "options", "hosting", "resources"}
+        )
         await self.configs.update(stored, PipelineConfigPatch(**fields))
 
     async def reload(self, name: str, config: PipelineConfig | None = None) -> PipelineHandle:

@@ -118,6 +118,7 @@ class PipelineConfigPatch(_Model):
     options: dict[str, Any] | None = None
     hosting: Hosting | None = None
     """``None`` given explicitly restores the kind's default, as for ``max_batch``."""
+    resources: dict[str, float] | None = None
 
 
 class PipelineConfigRecord(Record, PipelineConfig):

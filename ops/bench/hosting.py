@@ -2,7 +2,8 @@
 
 One client, one frame in flight (ping-pong, ``all`` drain), against one server
 (``easel serve`` as a subprocess): ``passthrough`` and ``simulated`` (20 ms) under
-each host kind that applies (``loop`` only suits non-blocking kinds), then
+each host kind that applies (``loop`` only suits non-blocking kinds; ``ray`` with
+``--ray``, the server then starts a local Ray), then
 ``passthrough`` under ``thread`` and ``process`` with payloads of 64 KiB to 4 MiB
 (what crossing the pipe to a child costs). Printed: each row, and each host's p50
 against ``thread``'s for the same pipeline and payload.
@@ -37,21 +38,24 @@ class Case:
         return f"{self.kind}-{self.hosting}-{self.size // KIB}k"
 
 
-def cases(sizes: tuple[int, ...]) -> list[Case]:
+def cases(sizes: tuple[int, ...], ray: bool = False) -> list[Case]:
     """Every (kind, hosting) pair that can run, at 64 KiB; passthrough at every size."""
-    found = [Case("passthrough", hosting, 64 * KIB) for hosting in ("loop", "thread", "process")]
-    found += [Case("simulated", hosting, 64 * KIB) for hosting in ("thread", "process")]
+    remote = ("thread", "process", "ray") if ray else ("thread", "process")
+    found = [Case("passthrough", hosting, 64 * KIB) for hosting in ("loop", *remote)]
+    found += [Case("simulated", hosting, 64 * KIB) for hosting in remote]
     for size in sizes:
         if size != 64 * KIB:
             found += [Case("passthrough", hosting, size) for hosting in ("thread", "process")]
     return found
 
 
-async def run(duration: float, sizes: tuple[int, ...], spawn: bool) -> list[tuple[Case, Row]]:
+async def run(
+    duration: float, sizes: tuple[int, ...], spawn: bool, ray: bool = False
+) -> list[tuple[Case, Row]]:
     rows: list[tuple[Case, Row]] = []
     server = spawned("easel") if spawn else in_process("easel")
     async with server as target:
-        for case in cases(sizes):
+        for case in cases(sizes, ray):
             options = {"cost_ms": 20.0} if case.kind == "simulated" else {}
             spec = PipelineSpec(case.name, case.kind, 1, None, options, case.hosting)
             load = Load(
@@ -90,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per row")
     parser.add_argument("--sizes", default="64,256,1024,4096", help="KiB, comma-separated")
     parser.add_argument("--in-process", action="store_true", help="serve Easel in this process")
+    parser.add_argument("--ray", action="store_true", help="also ray hosting (local Ray)")
     args = parser.parse_args(argv)
     sizes = tuple(int(part) * KIB for part in args.sizes.split(","))
-    rows = asyncio.run(run(args.duration, sizes, not args.in_process))
+    rows = asyncio.run(run(args.duration, sizes, not args.in_process, args.ray))
     print(format_table([row for _, row in rows]))
     for line in overheads(rows):
         print(line)

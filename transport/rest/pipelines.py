@@ -35,6 +35,7 @@ class ReloadBody(BaseModel):
     max_batch: int | None = Field(default=None, ge=1, le=1024)
     options: dict[str, Any] | None = None
     hosting: Hosting | None = None
+    resources: dict[str, float] | None = None
 
 
 def _bounded(config: PipelineConfig, settings: Settings) -> None:
@@ -51,6 +52,7 @@ def describe(handle: PipelineHandle) -> dict[str, Any]:
         "max_batch": handle.config.max_batch,
         "options": handle.config.options,
         "hosting": hosting_of(handle.plugin, handle.config),
+        "resources": handle.config.resources,
         "generation": handle.generation,
         "ready": handle.ready,
         "params_schema": handle.plugin.params_schema(),

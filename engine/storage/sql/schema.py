@@ -59,6 +59,7 @@ Table(
     Column("max_batch", Integer, nullable=True),
     Column("options", JSON, nullable=False),
     Column("hosting", String(32), nullable=True),
+    Column("resources", JSON, nullable=True),
     *_stamps(),
 )
 
