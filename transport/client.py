@@ -34,13 +34,22 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
 
+from transport.client_frames import (
+    ClientError,
+    ConnectionClosed,
+    Event,
+    HandshakeError,
+    Result,
+    ServerError,
+    Welcome,
+    credit_of,
+)
 from transport.protocol import (
     DEFAULT_LIMITS,
     SUBPROTOCOL,
@@ -49,7 +58,6 @@ from transport.protocol import (
     DrainStrategy,
     ErrorCode,
     Frame,
-    FrameTimings,
     FrameType,
     Limits,
     ProtocolViolation,
@@ -72,121 +80,6 @@ __all__ = [
 ]
 
 CLIENT_NAME = "easel-py/1"
-
-
-class ClientError(Exception):
-    """Base of every error this client raises."""
-
-
-class HandshakeError(ClientError):
-    """The server refused the WebSocket upgrade or sent no WELCOME."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ServerError(ClientError):
-    """The server reported an error: an ERROR frame, or a REPLY ``error``."""
-
-    def __init__(
-        self, code: str, message: str, *, seq: int | None = None, fatal: bool = False
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.seq = seq
-        self.fatal = fatal
-
-    @classmethod
-    def from_frame(cls, frame: Frame) -> ServerError:
-        h = frame.header
-        seq = h.get("seq")
-        return cls(
-            str(h.get("code", "internal")),
-            str(h.get("message", "")),
-            seq=seq if type(seq) is int else None,
-            fatal=h.get("fatal") is True,
-        )
-
-
-class ConnectionClosed(ClientError):
-    """The connection is closed; ``code`` is the WebSocket close code if one was sent."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"connection closed (code {code})")
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    """The session the server attached this connection to."""
-
-    session: str
-    resume: str
-    pipeline: str
-    drain: str
-    params: dict[str, Any]
-    limits: Limits
-    credit: int | None = None
-    """The window granted (``None``: the server grants none)."""
-
-    @classmethod
-    def from_frame(cls, frame: Frame) -> Welcome:
-        h = frame.header
-        return cls(
-            session=str(h.get("session", "")),
-            resume=str(h.get("resume", "")),
-            pipeline=str(h.get("pipeline", "")),
-            drain=str(h.get("drain", "")),
-            params=dict(h.get("params") or {}),
-            limits=Limits.from_header(h.get("limits")),
-            credit=_credit(h),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """One RESULT: the answer to the frame ``seq``. ``payload`` views the message."""
-
-    seq: int
-    ct: str
-    payload: memoryview
-    timings: FrameTimings | None
-    superseded: int = 0
-    w: int | None = None
-    h: int | None = None
-    credit: int | None = None
-
-    @classmethod
-    def from_frame(cls, frame: Frame) -> Result:
-        h = frame.header
-        t = h.get("t")
-        timings = None
-        if isinstance(t, dict):
-            timings = FrameTimings(
-                float(t.get("queue_ms", 0.0)),
-                float(t.get("pipeline_ms", 0.0)),
-                float(t.get("total_ms", 0.0)),
-            )
-        return cls(
-            seq=int(h.get("seq", -1)),
-            ct=str(h.get("ct", "")),
-            payload=frame.payload,
-            timings=timings,
-            superseded=int(h.get("superseded", 0)),
-            w=h.get("w"),
-            h=h.get("h"),
-            credit=_credit(h),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One EVENT, e.g. ``pipeline.restarting``."""
-
-    name: str
-    data: dict[str, Any]
 
 
 def ws_path(session: str | None) -> str:
@@ -510,7 +403,7 @@ class Client:
         if frame.type is FrameType.RESULT:
             superseded = h.get("superseded", 0)
             done = 1 + (superseded if type(superseded) is int and superseded > 0 else 0)
-            credit = _credit(h)
+            credit = credit_of(h)
             if credit is not None:
                 self.credit = credit
         elif frame.type is FrameType.ERROR and type(h.get("seq")) is int:
@@ -532,11 +425,6 @@ class Client:
             )
         else:
             reply.set_result(frame.header.get("result"))
-
-
-def _credit(header: Mapping[str, Any]) -> int | None:
-    credit = header.get("credit")
-    return credit if type(credit) is int and credit > 0 else None
 
 
 async def _await_welcome(ws: aiohttp.ClientWebSocketResponse, limits: Limits) -> Welcome:
