@@ -5,8 +5,9 @@ Run: ``python -m ops.bench.compare OTHER_TREE [--turns N] [--seconds S]``, where
 ``git worktree add ../before <commit>``. Three servers start as subprocesses (Easel
 from OTHER_TREE, Easel from here, the raw echo baseline) and take turns under the
 same loads as scenarios a (64 KiB, window 8, ``all``) and b (ping-pong), so machine
-drift hits them alike. Prints each scenario's rows and the ratios of this tree to the
-other and of each to echo.
+drift hits them alike. Prints each scenario's rows, the ratios of this tree to the
+other and of each to echo, and each server's CPU per answered frame (Linux), which a
+busy machine disturbs less than throughput.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 from pathlib import Path
 
@@ -28,8 +30,19 @@ __all__ = ["compare", "main"]
 KIB = 1024
 
 
-async def compare(other: Path, turns: int, seconds: float) -> list[tuple[str, list[Row]]]:
-    """Rows for (scenario, [other, here, echo])."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process used so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def compare(
+    other: Path, turns: int, seconds: float
+) -> list[tuple[str, list[Row], list[float]]]:
+    """(scenario, rows [other, here, echo], server CPU microseconds per answered frame)."""
     loads = {
         "a. throughput, 64 KiB, window 8": Load(
             payload=make_payload(64 * KIB),
@@ -44,14 +57,19 @@ async def compare(other: Path, turns: int, seconds: float) -> list[tuple[str, li
     }
     results = []
     async with contextlib.AsyncExitStack() as servers:
-        before = await servers.enter_async_context(spawned("easel", tree=other))
-        after = await servers.enter_async_context(spawned("easel"))
-        echo = await servers.enter_async_context(spawned("echo"))
+        running = [
+            await servers.enter_async_context(spawned("easel", tree=other)),
+            await servers.enter_async_context(spawned("easel")),
+            await servers.enter_async_context(spawned("echo")),
+        ]
         labels = ("other tree", "this tree", "echo")
-        targets = list(zip((before, after, echo), labels, strict=True))
+        targets = list(zip(running, labels, strict=True))
         for name, load in loads.items():
+            start = [cpu_seconds(target.pid) for target in running]
             rows, _ = await measure_interleaved(targets, load, slices=turns, progress=False)
-            results.append((name, rows))
+            used = [cpu_seconds(t.pid) - s for t, s in zip(running, start, strict=True)]
+            per_frame = [u / max(row.answered, 1) * 1e6 for u, row in zip(used, rows, strict=True)]
+            results.append((name, rows, per_frame))
     return results
 
 
@@ -65,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6, help="turns each server takes")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per load")
     args = parser.parse_args(argv)
-    for name, rows in asyncio.run(compare(args.other.resolve(), args.turns, args.seconds)):
+    for name, rows, cpu in asyncio.run(compare(args.other.resolve(), args.turns, args.seconds)):
         print(f"\n== {name}")
         print(format_table(rows))
         other, here, echo = rows
+        print(
+            f"server CPU per answered frame: other {cpu[0]:.1f} us, this {cpu[1]:.1f} us, "
+            f"echo {cpu[2]:.1f} us; this/other {cpu[1] / cpu[0] if cpu[0] else 0.0:.3f}"
+        )
         if name.startswith("a."):
             print(
                 "throughput: this/other "
