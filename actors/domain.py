@@ -101,7 +101,14 @@ async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobS
     fleet_metrics = FleetMetrics(engine.registry)
     jobs = JobService(store.jobs, fleet, settings)
     tracker = JobTracker(
-        store.jobs, store.media, fleet, node_id, settings.job_lease, fleet_metrics, jobs.changed
+        store.jobs,
+        store.media,
+        fleet,
+        node_id,
+        settings.job_lease,
+        fleet_metrics,
+        jobs.changed,
+        lost_after=settings.job_lost_after,
     )
     # Only the embedded SQLite default is certain to have this process alone on its
     # database: there, jobs left in flight by the last run are taken over at once.

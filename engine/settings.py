@@ -120,6 +120,12 @@ class Settings(BaseModel):
     """Attempts a job gets by default before it fails (a lost server costs one)."""
     job_reconcile_interval: float = Field(default=2.0, gt=0)
     """Seconds between checks of in-flight jobs against their server's history and queue."""
+    job_lost_after: float = Field(default=30.0, gt=0)
+    """Seconds a server may fail to answer about a job in flight before the job counts
+    as lost and is queued again. A server that refuses connections (nothing listens:
+    a ComfyUI that died lost its queue) loses its jobs at once; one that is only slow
+    or unreachable may still be running them, and a job queued again too early would
+    run twice."""
 
     @field_validator("host")
     @classmethod

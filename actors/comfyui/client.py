@@ -8,7 +8,9 @@ runs on the event loop.
 
 Errors: :class:`WorkflowRejected` (a 400 from ``POST /prompt``: the workflow is
 invalid; ``node_errors`` says where), :class:`ComfyUnavailable` (the server can't
-be reached, timed out or answered something other than the contract).
+be reached, timed out or answered something other than the contract) and its
+special case :class:`ComfyRefused` (no connection could be made at all: the request
+surely never reached the server).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from engine.errors import Invalid, Unavailable
 __all__ = [
     "ComfyClient",
     "ComfyEvent",
+    "ComfyRefused",
     "ComfyUnavailable",
     "EventStream",
     "OutputFile",
@@ -62,6 +65,15 @@ class ComfyUnavailable(Unavailable):
 
     code = "comfyui_unavailable"
     title = "ComfyUI server unavailable"
+
+
+class ComfyRefused(ComfyUnavailable):
+    """No connection could be made to the server (refused, no route, name unknown).
+
+    Unlike a timeout or a dropped connection, this is certain: the request never
+    reached the server, and nothing listens at its address, so a ComfyUI process that
+    was there is gone, and its queue with it.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,8 @@ class ComfyClient:
         try:
             async with self.http.request(method, self.base_url + path, **kwargs) as response:
                 yield response
+        except aiohttp.ClientConnectorError as error:
+            raise ComfyRefused(f"{self.base_url}{path}: {error}") from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ComfyUnavailable(
                 f"{self.base_url}{path}: {type(error).__name__}: {error}"
@@ -274,6 +288,8 @@ class ComfyClient:
             ws = await self.http.ws_connect(
                 url, params={"clientId": client_id}, heartbeat=None, autoping=True
             )
+        except aiohttp.ClientConnectorError as error:
+            raise ComfyRefused(f"{url}: {error}") from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ComfyUnavailable(f"{url}: {type(error).__name__}: {error}") from error
         return EventStream(ws, client_id)

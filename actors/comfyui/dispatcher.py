@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.comfyui.catalog import needs_of
-from actors.comfyui.client import ComfyUnavailable, WorkflowRejected
+from actors.comfyui.client import ComfyRefused, ComfyUnavailable, WorkflowRejected
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import upload_inputs
 from actors.comfyui.metrics import FleetMetrics
@@ -85,6 +85,8 @@ class Dispatcher:
         self._wake.set()
 
     def _server_changed(self, view: ServerView, previous: ServerView | None) -> None:
+        if not self._tasks:
+            return  # stopped: a server going down with the engine loses nothing
         self.wake()
         was_ready = previous is not None and previous.state in READY
         if was_ready and view.state not in READY:
@@ -98,6 +100,7 @@ class Dispatcher:
     def start(self, crashed: Callable[[BaseException], None]) -> None:
         """Start the loops; ``crashed(error)`` is called if one fails unexpectedly."""
         loop = asyncio.get_running_loop()
+        self.tracker.start()
         self._tasks = [
             loop.create_task(self._guard(self._rounds(), crashed)),
             loop.create_task(self._guard(self._leases(), crashed)),
@@ -230,6 +233,7 @@ class Dispatcher:
                 if job is None or job.prompt_id is None:
                     return
                 client = self._fleet.client(server.id)
+                prompt: dict[str, Any] | None = None
                 try:
                     prompt = await upload_inputs(job.prompt, client, self._media)
                     await client.submit(
@@ -240,9 +244,17 @@ class Dispatcher:
                 except NotFound as error:
                     await tracker.finish(job_id, JobStatus.FAILED, error=error.message)
                 except ComfyUnavailable as error:
-                    await tracker.requeue(
-                        job_id, f"not submitted to {server.name}: {error}", reached=False
-                    )
+                    if prompt is None or isinstance(error, ComfyRefused):
+                        # it never reached the server: another one may take it
+                        await tracker.requeue(
+                            job_id, f"not submitted to {server.name}: {error}", reached=False
+                        )
+                    else:
+                        # the prompt may have been queued there all the same (its id is
+                        # ours): reconciliation looks for it before anything is re-run
+                        log.warning(
+                            "job %s: %s did not answer its submit: %s", job_id, server.name, error
+                        )
         except EaselError as error:  # the store: reconciliation finds the job later
             log.warning("job %s: %s", job_id, error)
         finally:

@@ -12,8 +12,15 @@ What ends a held job:
   job succeeds (if that last change loses a race, the stored media are deleted
   again, so an output is recorded once); an interrupt → cancelled when asked, else
   re-queued; an execution error → failed with it;
-- the server has neither history nor queue entry for it, or can't be reached: it is
-  lost → re-queued for another attempt, or failed once ``max_attempts`` are spent.
+- the server has neither history nor queue entry for it, or nothing listens at its
+  address (a ComfyUI that is down has lost its queue): it is lost → re-queued for
+  another attempt, or failed once ``max_attempts`` are spent.
+
+A server that answers late or drops a connection is *not* proof of a loss: the job
+may still be running there, and queuing it again would run it twice. Such a job stays
+held and is checked again; only once its server has not answered for
+``job_lost_after`` seconds is it re-queued. Likewise outputs that could not be
+fetched are fetched again at the next check (the history keeps them), not re-run.
 
 It is checked when the server's socket says the prompt ended, when the server's
 socket drops, and every ``job_reconcile_interval`` (which also covers jobs taken
@@ -32,6 +39,7 @@ from typing import Any
 from actors.comfyui.client import (
     ComfyClient,
     ComfyEvent,
+    ComfyRefused,
     ComfyUnavailable,
     Preview,
     WorkflowRejected,
@@ -66,6 +74,8 @@ class JobTracker:
         lease: float,
         metrics: FleetMetrics,
         changed: Callable[[Job], None],
+        *,
+        lost_after: float = 30.0,
     ) -> None:
         self._jobs = jobs
         self._media = media
@@ -78,6 +88,10 @@ class JobTracker:
         self._prompts: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._progress_at: dict[str, float] = {}
+        self._lost_after = lost_after
+        self._silent_since: dict[str, float] = {}
+        """When each held job's server first failed to answer (cleared by an answer)."""
+        self._stopped = False
         self.sending: set[str] = set()
         """Jobs whose ``POST /prompt`` is under way: not lost if the server lacks them."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -101,6 +115,7 @@ class JobTracker:
         if job is not None and job.prompt_id:
             self._prompts.pop(job.prompt_id, None)
         self._progress_at.pop(job_id, None)
+        self._silent_since.pop(job_id, None)
         self._locks.pop(job_id, None)
 
     def lock(self, job_id: str) -> asyncio.Lock:
@@ -270,13 +285,15 @@ class JobTracker:
             if entry is None:
                 queue = await client.queue()
                 if prompt_id in queue:
+                    self._silent_since.pop(job.id, None)
                     if prompt_id in queue.running and job.status is JobStatus.DISPATCHED:
                         await self.swap(job.id, status=JobStatus.RUNNING, started_at=now())
                     return
                 entry = await client.history(prompt_id)  # it may have just finished
         except ComfyUnavailable as error:
-            await self.requeue(job.id, f"server {name} unreachable: {error.message}")
+            await self._unanswered(job.id, name, error)
             return
+        self._silent_since.pop(job.id, None)
         if entry is None:
             await self.requeue(job.id, f"lost on server {name}")
             return
@@ -301,13 +318,25 @@ class JobTracker:
                 job.id, JobStatus.FAILED, error=message, node_errors=errors if node else {}
             )
 
+    async def _unanswered(self, job_id: str, name: str, error: ComfyUnavailable) -> None:
+        """The server did not answer about a held job: lost if nothing listens there,
+        or once it has been silent for ``lost_after`` seconds; else checked again."""
+        if not isinstance(error, ComfyRefused):
+            first = self._silent_since.setdefault(job_id, time.monotonic())
+            if time.monotonic() - first < self._lost_after:
+                log.info("job %s: server %s did not answer (%s)", job_id, name, error.message)
+                return
+        await self.requeue(job_id, f"server {name} unreachable: {error.message}")
+
     async def _succeed(
         self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str
     ) -> None:
         try:
             outputs = await fetch_outputs(entry, client, self._media)
         except ComfyUnavailable as error:
-            await self.requeue(job_id, f"outputs not fetched from {name}: {error.message}")
+            # it ran: fetch again at the next check (a server that lost its history
+            # meanwhile makes the job lost then)
+            await self._unanswered(job_id, name, error)
             return
         try:
             done = await self.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0)
@@ -369,7 +398,15 @@ class JobTracker:
 
     # --- tasks --------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Accept work again (after :meth:`stop`, when the dispatcher restarts)."""
+        self._stopped = False
+
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` as a task of this tracker; once stopped, nothing more starts."""
+        if self._stopped:
+            work.close()
+            return
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -380,7 +417,10 @@ class JobTracker:
             log.error("job task failed", exc_info=error)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Let the changes under way finish (within ``grace`` seconds), then cancel."""
+        """Let the changes under way finish (within ``grace`` seconds), then cancel.
+        Jobs still held stay as stored (dispatched or running, under a lease that
+        expires): the next node to start reconciles them, none is queued again here."""
+        self._stopped = True
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=grace)

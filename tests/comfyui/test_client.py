@@ -10,6 +10,7 @@ import pytest
 from actors.comfyui.client import (
     ComfyClient,
     ComfyEvent,
+    ComfyRefused,
     ComfyUnavailable,
     EventStream,
     OutputFile,
@@ -169,14 +170,15 @@ async def test_a_dead_server_is_unavailable(fake: FakeComfy) -> None:
     client = ComfyClient(fake.url, timeout=2)
     try:
         fake.die()
-        with pytest.raises(ComfyUnavailable):
+        with pytest.raises(ComfyRefused):  # nothing listens: certain the call never arrived
             await client.system_stats()
-        with pytest.raises(ComfyUnavailable):
+        with pytest.raises(ComfyRefused):
             await client.connect_events("x")
         fake.reject(500, paths=("/prompt",))
         await fake.restart()
-        with pytest.raises(ComfyUnavailable):
+        with pytest.raises(ComfyUnavailable) as answered:
             await client.submit(empty_graph())
+        assert not isinstance(answered.value, ComfyRefused)  # it answered, outside contract
     finally:
         await client.close()
 

@@ -86,6 +86,51 @@ async def test_a_dropped_socket_mid_job_reconnects_and_the_job_finishes_there(
     await eventually(reconnected, "the socket reopened")
 
 
+async def test_a_server_that_stops_answering_keeps_its_job_it_does_not_run_twice(
+    easel_factory: EaselFactory, three_fakes: list[FakeComfy]
+) -> None:
+    easel = await easel_factory(job_lost_after=120.0)
+    fakes = await register_all(easel, three_fakes[:2])
+    for fake in three_fakes[:2]:
+        fake.slow(0.1, steps=10)
+    job = await submit(easel, empty_graph())
+    running = await status_of(easel, job["id"], "running")
+    busy = fakes[running["server_id"]]
+    # alive and still running the job, but its HTTP answers 500: not proof of a loss
+    busy.reject(500, paths=("/history", "/queue", "/system_stats"))
+    await easel.state_of(running["server_id"], "unhealthy")
+    await asyncio.sleep(1.0)  # five reconcile intervals in which it answers nothing
+    held = await easel.ok("GET", f"{JOBS}/{job['id']}")
+    assert (held["status"], held["attempts"]) == ("running", 1)
+    busy.reset_faults()
+    done = await ended(easel, job["id"])
+    assert (done["status"], done["attempts"], done["server_id"]) == (
+        "succeeded",
+        1,
+        running["server_id"],
+    )
+    assert [await successes(fake) for fake in three_fakes[:2]].count(1) == 1
+    assert sum([await successes(fake) for fake in three_fakes[:2]]) == 1
+
+
+async def test_a_server_silent_past_lost_after_loses_its_job_to_another(
+    easel_factory: EaselFactory, three_fakes: list[FakeComfy]
+) -> None:
+    easel = await easel_factory(job_lost_after=0.5)
+    fakes = await register_all(easel, three_fakes[:2])
+    for fake in three_fakes[:2]:
+        fake.slow(0.1, steps=10)
+    job = await submit(easel, empty_graph())
+    running = await status_of(easel, job["id"], "running")
+    fakes[running["server_id"]].reject(500)
+    for fake in three_fakes[:2]:
+        fake.slow(0.0)
+    done = await ended(easel, job["id"])
+    assert (done["status"], done["attempts"]) == ("succeeded", 2)
+    assert done["server_id"] != running["server_id"]
+    assert "unreachable" in done["error"]
+
+
 async def test_many_jobs_under_random_server_kills_end_exactly_once(
     easel: Easel, three_fakes: list[FakeComfy]
 ) -> None:
