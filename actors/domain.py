@@ -118,6 +118,12 @@ async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobS
     )
     jobs.wake_with(dispatcher.wake)
     await group.start_child(
-        ActorSpec(id="dispatcher", factory=lambda: DispatcherActor(dispatcher), kind="comfyui")
+        ActorSpec(
+            id="dispatcher",
+            factory=lambda: DispatcherActor(dispatcher),
+            kind="comfyui",
+            # the changes under way get their grace to finish, and a little more
+            shutdown_timeout=JobTracker.STOP_GRACE + 2.0,
+        )
     )
     return fleet, jobs

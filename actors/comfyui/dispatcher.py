@@ -236,6 +236,8 @@ class Dispatcher:
                 prompt: dict[str, Any] | None = None
                 try:
                     prompt = await upload_inputs(job.prompt, client, self._media)
+                    if tracker.stopped:
+                        return  # the engine stops: the next start finds it never sent
                     await client.submit(
                         prompt, client_id=self._fleet.client_id(server.id), prompt_id=job.prompt_id
                     )

@@ -65,6 +65,9 @@ _PROGRESS_EVERY = 0.5
 class JobTracker:
     """The jobs this node holds, their locks, and every change made to them."""
 
+    STOP_GRACE = 5.0
+    """Seconds :meth:`stop` lets the changes under way finish before cancelling them."""
+
     def __init__(
         self,
         jobs: Jobs,
@@ -416,7 +419,11 @@ class JobTracker:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("job task failed", exc_info=error)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
         """Let the changes under way finish (within ``grace`` seconds), then cancel.
         Jobs still held stay as stored (dispatched or running, under a lease that
         expires): the next node to start reconciles them, none is queued again here."""
