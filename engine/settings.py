@@ -44,6 +44,10 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("data")
+    media_dir: Path | None = None
+    """Where media bytes are kept; ``None``: ``<data_dir>/media``. Engine nodes that
+    share one database need one shared directory here (each node's data dir is its
+    own), so that every node serves every output's bytes."""
     database_url: str | None = None
     """SQLAlchemy URL; ``None`` means SQLite at ``<data_dir>/easel.db``."""
     store_backend: Literal["sql", "mongodb"] = "sql"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
@@ -41,10 +42,10 @@ class Store:
     back, without reopening the store. The store owns its data dir until closed.
     """
 
-    def __init__(self, backend: Backend, data_dir: DataDir) -> None:
+    def __init__(self, backend: Backend, data_dir: DataDir, media_dir: Path | None = None) -> None:
         self._backend = backend
         self._data_dir = data_dir
-        media_root = data_dir.path / "media"
+        media_root = media_dir if media_dir is not None else data_dir.path / "media"
         metrics = backend.metrics
         projects = backend.table(PROJECTS)
         scenes = backend.table(SCENES)
@@ -111,7 +112,7 @@ async def _open(settings: Settings, registry: CollectorRegistry, data_dir: DataD
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
         )
-        store = Store(backend, data_dir)
+        store = Store(backend, data_dir, settings.media_dir)
         try:
             await backend.start()
         except BaseException:
@@ -131,7 +132,7 @@ async def _open(settings: Settings, registry: CollectorRegistry, data_dir: DataD
         # Only the embedded default is certain to have one process as its writer.
         cache_size=settings.db_cache_size if settings.database_url is None and owner else 0,
     )
-    return Store(backend, data_dir)
+    return Store(backend, data_dir, settings.media_dir)
 
 
 async def _prepare_schema(settings: Settings, url: str) -> None:

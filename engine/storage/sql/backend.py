@@ -5,6 +5,12 @@ connection from the pool and a transaction, always returned to the pool, whateve
 happens inside (an error, a cancelled task, a timeout). A read by id is a single
 statement (:meth:`SqlBackend.first`) on the same guarded connection, without the
 transaction. Database errors become engine errors there, in one place.
+
+On SQLite, writing units take turns on an asyncio lock. SQLite lets one writer in at
+a time anyway, and a writer that finds another makes its connection's thread sleep
+and retry (the busy handler backs off up to 100 ms a try): with a few jobs writing at
+once that sleeping, not the work, set the pace. Readers (lists, reads by id) never
+wait for the lock: WAL lets them read beside the writer.
 """
 
 from __future__ import annotations
@@ -87,6 +93,8 @@ class SqlBackend:
             connect_args=connect_args,
         )
         self._sqlite = dialect == "sqlite"
+        self._writer = asyncio.Lock()
+        """Held by the writing unit of work on SQLite (see the module's docstring)."""
         self._reads: dict[Select[Any], _Read] = {}
         if self._sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
@@ -103,16 +111,18 @@ class SqlBackend:
         return PoolStatus(0, 0, 0)
 
     @asynccontextmanager
-    async def unit(self) -> AsyncIterator[AsyncConnection]:
+    async def unit(self, *, write: bool = True) -> AsyncIterator[AsyncConnection]:
         """One unit of work: a pooled connection in a transaction, always given back.
 
         Commits when the block ends normally and rolls back when it raises.
+        ``write=False`` promises the block only reads (on SQLite it then does not
+        wait for the writer before it).
         Raises ``Unavailable`` when the database can't be reached or the unit takes
         longer than the timeout, ``Conflict`` on a unique violation and
         ``NotFound`` when a referenced parent row is missing, ``Invalid`` when the
         database refuses a value (a PostgreSQL data exception, SQLSTATE class 22).
         """
-        async with self._connection() as conn, conn.begin():
+        async with self._connection(write=write) as conn, conn.begin():
             yield conn
 
     async def first(
@@ -134,6 +144,15 @@ class SqlBackend:
             row = (await conn.execute(query, dict(params))).first()
             return None if row is None else row._mapping
 
+    @asynccontextmanager
+    async def _turn(self, write: bool) -> AsyncIterator[None]:
+        """The writer's turn, for a writing unit on SQLite; nothing otherwise."""
+        if not (write and self._sqlite):
+            yield
+            return
+        async with self._writer:
+            yield
+
     def _compiled(self, query: Select[Any]) -> _Read:
         read = self._reads.get(query)
         if read is None:
@@ -141,11 +160,11 @@ class SqlBackend:
         return read
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        # Bounds the whole block (pool wait included) and maps database errors to
-        # engine errors, for units of work and single reads alike.
+    async def _connection(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        # Bounds the whole block (pool and writer waits included) and maps database
+        # errors to engine errors, for units of work and single reads alike.
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout), self._turn(write):
                 start = time.perf_counter()
                 async with self._engine.connect() as conn:
                     self.metrics.wait_seconds.observe(time.perf_counter() - start)
@@ -175,7 +194,7 @@ class SqlBackend:
 
     async def ping(self) -> None:
         """Run ``SELECT 1``. Raises ``Unavailable``."""
-        async with self.unit() as conn:
+        async with self.unit(write=False) as conn:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
@@ -307,7 +326,7 @@ class SqlTable(Generic[R]):
         conditions = self._where(where)
         order = [self._table.c[name] for name in self._spec.order]
         query = select(self._table).where(*conditions).order_by(*order).limit(limit).offset(offset)
-        async with self._backend.unit() as conn:
+        async with self._backend.unit(write=False) as conn:
             rows = (await conn.execute(query)).all()
             total = (
                 await conn.execute(select(func.count()).select_from(self._table).where(*conditions))

@@ -117,3 +117,18 @@ def test_public_surface_is_pinned() -> None:
     }  # fmt: skip
     assert set(engine.storage.__all__) == records | repositories | {"Store", "open_store"}
     assert all(hasattr(engine.storage, name) for name in engine.storage.__all__)
+
+
+async def test_nodes_on_one_database_share_media_through_media_dir(tmp_path: Path) -> None:
+    # Two nodes: one database, a data dir each (each owns its own), one media dir.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    common = {"database_url": url, "db_auto_migrate": True, "media_dir": tmp_path / "media"}
+    one = await open_store(Settings(data_dir=tmp_path / "a", **common), CollectorRegistry())
+    two = await open_store(Settings(data_dir=tmp_path / "b", **common), CollectorRegistry())
+    try:
+        record = await one.media.put(b"\x89PNG-bytes", "image/png", "out.png")
+        assert await two.media.read(record.id) == b"\x89PNG-bytes"
+        assert not (tmp_path / "a" / "media").exists()
+    finally:
+        await one.close()
+        await two.close()
