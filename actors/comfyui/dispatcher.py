@@ -48,8 +48,12 @@ __all__ = ["Dispatcher", "DispatcherActor"]
 
 log = logging.getLogger(__name__)
 
-_ROUND = 0.5
-"""Seconds between rounds when nothing wakes the dispatcher (jobs queued elsewhere)."""
+_ROUND_SHARED = 0.5
+"""Seconds between rounds when nothing wakes the dispatcher, on a database other nodes
+share (they queue and end jobs this node does not hear of)."""
+_ROUND_ALONE = 5.0
+"""The same for a node alone on its database: every change wakes it, so the timer only
+refreshes the job counts."""
 _PAGE = 100
 
 
@@ -74,6 +78,7 @@ class Dispatcher:
         self._settings = settings
         self._metrics = metrics
         self._exclusive = exclusive
+        self._idle_round = _ROUND_ALONE if exclusive else _ROUND_SHARED
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,7 +137,7 @@ class Dispatcher:
         await self._safely(self.tracker.take_over(everything=self._exclusive))
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _ROUND)
+                await asyncio.wait_for(self._wake.wait(), self._idle_round)
             self._wake.clear()
             await self._safely(self.round())
 
@@ -176,9 +181,20 @@ class Dispatcher:
         self._metrics.counted(totals)
         return taken
 
+    async def _count(self) -> None:
+        """Refresh the job counts by state (one cheap query each)."""
+        totals = {
+            status: (await self._jobs.list(status=status, limit=1)).total
+            for status in (JobStatus.QUEUED, *ACTIVE)
+        }
+        self._metrics.counted(totals)
+
     async def round(self) -> int:
         """Dispatch what can be dispatched now; returns how many jobs were claimed."""
         servers = [view for view in self._fleet.views() if view.ready]
+        if not servers and not self._in_flight:
+            await self._count()  # nothing can be dispatched: only keep the counts fresh
+            return 0
         taken = await self._slots()
         if not any(len(taken[v.id]) < v.max_jobs for v in servers):
             return 0
