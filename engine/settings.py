@@ -120,6 +120,9 @@ class Settings(BaseModel):
     """Attempts a job gets by default before it fails (a lost server costs one)."""
     job_reconcile_interval: float = Field(default=2.0, gt=0)
     """Seconds between checks of in-flight jobs against their server's history and queue."""
+    max_queued_jobs_per_key: int = Field(default=1000, ge=1)
+    """Jobs one client key may have queued, dispatched or running at once (a submit
+    past it is refused, 503 with ``Retry-After``; a batch counts every seed)."""
 
     @field_validator("host")
     @classmethod

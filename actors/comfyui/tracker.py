@@ -282,7 +282,7 @@ class JobTracker:
             return
         outcome, data = history_status(entry)
         if outcome == "success":
-            await self._succeed(job.id, entry, client, name)
+            await self._succeed(job.id, entry, client, name, job.owner)
         elif outcome == "interrupted":
             if job.cancel_requested:
                 await self.finish(job.id, JobStatus.CANCELLED)
@@ -302,10 +302,10 @@ class JobTracker:
             )
 
     async def _succeed(
-        self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str
+        self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str, owner: str | None
     ) -> None:
         try:
-            outputs = await fetch_outputs(entry, client, self._media)
+            outputs = await fetch_outputs(entry, client, self._media, owner)
         except ComfyUnavailable as error:
             await self.requeue(job_id, f"outputs not fetched from {name}: {error.message}")
             return

@@ -298,12 +298,18 @@ class Jobs(Repository[Job]):
         except Conflict:
             if new.idempotency_key is None:
                 raise
-            where = {"owner": new.owner, "idempotency_key": new.idempotency_key}
-            async with self._op("list"):
-                page = await self._table.find(where, limit=1, offset=0)
-            if not page.items:
+            earlier = await self.by_idempotency_key(new.owner, new.idempotency_key)
+            if earlier is None:
                 raise
-            return page.items[0], False
+            return earlier, False
+
+    async def by_idempotency_key(self, owner: str | None, key: str) -> Job | None:
+        """``owner``'s job submitted with idempotency key ``key``, if any."""
+        async with self._op("by_idempotency_key"):
+            page = await self._table.find(
+                {"owner": owner, "idempotency_key": key}, limit=1, offset=0
+            )
+        return page.items[0] if page.items else None
 
     async def list(
         self,
