@@ -99,7 +99,7 @@ async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobS
     fleet = FleetService(servers, store.comfy_servers, settings, node_id)
     await fleet.restore()
     fleet_metrics = FleetMetrics(engine.registry)
-    jobs = JobService(store.jobs, fleet, settings)
+    jobs = JobService(store.jobs, store.media, fleet, settings)
     tracker = JobTracker(
         store.jobs,
         store.media,

@@ -130,6 +130,9 @@ class Settings(BaseModel):
     a ComfyUI that died lost its queue) loses its jobs at once; one that is only slow
     or unreachable may still be running them, and a job queued again too early would
     run twice."""
+    max_queued_jobs_per_key: int = Field(default=1000, ge=1)
+    """Jobs one client key may have queued, dispatched or running at once (a submit
+    past it is refused, 503 with ``Retry-After``; a batch counts every seed)."""
 
     @field_validator("host")
     @classmethod

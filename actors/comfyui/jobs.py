@@ -7,6 +7,11 @@ Cancelling a queued job ends it at once (a conditional update, so a dispatcher t
 claims it first wins and the cancel becomes a request); a dispatched or running job
 is marked ``cancel_requested``, removed from its server's queue and interrupted
 there, and ends ``cancelled`` when its server confirms. Loop only.
+
+Each job has an ``owner``, the key that submitted it. Unless the caller is admin, a
+submit may name only its owner's media (``media:<id>``; any other id is refused as
+though it did not exist) and is refused (``Overloaded``) when it would take its owner
+past ``max_queued_jobs_per_key`` jobs queued, dispatched or running.
 """
 
 from __future__ import annotations
@@ -14,24 +19,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import AsyncGenerator, Callable
+import logging
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from actors.comfyui.client import ComfyUnavailable
 from actors.comfyui.fleet import FleetService
+from actors.comfyui.media import MEDIA_PREFIX, media_inputs
 from actors.comfyui.tracker import ACTIVE, TERMINAL
-from engine.errors import Conflict, Invalid, NotFound
+from engine.errors import Conflict, Invalid, NotFound, Overloaded
 from engine.settings import Settings
-from engine.storage import Job, Jobs, JobStatus, NewJob, Page
+from engine.storage import Job, Jobs, JobStatus, MediaRepository, NewJob, Page
 from engine.storage.records import now
 
 __all__ = ["SEED_INPUTS", "JobService", "with_seed"]
+
+log = logging.getLogger(__name__)
 
 SEED_INPUTS = ("seed", "noise_seed")
 """Inputs a batch sets to each of its seeds."""
 _WATCH_POLL = 1.0
 """Seconds a watcher waits for a local change before reading the job again (a job
 another node drives changes only in the database)."""
+_QUEUE_FULL_RETRY = 5.0
+"""Seconds a key at its job limit is told to wait: a job runs for seconds to minutes."""
 
 
 def with_seed(prompt: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -66,12 +78,18 @@ def check_prompt(prompt: dict[str, Any]) -> None:
 class JobService:
     """The job API over the store, the fleet and the local dispatcher."""
 
-    def __init__(self, jobs: Jobs, fleet: FleetService, settings: Settings) -> None:
+    def __init__(
+        self, jobs: Jobs, media: MediaRepository, fleet: FleetService, settings: Settings
+    ) -> None:
         self._jobs = jobs
+        self._media = media
         self._fleet = fleet
         self.settings = settings
         self._wake: Callable[[], None] = lambda: None
         self._watchers: dict[str, set[asyncio.Event]] = {}
+        self._admission: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Who runs a dispatch round when a job is queued or ends (the dispatcher)."""
@@ -87,34 +105,81 @@ class JobService:
 
     # --- submitting -----------------------------------------------------------------------
 
-    async def submit(self, new: NewJob) -> tuple[Job, bool]:
-        """Queue a job; ``(job, created)``: with an idempotency key already used, the
-        job first made with it. Raises ``Invalid``."""
+    async def submit(self, new: NewJob, *, admin: bool = False) -> tuple[Job, bool]:
+        """Queue a job for ``new.owner``; ``(job, created)``: with an idempotency key
+        its owner already used, the job first made with it. ``admin``: any media, no
+        limit. Raises ``Invalid`` (a bad workflow, media that is not the owner's),
+        ``Overloaded`` (the owner is at its job limit)."""
         check_prompt(new.prompt)
-        job, created = await self._jobs.submit(new)
+        await self._check_media(new, admin)
+        if new.idempotency_key is not None:
+            earlier = await self._jobs.by_idempotency_key(new.owner, new.idempotency_key)
+            if earlier is not None:
+                return earlier, False
+        async with self._admitting(new.owner, 1, admin):
+            job, created = await self._jobs.submit(new)
         if created:
             self._wake()
         return job, created
 
-    async def submit_batch(self, new: NewJob, seeds: list[int]) -> list[Job]:
-        """One job per seed (each key suffixed ``#<n>``), in seed order. Raises ``Invalid``."""
+    async def submit_batch(
+        self, new: NewJob, seeds: list[int], *, admin: bool = False
+    ) -> list[Job]:
+        """One job per seed (each key suffixed ``#<n>``), in seed order; every seed
+        counts towards the owner's limit. Raises what :meth:`submit` does."""
         check_prompt(new.prompt)
         if not 1 <= len(seeds) <= 1000:
             raise Invalid("a batch has 1 to 1000 seeds")
+        await self._check_media(new, admin)
         jobs: list[Job] = []
-        for index, seed in enumerate(seeds):
-            key = f"{new.idempotency_key}#{index}" if new.idempotency_key else None
-            one = new.model_copy(
-                update={
-                    "prompt": with_seed(new.prompt, seed),
-                    "params": {**new.params, "seed": seed},
-                    "idempotency_key": key,
-                }
-            )
-            job, _ = await self._jobs.submit(one)
-            jobs.append(job)
+        async with self._admitting(new.owner, len(seeds), admin):
+            for index, seed in enumerate(seeds):
+                key = f"{new.idempotency_key}#{index}" if new.idempotency_key else None
+                one = new.model_copy(
+                    update={
+                        "prompt": with_seed(new.prompt, seed),
+                        "params": {**new.params, "seed": seed},
+                        "idempotency_key": key,
+                    }
+                )
+                job, _ = await self._jobs.submit(one)
+                jobs.append(job)
         self._wake()
         return jobs
+
+    async def _check_media(self, new: NewJob, admin: bool) -> None:
+        # Another key's media answers exactly as media that does not exist.
+        for media_id in sorted(media_inputs(new.prompt)):
+            try:
+                record = await self._media.get(media_id)
+            except NotFound:
+                record = None
+            if record is None or not (
+                admin or (record.owner is not None and record.owner == new.owner)
+            ):
+                raise Invalid(f"workflow input {MEDIA_PREFIX}{media_id}: no such media")
+
+    @contextlib.asynccontextmanager
+    async def _admitting(self, owner: str | None, count: int, admin: bool) -> AsyncIterator[None]:
+        # One submit of an owner at a time on this node from the count to the insert,
+        # so concurrent submits can't pass the limit together (engines sharing a
+        # database can, each by what it admits at that moment).
+        if admin or owner is None:
+            yield
+            return
+        lock = self._admission.get(owner)
+        if lock is None:
+            lock = self._admission[owner] = asyncio.Lock()
+        async with lock:
+            limit = self.settings.max_queued_jobs_per_key
+            unfinished = await self._jobs.count_unfinished(owner)
+            if unfinished + count > limit:
+                log.warning("job refused: key %s has %d of %d jobs", owner, unfinished, limit)
+                raise Overloaded(
+                    f"this key has {unfinished} unfinished jobs; its limit is {limit}",
+                    retry_after=_QUEUE_FULL_RETRY,
+                )
+            yield
 
     # --- reading --------------------------------------------------------------------------
 
@@ -123,10 +188,16 @@ class JobService:
         return await self._jobs.get(job_id)
 
     async def list(
-        self, *, status: JobStatus | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        status: JobStatus | None = None,
+        owner: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> Page[Job]:
-        """A page in dispatch order (priority, then age). Raises ``Invalid``."""
-        return await self._jobs.list(status=status, limit=limit, offset=offset)
+        """A page in dispatch order (priority, then age), of ``owner``'s jobs if given.
+        Raises ``Invalid``."""
+        return await self._jobs.list(status=status, owner=owner, limit=limit, offset=offset)
 
     async def watch(self, job_id: str) -> AsyncGenerator[Job, None]:
         """The job now, then each time it changes, until it has ended. Raises ``NotFound``."""

@@ -62,9 +62,10 @@ async def upload_inputs(
 
 
 async def fetch_outputs(
-    entry: dict[str, Any], client: ComfyClient, media: MediaRepository
+    entry: dict[str, Any], client: ComfyClient, media: MediaRepository, owner: str | None
 ) -> tuple[JobOutput, ...]:
-    """Store every image of a finished history entry as media; the job's outputs.
+    """Store every image of a finished history entry as media owned by ``owner`` (the
+    job's owner, so its key can read them); the job's outputs.
 
     If anything fails half way, what was stored is deleted again and the error
     raised (``ComfyUnavailable``, or the store's errors).
@@ -73,7 +74,9 @@ async def fetch_outputs(
     try:
         for node, output in outputs_of(entry):
             data, content_type = await client.view(output)
-            record = await media.put(data, content_type or "image/png", output.filename)
+            record = await media.put(
+                data, content_type or "image/png", output.filename, owner=owner
+            )
             stored.append(JobOutput(media_id=record.id, kind="image", node=node))
     except BaseException:
         await discard(stored, media)

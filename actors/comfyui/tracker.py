@@ -302,7 +302,7 @@ class JobTracker:
             return
         outcome, data = history_status(entry)
         if outcome == "success":
-            await self._succeed(job.id, entry, client, name)
+            await self._succeed(job.id, entry, client, name, job.owner)
         elif outcome == "interrupted":
             if job.cancel_requested:
                 await self.finish(job.id, JobStatus.CANCELLED)
@@ -332,10 +332,10 @@ class JobTracker:
         await self.requeue(job_id, f"server {name} unreachable: {error.message}")
 
     async def _succeed(
-        self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str
+        self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str, owner: str | None
     ) -> None:
         try:
-            outputs = await fetch_outputs(entry, client, self._media)
+            outputs = await fetch_outputs(entry, client, self._media, owner)
         except ComfyUnavailable as error:
             # it ran: fetch again at the next check (a server that lost its history
             # meanwhile makes the job lost then)

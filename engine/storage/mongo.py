@@ -129,6 +129,11 @@ class MongoBackend:
                 coll = self._db[spec.name]
                 for old, new in spec.renamed:
                     await coll.update_many({old: {"$exists": True}}, {"$rename": {old: new}})
+                existing = await coll.index_information()
+                for fields in spec.retired:
+                    name = "_".join(f"{f}_1" for f in fields)
+                    if name in existing:
+                        await coll.drop_index(name)
                 for fields in spec.unique:
                     await coll.create_index(
                         [(f, ASCENDING) for f in fields], unique=True, **_only_set(spec, fields)
@@ -164,8 +169,13 @@ class MongoBackend:
 
 def _only_set(spec: TableSpec[Any], fields: tuple[str, ...]) -> dict[str, Any]:
     # A unique field that may be null (a job's idempotency key) is unique only where
-    # set, as in SQL: MongoDB would count every null as the same value.
-    nullable = [f for f in fields if spec.record.model_fields[f].default is None]
+    # set, as in SQL: MongoDB would count every null as the same value (which is what
+    # ``null_is_value`` fields want).
+    nullable = [
+        f
+        for f in fields
+        if spec.record.model_fields[f].default is None and f not in spec.null_is_value
+    ]
     if not nullable:
         return {}
     return {"partialFilterExpression": {f: {"$type": "string"} for f in nullable}}

@@ -40,7 +40,9 @@ MAX_SCENES = 1000
 PROJECTS = TableSpec(
     "projects",
     Project,
-    unique=(("name",),),
+    unique=(("owner", "name"),),
+    null_is_value=("owner",),
+    retired=(("name",),),
     children=(Child("scenes", "project_id"), Child("clips", "project_id")),
 )
 SCENES = TableSpec(
@@ -56,11 +58,11 @@ CLIPS = TableSpec(
 
 
 class Projects(Repository[Project]):
-    """Projects; names are unique. ``delete`` cascades to scenes and clips."""
+    """Projects; names are unique per owner. ``delete`` cascades to scenes and clips."""
 
     async def create(self, new: NewProject, *, owner: str | None = None) -> Project:
         """Create a project owned by the key ``owner``. Raises ``Conflict`` if the
-        name is taken."""
+        owner has a project of that name (another owner's is no conflict)."""
         return await self._create(**new.model_dump(), owner=owner)
 
     async def list(
@@ -70,7 +72,8 @@ class Projects(Repository[Project]):
         return await self._list(limit, offset, owner=owner)
 
     async def update(self, record_id: str, patch: ProjectPatch) -> Project:
-        """Rename or describe a project. Raises ``NotFound``, ``Conflict``."""
+        """Rename or describe a project. Raises ``NotFound``, ``Conflict`` (its owner
+        has a project of the new name)."""
         return await self._patch(record_id, patch)
 
 

@@ -220,6 +220,8 @@ class NewJob(_Model):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     max_attempts: int = Field(default=3, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    """Unique per owner: another key's job with the same key is another job."""
+    owner: Owner = None
 
 
 class JobPatch(_Model):
@@ -297,7 +299,7 @@ class ProjectPatch(_Model):
 
 
 class Project(Record, NewProject):
-    """A project: an ordered list of scenes; ``name`` is unique."""
+    """A project: an ordered list of scenes; ``name`` is unique per owner."""
 
     owner: Owner = None
 

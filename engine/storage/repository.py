@@ -76,8 +76,10 @@ JOBS = TableSpec(
     "jobs",
     Job,
     order=("priority", "created_at", "id"),
-    unique=(("idempotency_key",), ("slot",)),
-    indexes=(("status",), ("server_id",), ("lease_owner",)),
+    unique=(("owner", "idempotency_key"), ("slot",)),
+    indexes=(("status",), ("server_id",), ("lease_owner",), ("owner",)),
+    null_is_value=("owner",),
+    retired=(("idempotency_key",),),
 )
 
 ENGINE_RESTART = "engine_restart"
@@ -284,21 +286,30 @@ class Jobs(Repository[Job]):
     """
 
     async def create(self, new: NewJob) -> Job:
-        """Queue a job (status ``queued``). Raises ``Conflict`` if its idempotency key
-        is taken."""
+        """Queue a job (status ``queued``). Raises ``Conflict`` if its owner already
+        used its idempotency key."""
         return await self._create(**new.model_dump())
 
     async def submit(self, new: NewJob) -> tuple[Job, bool]:
-        """Queue a job unless one with the same idempotency key exists: ``(job, created)``."""
+        """Queue a job unless its owner has one with the same idempotency key:
+        ``(job, created)``."""
         try:
             return await self.create(new), True
         except Conflict:
             if new.idempotency_key is None:
                 raise
-            page = await self._list(1, 0, idempotency_key=new.idempotency_key)
-            if not page.items:
+            earlier = await self.by_idempotency_key(new.owner, new.idempotency_key)
+            if earlier is None:
                 raise
-            return page.items[0], False
+            return earlier, False
+
+    async def by_idempotency_key(self, owner: str | None, key: str) -> Job | None:
+        """``owner``'s job submitted with idempotency key ``key``, if any."""
+        async with self._op("by_idempotency_key"):
+            page = await self._table.find(
+                {"owner": owner, "idempotency_key": key}, limit=1, offset=0
+            )
+        return page.items[0] if page.items else None
 
     async def list(
         self,
@@ -306,14 +317,30 @@ class Jobs(Repository[Job]):
         status: JobStatus | None = None,
         server_id: str | None = None,
         lease_owner: str | None = None,
+        owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[Job]:
-        """A page of jobs in dispatch order, by status, server and/or lease owner.
-        Raises ``Invalid``."""
+        """A page of jobs in dispatch order, by status, server, lease owner and/or
+        owner (the key that submitted them). Raises ``Invalid``."""
         return await self._list(
-            limit, offset, status=status, server_id=server_id, lease_owner=lease_owner
+            limit,
+            offset,
+            status=status,
+            server_id=server_id,
+            lease_owner=lease_owner,
+            owner=owner,
         )
+
+    async def count_unfinished(self, owner: str | None) -> int:
+        """How many of ``owner``'s jobs are queued, dispatched or running (``None``: the
+        jobs of no owner)."""
+        total = 0
+        async with self._op("count_unfinished"):
+            for status in (JobStatus.QUEUED, JobStatus.DISPATCHED, JobStatus.RUNNING):
+                where = {"owner": owner, "status": status}
+                total += (await self._table.find(where, limit=1, offset=0)).total
+        return total
 
     async def update(self, record_id: str, patch: JobPatch) -> Job:
         """Change a job's status, server, outputs or error. Raises ``NotFound``."""

@@ -53,6 +53,13 @@ class TableSpec(Generic[R]):
     renamed: tuple[tuple[str, str], ...] = ()
     """Fields renamed since records were first stored, ``(old, new)``: schemaless
     backends rename them in existing records at start (SQL has its migrations)."""
+    null_is_value: tuple[str, ...] = ()
+    """Nullable fields whose null counts as one value in ``unique`` (an owner: records
+    of no owner are unique among themselves); any other nullable field is unique only
+    where set."""
+    retired: tuple[tuple[str, ...], ...] = ()
+    """Unique field sets of earlier versions: schemaless backends drop their indexes
+    at start (SQL has its migrations)."""
 
 
 class Table(Protocol[R]):

@@ -100,12 +100,26 @@ def txt2img_graph(checkpoint: str = CHECKPOINT, seed: int = 1, steps: int = 2) -
 
 
 class Easel:
-    """An Easel app on a real socket, with an HTTP session to talk REST to it."""
+    """An Easel app on a real socket, with an HTTP session to talk REST to it (as the
+    admin key of its first start, or as a client key from :meth:`client`)."""
 
-    def __init__(self, server: TestServer, http: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        server: TestServer,
+        http: aiohttp.ClientSession,
+        opened: list[aiohttp.ClientSession] | None = None,
+    ) -> None:
         self.server = server
         self.http = http
         self.url = str(server.make_url("")).rstrip("/")
+        self._opened = opened if opened is not None else []
+
+    async def client(self, name: str) -> Easel:
+        """The same app through a new client key called ``name``."""
+        made = await self.ok("POST", "/api/v1/keys", {"name": name, "role": "client"}, 201)
+        http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {made['token']}"})
+        self._opened.append(http)
+        return Easel(self.server, http, self._opened)
 
     @property
     def domain(self) -> Domain:
@@ -165,7 +179,7 @@ async def easel_factory(
             headers={"Authorization": f"Bearer {key_file.read_text().strip()}"}
         )
         sessions.append(http)
-        return Easel(server, http)
+        return Easel(server, http, sessions)
 
     yield make
     for http in sessions:

@@ -162,8 +162,8 @@ async def test_a_media_input_is_uploaded_to_the_server(easel: Easel, fake: FakeC
         True
     ] * 3
     assert (fake.dirs.input / f"easel-{media.id}.png").exists()
-    missing = await ended(easel, (await submit(easel, invert_graph("media:0")))["id"])
-    assert missing["status"] == "failed"
+    status, problem = await easel.call("POST", JOBS, {"workflow": invert_graph("media:0")})
+    assert (status, problem["code"]) == (422, "invalid")
 
 
 async def test_a_batch_makes_one_job_per_seed(easel: Easel, fake: FakeComfy) -> None:

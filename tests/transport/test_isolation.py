@@ -1,6 +1,7 @@
 """Isolation: a client key never sees, attaches to, changes or hears from another key's
-sessions, projects (with their scenes and clips) or media. Another key's id answers
-404, exactly like an id that does not exist; admin sees everything."""
+sessions, projects (with their scenes and clips) or media, nor learns which project
+names another key uses. Another key's id answers 404, exactly like an id that does not
+exist; admin sees everything. (Jobs: ``tests/comfyui/test_job_isolation.py``.)"""
 
 from __future__ import annotations
 
@@ -179,6 +180,22 @@ async def test_projects_scenes_and_clips_are_their_owners_only(
     assert (await alice.call("GET", clip_path))[1]["id"] == clip["id"]
     assert (await admin.call("GET", clip_path))[0] == 200
     assert (await alice.call("GET", base))[1]["description"] == ""  # bob changed nothing
+
+
+async def test_project_names_are_unique_per_key(pair: tuple[Caller, Caller, Caller]) -> None:
+    alice, bob, admin = pair
+    projects = "/api/v1/projects"
+    for caller in (alice, bob, admin):
+        status, made = await caller.call("POST", projects, {"name": "x"})
+        assert (status, made["name"]) == (201, "x")
+    status, problem = await alice.call("POST", projects, {"name": "x"})
+    assert (status, problem["code"]) == (409, "conflict")
+    _, other = await bob.call("POST", projects, {"name": "y"})
+    status, problem = await bob.call("PATCH", f"{projects}/{other['id']}", {"name": "x"})
+    assert (status, problem["code"]) == (409, "conflict")
+    _, free = await alice.call("POST", projects, {"name": "y"})  # bob's "y" is no conflict
+    assert free["name"] == "y"
+    assert (await admin.call("GET", projects))[1]["total"] == 5
 
 
 async def test_media_is_its_owners_only(pair: tuple[Caller, Caller, Caller]) -> None:

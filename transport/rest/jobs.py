@@ -11,6 +11,12 @@
 
 A submit answers 201 with the new job, or 200 with the job an earlier submit with the
 same idempotency key made. Each output is a media id (``GET /api/v1/media/{id}``).
+
+Client keys: a job belongs to the key that submitted it (and so do its outputs); a
+client sees, cancels and watches only its own (another key's job is ``404``, as one
+that does not exist), names only its own media in a workflow, and has at most
+``max_queued_jobs_per_key`` jobs unfinished (``503`` with ``Retry-After`` beyond).
+Admin keys see every job.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import Invalid
+from engine.errors import Invalid, NotFound
 from engine.storage import Job, JobStatus, NewJob
-from transport.auth import Role, requires
+from transport.auth import Role, principal, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, read_body
 
@@ -108,27 +114,40 @@ def _new_job(request: web.Request, body: SubmitJob) -> NewJob:
         max_attempts=body.max_attempts or settings.job_max_attempts,
         params=body.params,
         idempotency_key=key,
+        owner=principal(request).key_id,
     )
 
 
+async def _own_job(request: web.Request) -> Job:
+    """The job in the path, if the caller may see it. Raises ``NotFound``."""
+    job = await request.app[DOMAIN].jobs.get(request.match_info["job_id"])
+    if not principal(request).owns(job.owner):
+        raise NotFound(f"jobs/{job.id} not found")
+    return job
+
+
 @routes.post(JOBS)
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def submit_job(request: web.Request) -> web.Response:
     body = await read_body(request, SubmitJob)
-    job, created = await request.app[DOMAIN].jobs.submit(_new_job(request, body))
+    admin = principal(request).admin
+    job, created = await request.app[DOMAIN].jobs.submit(_new_job(request, body), admin=admin)
     return json_response(describe(job, workflow=True), status=201 if created else 200)
 
 
 @routes.post(JOBS + "/batch")
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def submit_batch(request: web.Request) -> web.Response:
     body = await read_body(request, SubmitBatch)
-    jobs = await request.app[DOMAIN].jobs.submit_batch(_new_job(request, body), body.seeds)
+    admin = principal(request).admin
+    jobs = await request.app[DOMAIN].jobs.submit_batch(
+        _new_job(request, body), body.seeds, admin=admin
+    )
     return json_response({"items": [describe(j) for j in jobs], "total": len(jobs)}, status=201)
 
 
 @routes.get(JOBS)
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
     try:
@@ -137,7 +156,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     except ValueError:
         states = ", ".join(s.value for s in JobStatus)
         raise Invalid(f"limit and offset are integers; status one of {states}") from None
-    page = await request.app[DOMAIN].jobs.list(status=status, limit=limit, offset=offset)
+    owner = principal(request).owner
+    page = await request.app[DOMAIN].jobs.list(
+        status=status, owner=owner, limit=limit, offset=offset
+    )
     items = [describe(job) for job in page.items]
     return json_response(
         {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
@@ -145,24 +167,23 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 @routes.get(JOB)
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[DOMAIN].jobs.get(request.match_info["job_id"])
-    return json_response(describe(job, workflow=True))
+    return json_response(describe(await _own_job(request), workflow=True))
 
 
 @routes.post(JOB + "/cancel")
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def cancel_job(request: web.Request) -> web.Response:
-    job = await request.app[DOMAIN].jobs.cancel(request.match_info["job_id"])
+    job = await request.app[DOMAIN].jobs.cancel((await _own_job(request)).id)
     return json_response(describe(job))
 
 
 @routes.get(JOB + "/events")
-@requires(Role.ADMIN)
+@requires(Role.CLIENT)
 async def job_events(request: web.Request) -> web.StreamResponse:
     jobs = request.app[DOMAIN].jobs
-    updates = jobs.watch(request.match_info["job_id"])
+    updates = jobs.watch((await _own_job(request)).id)
     first = await anext(updates)  # NotFound before the stream starts: a 404 problem
     response = web.StreamResponse(
         headers={

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 __all__ = ["METADATA"]
@@ -47,6 +48,14 @@ def _stamps() -> tuple[Column[object], Column[object]]:
 
 def _parent(name: str, table: str) -> Column[str]:
     return Column(name, String(32), ForeignKey(f"{table}.id", ondelete="CASCADE"), nullable=False)
+
+
+def _unique_per_owner(table: Table, field: str) -> Index:
+    # ``coalesce``: the records of no owner (auth off, stored before owners) are one
+    # owner's, unique among themselves. SQLite can't reflect an expression index, so a
+    # batch migration that recreates the table must create this one again.
+    name = f"uq_{table.name}_owner_{field}"
+    return Index(name, func.coalesce(table.c.owner, ""), table.c[field], unique=True)
 
 
 Table(
@@ -92,7 +101,7 @@ Table(
     *_stamps(),
 )
 
-Table(
+_jobs = Table(
     "jobs",
     METADATA,
     _id(),
@@ -105,7 +114,7 @@ Table(
     Column("prompt", JSON, nullable=False),
     Column("priority", Integer, nullable=False),
     Column("max_attempts", Integer, nullable=False),
-    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("idempotency_key", String(200), nullable=True),
     Column("node_errors", JSON, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("progress", Float, nullable=False),
@@ -119,8 +128,10 @@ Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("version", BigInteger, nullable=False),
     *_stamps(),
+    Column("owner", String(32), nullable=True, index=True),
     Index(None, "priority", "created_at", "id"),
 )
+_unique_per_owner(_jobs, "idempotency_key")
 
 Table(
     "media",
@@ -134,15 +145,16 @@ Table(
     *_stamps(),
 )
 
-Table(
+_projects = Table(
     "projects",
     METADATA,
     _id(),
-    Column("name", String(200), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
     Column("description", Text, nullable=False),
     Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
 )
+_unique_per_owner(_projects, "name")
 
 Table(
     "scenes",

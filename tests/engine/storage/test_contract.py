@@ -573,6 +573,49 @@ async def test_an_idempotency_key_returns_the_first_job(store: Store) -> None:
     assert all(made for _, made in keyless)
 
 
+async def test_project_names_are_unique_per_owner(store: Store) -> None:
+    alice = await store.projects.create(NewProject(name="x"), owner="alice")
+    bob = await store.projects.create(NewProject(name="x"), owner="bob")
+    unowned = await store.projects.create(NewProject(name="x"))
+    with pytest.raises(Conflict):
+        await store.projects.create(NewProject(name="x"), owner="alice")
+    with pytest.raises(Conflict):
+        await store.projects.create(NewProject(name="x"))
+    other = await store.projects.create(NewProject(name="y"), owner="bob")
+    with pytest.raises(Conflict):
+        await store.projects.update(other.id, ProjectPatch(name="x"))
+    assert (await store.projects.update(other.id, ProjectPatch(name="z"))).name == "z"
+    owners = [p.owner for p in (await store.projects.list()).items]
+    assert owners == ["alice", "bob", None, "bob"]
+    assert [p.id for p in (await store.projects.list(owner="alice")).items] == [alice.id]
+    assert {bob.owner, unowned.owner} == {"bob", None}
+
+
+async def test_an_idempotency_key_is_its_owners_own(store: Store) -> None:
+    alice, made = await store.jobs.submit(NewJob(workflow="w", idempotency_key="k", owner="alice"))
+    bob, made_bob = await store.jobs.submit(NewJob(workflow="w", idempotency_key="k", owner="bob"))
+    unowned, made_unowned = await store.jobs.submit(NewJob(workflow="w", idempotency_key="k"))
+    assert (made, made_bob, made_unowned) == (True, True, True)
+    assert len({alice.id, bob.id, unowned.id}) == 3
+    assert await store.jobs.submit(NewJob(workflow="v", idempotency_key="k", owner="bob")) == (
+        bob,
+        False,
+    )
+    assert await store.jobs.submit(NewJob(workflow="v", idempotency_key="k")) == (unowned, False)
+    assert [j.id for j in (await store.jobs.list(owner="alice")).items] == [alice.id]
+
+
+async def test_unfinished_jobs_are_counted_per_owner(store: Store) -> None:
+    jobs = [await store.jobs.create(NewJob(workflow="w", owner="alice")) for _ in range(4)]
+    await store.jobs.create(NewJob(workflow="w", owner="bob"))
+    await store.jobs.swap(jobs[0], status=JobStatus.DISPATCHED)
+    await store.jobs.swap(jobs[1], status=JobStatus.RUNNING)
+    await store.jobs.swap(jobs[2], status=JobStatus.SUCCEEDED)
+    assert await store.jobs.count_unfinished("alice") == 3
+    assert await store.jobs.count_unfinished("bob") == 1
+    assert await store.jobs.count_unfinished(None) == 0
+
+
 async def test_swap_applies_only_to_the_version_read(store: Store) -> None:
     job = await store.jobs.create(NewJob(workflow="w"))
     claimed = await store.jobs.swap(
