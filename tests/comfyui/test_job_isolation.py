@@ -5,6 +5,7 @@ Admin keys see every job."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -165,3 +166,15 @@ async def test_a_retried_submit_at_the_limit_returns_its_job(easel_factory: Ease
     assert status == 201
     status, again = await alice.call("POST", JOBS, body)
     assert (status, again["id"]) == (200, first["id"])
+
+
+async def test_concurrent_submits_do_not_pass_the_limit_together(
+    easel_factory: EaselFactory,
+) -> None:
+    easel = await easel_factory(max_queued_jobs_per_key=3)
+    alice = await easel.client("alice")
+    answers = await asyncio.gather(
+        *(alice.call("POST", JOBS, {"workflow": empty_graph()}) for _ in range(8))
+    )
+    assert sorted(status for status, _ in answers) == [201] * 3 + [503] * 5
+    assert (await alice.ok("GET", JOBS))["total"] == 3
