@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support import Easel, ServerFactory, running_pg_cluster
+from transport.rest.bodies import MAX_PAGE_BYTES
 
 BASE = "/api/v1/projects"
 
@@ -108,3 +109,27 @@ async def test_database_outage_is_503_then_recovers(easel_factory: ServerFactory
         assert status == 200
         status, page = await easel.request("GET", BASE)
         assert (status, [p["name"] for p in page["items"]]) == (200, ["before"])
+
+
+async def test_a_page_of_large_records_stops_at_the_byte_bound_and_says_where_to_go_on(
+    easel: Easel,
+) -> None:
+    # 120 projects of ~40 KB each (10,000 four-byte characters): ~4.7 MB in all
+    large = "\U0001f600" * 10_000
+    for index in range(120):
+        status, _ = await easel.post(BASE, {"name": f"p{index:03}", "description": large})
+        assert status == 201
+    seen: list[str] = []
+    offset: int | None = 0
+    sizes = []
+    while offset is not None:
+        async with easel.http.get(f"{easel.url}{BASE}?limit=500&offset={offset}") as response:
+            raw = await response.read()
+            page = await response.json()
+        sizes.append(len(raw))
+        assert page["total"] == 120
+        seen += [project["name"] for project in page["items"]]
+        offset = page["next_offset"]
+    assert len(sizes) == 2  # the bound cut the first page
+    assert max(sizes) <= MAX_PAGE_BYTES + 1024
+    assert seen == [f"p{index:03}" for index in range(120)]

@@ -16,7 +16,7 @@ from aiohttp import web
 from engine.storage import ApiKey, NewApiKey
 from transport.auth import Role, requires
 from transport.keys import STORE
-from transport.rest.bodies import json_response, paging, read_body
+from transport.rest.bodies import json_response, page_response, paging, read_body
 
 __all__ = ["KEYS", "describe", "routes"]
 
@@ -40,8 +40,7 @@ def describe(key: ApiKey) -> dict[str, Any]:
 async def list_keys(request: web.Request) -> web.Response:
     limit, offset = paging(request)
     page = await request.app[STORE].api_keys.list(limit=limit, offset=offset)
-    items = [describe(key) for key in page.items]
-    return json_response({"items": items, "total": page.total, "limit": limit, "offset": offset})
+    return page_response((describe(key) for key in page.items), page.total, limit, offset)
 
 
 @routes.post(KEYS)

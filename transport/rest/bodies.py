@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -11,10 +12,21 @@ from pydantic import BaseModel, ValidationError
 from engine.errors import Invalid, UnsupportedMediaType
 from engine.validation import field_problems, listing
 
-__all__ = ["MAX_PAGE", "BadRequest", "json_response", "paging", "read_body"]
+__all__ = [
+    "MAX_PAGE",
+    "MAX_PAGE_BYTES",
+    "BadRequest",
+    "json_response",
+    "page_response",
+    "paging",
+    "read_body",
+]
 
 MAX_PAGE = 500
 """The most items one page may hold (``limit``)."""
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+"""The most bytes of items one page carries: past it the page ends early (at least
+one item), and ``next_offset`` says where the next one starts."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,6 +40,37 @@ class BadRequest(Invalid):
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A JSON response; orjson measured 3 to 9 times faster than ``json`` on these bodies."""
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def page_response(
+    items: Iterable[Any], total: int, limit: int, offset: int, status: int = 200
+) -> web.Response:
+    """A page ``{"items", "total", "limit", "offset", "next_offset"}``.
+
+    Items are encoded one by one and the page stops before the one that would take
+    it past ``MAX_PAGE_BYTES`` (large records cannot make one answer huge).
+    ``next_offset`` is the offset of the first item not in this page, ``null`` when
+    there is none: a client pages on with it, not with ``offset + limit``.
+    """
+    parts: list[bytes] = []
+    size = 0
+    for item in items:
+        encoded = orjson.dumps(item)
+        if parts and size + len(encoded) > MAX_PAGE_BYTES:
+            break
+        parts.append(encoded)
+        size += len(encoded) + 1
+    following = offset + len(parts)
+    head = orjson.dumps(
+        {
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": following if following < total else None,
+        }
+    )
+    body = b'{"items":[' + b",".join(parts) + b"]," + head[1:]
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def read_body(request: web.Request, model: type[M]) -> M:

@@ -31,7 +31,7 @@ from engine.errors import Invalid, NotFound
 from engine.storage import Job, JobStatus, NewJob
 from transport.auth import Role, principal, requires
 from transport.keys import DOMAIN
-from transport.rest.bodies import json_response, read_body
+from transport.rest.bodies import json_response, page_response, read_body
 
 __all__ = ["JOB", "SubmitBatch", "SubmitJob", "describe", "routes"]
 
@@ -160,10 +160,8 @@ async def list_jobs(request: web.Request) -> web.Response:
     page = await request.app[DOMAIN].jobs.list(
         status=status, owner=owner, limit=limit, offset=offset
     )
-    items = [describe(job) for job in page.items]
-    return json_response(
-        {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
-    )
+    items = (describe(job) for job in page.items)
+    return page_response(items, page.total, page.limit, page.offset)
 
 
 @routes.get(JOB)

@@ -19,7 +19,7 @@ PATCH    /api/v1/projects/{project}/scenes/{scene}/clips/{clip}           change
 DELETE   /api/v1/projects/{project}/scenes/{scene}/clips/{clip}           204
 =======  ===============================================================  ==========
 
-Pages answer ``{"items": [...], "total", "limit", "offset"}``. A scene or clip asked
+Pages answer ``{"items": [...], "total", "limit", "offset", "next_offset"}``. A scene or clip asked
 for under the wrong parent is ``not_found``.
 """
 
@@ -47,7 +47,7 @@ from engine.storage import (
 from engine.storage.records import Record
 from transport.auth import Role, principal, requires
 from transport.keys import STORE
-from transport.rest.bodies import json_response, paging, read_body
+from transport.rest.bodies import json_response, page_response, paging, read_body
 
 __all__ = ["SceneOrder", "routes"]
 
@@ -75,9 +75,8 @@ def _one(record: Record, status: int = 200) -> web.Response:
 
 
 def _page(page: Page[Any]) -> web.Response:
-    items = [item.model_dump(mode="json") for item in page.items]
-    body = {"items": items, "total": page.total, "limit": page.limit, "offset": page.offset}
-    return json_response(body)
+    items = (item.model_dump(mode="json") for item in page.items)
+    return page_response(items, page.total, page.limit, page.offset)
 
 
 async def _project(request: web.Request) -> Project:
