@@ -86,16 +86,24 @@ async def test_a_dropped_socket_mid_job_reconnects_and_the_job_finishes_there(
     await eventually(reconnected, "the socket reopened")
 
 
+async def a_slow_job_running(
+    easel_factory: EaselFactory, two: list[FakeComfy], lost_after: float
+) -> tuple[Easel, dict[str, FakeComfy], dict[str, Any]]:
+    """An engine (``job_lost_after``) with two slow fakes and one job running on one of
+    them: ``(easel, fakes by server id, the running job)``."""
+    easel = await easel_factory(job_lost_after=lost_after)
+    fakes = await register_all(easel, two)
+    for fake in two:
+        fake.slow(0.1, steps=10)
+    job = await submit(easel, empty_graph())
+    return easel, fakes, await status_of(easel, job["id"], "running")
+
+
 async def test_a_server_that_stops_answering_keeps_its_job_it_does_not_run_twice(
     easel_factory: EaselFactory, three_fakes: list[FakeComfy]
 ) -> None:
-    easel = await easel_factory(job_lost_after=120.0)
-    fakes = await register_all(easel, three_fakes[:2])
-    for fake in three_fakes[:2]:
-        fake.slow(0.1, steps=10)
-    job = await submit(easel, empty_graph())
-    running = await status_of(easel, job["id"], "running")
-    busy = fakes[running["server_id"]]
+    easel, fakes, running = await a_slow_job_running(easel_factory, three_fakes[:2], 120.0)
+    job, busy = running, fakes[running["server_id"]]
     # alive and still running the job, but its HTTP answers 500: not proof of a loss
     busy.reject(500, paths=("/history", "/queue", "/system_stats"))
     await easel.state_of(running["server_id"], "unhealthy")
@@ -116,12 +124,8 @@ async def test_a_server_that_stops_answering_keeps_its_job_it_does_not_run_twice
 async def test_a_server_silent_past_lost_after_loses_its_job_to_another(
     easel_factory: EaselFactory, three_fakes: list[FakeComfy]
 ) -> None:
-    easel = await easel_factory(job_lost_after=0.5)
-    fakes = await register_all(easel, three_fakes[:2])
-    for fake in three_fakes[:2]:
-        fake.slow(0.1, steps=10)
-    job = await submit(easel, empty_graph())
-    running = await status_of(easel, job["id"], "running")
+    easel, fakes, running = await a_slow_job_running(easel_factory, three_fakes[:2], 0.5)
+    job = running
     fakes[running["server_id"]].reject(500)
     for fake in three_fakes[:2]:
         fake.slow(0.0)
