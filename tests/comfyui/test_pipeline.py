@@ -31,11 +31,10 @@ async def answers(client: Client, count: int) -> list[Result | ServerError]:
     return found
 
 
-async def pipeline(easel: Easel, name: str = "comfy", **options: Any) -> None:
+async def pipeline(easel: Easel, name: str = "comfy", replicas: int = 1, **options: Any) -> None:
     body = {"workflow": TEMPLATE, "image_node": "1", **options}
-    await easel.ok(
-        "POST", "/api/v1/pipelines", {"name": name, "kind": "comfyui", "options": body}, 201
-    )
+    config = {"name": name, "kind": "comfyui", "replicas": replicas, "options": body}
+    await easel.ok("POST", "/api/v1/pipelines", config, 201)
 
 
 @asynccontextmanager
@@ -205,3 +204,38 @@ async def test_when_the_server_running_a_frame_dies_the_frame_is_answered_by_ano
     survivor = next(f for f in fakes if f is not victim)
     assert first_pixel(first) == first_pixel(second) == (245, 235, 225)
     assert len(saved(survivor)) == 2
+
+
+async def test_frames_at_once_spread_over_servers_within_their_max_in_flight(
+    easel: Easel, three_fakes: list[FakeComfy]
+) -> None:
+    for index, fake in enumerate(three_fakes[:2]):
+        fake.slow(0.05, steps=2)
+        await easel.register(fake, f"gpu-{index}", max_in_flight=1)
+    await ready(easel, "gpu-0", "gpu-1")
+    await pipeline(easel, replicas=3)
+    deepest = 0
+
+    async def watch() -> None:
+        nonlocal deepest
+        while True:
+            deepest = max([deepest, *(f.describe()["queue_remaining"] for f in three_fakes)])
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    async with session(easel) as client:
+        for seq in (1, 2, 3):
+            await client.send_frame(seq, ContentType.PNG, png())
+        got = await answers(client, 3)
+    watcher.cancel()
+    assert all(isinstance(answer, Result) for answer in got), got
+    assert sorted(len(saved(fake)) for fake in three_fakes[:2]) == [1, 2]
+    assert deepest == 1  # the third frame waited for a place instead of queueing behind one
+
+
+async def test_a_comfyui_pipeline_cannot_be_hosted_in_a_process(easel: Easel) -> None:
+    options = {"workflow": TEMPLATE, "image_node": "1"}
+    body = {"name": "c", "kind": "comfyui", "hosting": "process", "options": options}
+    status, problem = await easel.call("POST", "/api/v1/pipelines", body)
+    assert status == 422
+    assert "uses the engine's services" in problem["detail"]
