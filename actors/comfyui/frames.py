@@ -155,8 +155,12 @@ class FrameRouter:
         :class:`FrameImage` or ``EaselError`` per work, in order.
 
         For threads other than the loop's (it blocks until the slowest frame ends, at
-        most its timeout and a few seconds of grace); never raises.
+        most its timeout and a few seconds of grace). Raises ``RuntimeError`` only when
+        called on an event loop, which it would block.
         """
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop()
+            raise RuntimeError("FrameRouter.run_blocking called on an event loop")
         if not works:
             return []
         try:
