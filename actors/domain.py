@@ -82,7 +82,7 @@ async def start_domain(
         context=PluginContext(comfyui=frames),
     )
     sessions = SessionService(
-        _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
+        _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions, jobs
     )
     await pipelines.restore()
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
-from tests.comfyui.conftest import Easel, eventually, invert_graph, png, txt2img_graph
+from tests.comfyui.conftest import (
+    Easel,
+    eventually,
+    invert_graph,
+    png,
+    ready,
+    session,
+    txt2img_graph,
+)
 from transport.client import Client, Result, ServerError
 from transport.protocol import ContentType
 
@@ -35,32 +41,6 @@ async def pipeline(easel: Easel, name: str = "comfy", replicas: int = 1, **optio
     body = {"workflow": TEMPLATE, "image_node": "1", **options}
     config = {"name": name, "kind": "comfyui", "replicas": replicas, "options": body}
     await easel.ok("POST", "/api/v1/pipelines", config, 201)
-
-
-@asynccontextmanager
-async def session(
-    easel: Easel, name: str = "comfy", params: dict[str, Any] | None = None
-) -> AsyncIterator[Client]:
-    """A client attached to a new ``all`` session on the pipeline ``name``."""
-    created = await easel.ok(
-        "POST", "/api/v1/sessions", {"pipeline": name, "drain": "all", "params": params or {}}, 201
-    )
-    client = await Client.connect(
-        easel.url, token=created["token"], session=created["id"], http=easel.http
-    )
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def ready(easel: Easel, *names: str) -> None:
-    """Wait until the fleet may send frames to each server (state and catalog known)."""
-
-    async def check() -> bool:
-        return all(easel.domain.fleet.find(name).ready for name in names)
-
-    await eventually(check, f"{names} ready")
 
 
 def first_pixel(result: Result | ServerError) -> tuple[int, ...]:
