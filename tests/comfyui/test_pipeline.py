@@ -219,3 +219,27 @@ async def test_a_comfyui_pipeline_cannot_be_hosted_in_a_process(easel: Easel) ->
     status, problem = await easel.call("POST", "/api/v1/pipelines", body)
     assert status == 422
     assert "uses the engine's services" in problem["detail"]
+
+
+async def test_a_server_that_fails_a_frame_costs_it_one_retry_and_two_failures_fail_it(
+    easel: Easel, three_fakes: list[FakeComfy]
+) -> None:
+    a, b, _ = three_fakes
+    a.reject(500, paths=("/upload",))
+    await easel.register(a, "a")  # equally loaded: the first registered is chosen first
+    await easel.register(b, "b")
+    await ready(easel, "a", "b")
+    await pipeline(easel)
+    async with session(easel) as client:
+        await client.send_frame(1, ContentType.PNG, png())
+        (retried,) = await answers(client, 1)
+        b.reject(500, paths=("/upload",))
+        await client.send_frame(2, ContentType.PNG, png())
+        (failed,) = await answers(client, 1)
+    assert isinstance(retried, Result), retried
+    assert (len(saved(a)), len(saved(b))) == (0, 1)
+    assert isinstance(failed, ServerError)
+    assert (failed.code, failed.seq) == ("pipeline_error", 2)
+    assert failed.message == (
+        "ComfyUI servers a, b failed the frame: POST /upload/image answered 500"
+    )
