@@ -158,8 +158,11 @@ class FrameRouter:
         most its timeout and a few seconds of grace). Raises ``RuntimeError`` only when
         called on an event loop, which it would block.
         """
-        with contextlib.suppress(RuntimeError):
+        try:
             asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop on this thread: the replica thread it is meant for
+        else:
             raise RuntimeError("FrameRouter.run_blocking called on an event loop")
         if not works:
             return []

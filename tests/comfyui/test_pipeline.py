@@ -8,8 +8,10 @@ import io
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
+from actors.comfyui.frames import FrameWork
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
 from tests.comfyui.conftest import (
     Easel,
@@ -243,3 +245,10 @@ async def test_a_server_that_fails_a_frame_costs_it_one_retry_and_two_failures_f
     assert failed.message == (
         "ComfyUI servers a, b failed the frame: POST /upload/image answered 500"
     )
+
+
+async def test_the_router_refuses_to_block_an_event_loop(easel: Easel) -> None:
+    router = easel.domain.pipelines.context.comfyui
+    assert router is not None
+    with pytest.raises(RuntimeError, match="called on an event loop"):
+        router.run_blocking([FrameWork(prompt=TEMPLATE, image_node="1", image=png())])
