@@ -147,20 +147,30 @@ async def test_a_frame_goes_to_the_server_that_has_the_templates_checkpoint(
         assert len([path for path in saved(holder) if path.startswith("easel/")]) == 3
 
 
-async def test_a_pinned_pipeline_uses_only_its_server(
+async def test_a_pinned_pipeline_uses_only_its_server_named_or_by_id(
     easel: Easel, three_fakes: list[FakeComfy]
 ) -> None:
     a, b, _ = three_fakes
     await easel.register(a, "a", max_in_flight=4)
-    await easel.register(b, "b")
+    b_id = (await easel.register(b, "b"))["id"]
     await ready(easel, "a", "b")
-    await pipeline(easel, server="b")
-    async with session(easel) as client:
-        for seq in (1, 2):
-            await client.send_frame(seq, ContentType.PNG, png())
-        got = await answers(client, 2)
-    assert all(isinstance(answer, Result) for answer in got), got
+    await pipeline(easel, "by-name", server="b")
+    await pipeline(easel, "by-id", server=b_id)
+    await pipeline(easel, "unknown", server="c")
+    got = []
+    for name in ("by-name", "by-id", "unknown"):
+        async with session(easel, name) as client:
+            await client.send_frame(1, ContentType.PNG, png())
+            got += await answers(client, 1)
+    named, by_id, unknown = got
+    assert isinstance(named, Result), named
+    assert isinstance(by_id, Result), by_id
     assert (len(saved(a)), len(saved(b))) == (0, 2)
+    assert isinstance(unknown, ServerError)
+    assert (unknown.code, unknown.message) == (
+        "overloaded",
+        "no ready ComfyUI server can run this workflow (no server 'c' is registered)",
+    )
 
 
 async def test_when_the_server_running_a_frame_dies_the_frame_is_answered_by_another(
