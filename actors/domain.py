@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 from actors.comfyui.dispatcher import Dispatcher, DispatcherActor
 from actors.comfyui.fleet import FleetService
+from actors.comfyui.frames import FrameRouter
 from actors.comfyui.jobs import JobService
 from actors.comfyui.metrics import FleetMetrics
 from actors.comfyui.tracker import JobTracker
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
-from actors.plugins import BUILTIN_PIPELINES, PipelineCatalog, PipelineConfig
+from actors.plugins import BUILTIN_PIPELINES, PipelineCatalog, PipelineConfig, PluginContext
 from actors.plugins.comfyui import ComfyUi
 from actors.sessions.service import SessionService
 from engine.engine import Engine
@@ -66,22 +67,24 @@ def _group(engine: Engine, name: str) -> Supervisor:
 async def start_domain(
     engine: Engine, store: Store, catalog: PipelineCatalog | None = None
 ) -> Domain:
-    """Wire the services to the engine's supervisors and the store, restore the
-    stored pipelines, then start the boot pipelines (``EASEL_PIPELINES``) not already
-    restored under the same name. Boot pipelines come from settings and are not stored.
+    """Wire the services to the engine's supervisors and the store, start the ComfyUI
+    fleet (pipelines of kind ``comfyui`` run on it), restore the stored pipelines, then
+    start the boot pipelines (``EASEL_PIPELINES``) not already restored under the same
+    name. Boot pipelines come from settings and are not stored.
     """
     metrics = RealtimeMetrics(engine.registry)
+    fleet, jobs, frames = await _start_fleet(engine, store)
     pipelines = PipelineService(
         _group(engine, "pipelines"),
         catalog or PipelineCatalog(builtins=(*BUILTIN_PIPELINES, ComfyUi)),
         metrics,
         store.pipeline_configs,
+        context=PluginContext(comfyui=frames),
     )
     sessions = SessionService(
-        _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions
+        _group(engine, "sessions"), pipelines, engine.settings, metrics, store.sessions, jobs
     )
     await pipelines.restore()
-    fleet, jobs = await _start_fleet(engine, store)
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
@@ -89,8 +92,12 @@ async def start_domain(
     return Domain(pipelines, sessions, metrics, fleet, jobs)
 
 
-async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobService]:
-    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)."""
+async def _start_fleet(
+    engine: Engine, store: Store
+) -> tuple[FleetService, JobService, FrameRouter]:
+    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``);
+    the router places realtime frames on the same servers, counting this node's jobs
+    against each server's ``max_in_flight``."""
     settings = engine.settings
     group = _group(engine, "comfyui")
     servers = group.child("servers")
@@ -126,4 +133,7 @@ async def _start_fleet(engine: Engine, store: Store) -> tuple[FleetService, JobS
             shutdown_timeout=JobTracker.STOP_GRACE + 2.0,
         )
     )
-    return fleet, jobs
+    frames = FrameRouter(
+        fleet, held=lambda server: sum(job.server_id == server for job in tracker.held())
+    )
+    return fleet, jobs, frames

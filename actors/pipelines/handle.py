@@ -18,7 +18,7 @@ from typing import Any
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.admission import Room, room_for
 from actors.pipelines.stages import finish_frame, pool_size, prepare_frame, stage_pool
-from actors.plugins import FrameIn, FrameOut, Pipeline, PipelineConfig
+from actors.plugins import FrameIn, FrameOut, Pipeline, PipelineConfig, PluginContext, build
 from actors.plugins.catalog import PluginClass
 from engine.errors import EaselError, Unavailable
 from engine.ref import ActorRef
@@ -56,8 +56,12 @@ class PipelineHandle:
         plugin: PluginClass,
         metrics: RealtimeMetrics,
         stages: Executor | None = None,
+        context: PluginContext | None = None,
     ) -> None:
         self.config = config
+        self.context = context or PluginContext()
+        """What the engine lends plug-ins that ``uses_context``; every instance of this
+        pipeline (replicas, stage instance) is built with it."""
         self.plugin = plugin
         self.metrics = metrics
         self.generation = 0
@@ -82,7 +86,7 @@ class PipelineHandle:
             return None
         if self._stages is None:
             self._stages = stage_pool()
-        return plugin(config)
+        return build(plugin, config, self.context)
 
     @property
     def name(self) -> str:

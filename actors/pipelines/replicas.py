@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
-from actors.plugins import FrameIn, Pipeline, PipelineConfig, check_answers
+from actors.plugins import FrameIn, Pipeline, PipelineConfig, build, check_answers
 from actors.plugins.catalog import PluginClass
 from engine.actor import LoopActor, ThreadActor
 from engine.errors import EaselError, Invalid
@@ -58,7 +58,7 @@ class ReplicaCore:
 
     def start(self) -> int:
         """Create and load the instance; returns its ``max_batch``."""
-        instance = self.plugin(self.config)
+        instance = build(self.plugin, self.config, self.handle.context)
         try:
             instance.load()
         except BaseException:
@@ -189,6 +189,11 @@ def check_hosting(plugin: PluginClass, config: PipelineConfig) -> None:
 
         if not ray_available():
             raise Invalid("hosting 'ray' needs Ray: pip install easel[ray]")
+    if hosting in ("process", "ray") and plugin.uses_context:
+        raise Invalid(
+            f"kind {plugin.name!r} uses the engine's services: it runs in the engine "
+            "(hosting 'thread' or 'loop'), not in a process or on Ray"
+        )
     if hosting in ("process", "ray"):
         try:
             pickle.dumps(plugin)

@@ -12,7 +12,7 @@ import logging
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
 from actors.pipelines.replicas import check_hosting, replica_factory
-from actors.plugins import PipelineCatalog, PipelineConfig
+from actors.plugins import PipelineCatalog, PipelineConfig, PluginContext
 from actors.plugins.catalog import PluginClass
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorRef
@@ -34,6 +34,7 @@ class PipelineService:
 
     Pipelines created through ``init(..., persist=True)`` are stored in ``configs``
     (the store's pipeline-config repository) and restored by ``restore`` at start.
+    ``context`` is what plug-ins that ``uses_context`` are built with.
     """
 
     def __init__(
@@ -43,8 +44,10 @@ class PipelineService:
         metrics: RealtimeMetrics,
         configs: PipelineConfigs | None = None,
         drain_timeout: float = 30.0,
+        context: PluginContext | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.context = context or PluginContext()
         self.catalog = catalog
         self.metrics = metrics
         self.configs = configs
@@ -127,7 +130,7 @@ class PipelineService:
                 )
             )
             assert isinstance(group, Supervisor)
-            handle = PipelineHandle(config, plugin, self.metrics)
+            handle = PipelineHandle(config, plugin, self.metrics, context=self.context)
             try:
                 replicas = await self._start_generation(group, handle, config, plugin, 1)
             except BaseException:

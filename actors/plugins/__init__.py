@@ -13,6 +13,8 @@ from .api import (
     Params,
     Pipeline,
     PipelineConfig,
+    PluginContext,
+    build,
     check_answers,
     each_frame,
 )
@@ -45,12 +47,14 @@ __all__ = [
     "PipelineCatalog",
     "PipelineConfig",
     "PluginClass",
+    "PluginContext",
     "Simulated",
     "SimulatedCodec",
     "SimulatedCodecOptions",
     "SimulatedCrash",
     "SimulatedOptions",
     "SimulatedParams",
+    "build",
     "check_answers",
     "each_frame",
 ]

@@ -38,6 +38,8 @@ from engine.errors import BadParams, EaselError, Invalid
 from engine.types import PipelineConfig
 from engine.validation import field_problems, listing
 
+from .context import PluginContext
+
 __all__ = [
     "Answer",
     "FrameIn",
@@ -47,6 +49,8 @@ __all__ = [
     "Params",
     "Pipeline",
     "PipelineConfig",
+    "PluginContext",
+    "build",
     "check_answers",
     "each_frame",
 ]
@@ -132,15 +136,22 @@ class Pipeline(ABC, Generic[P]):
     default, 0, takes whatever frames are waiting when the replica becomes free (the
     batch size follows the load and nothing waits on a timer); a kind whose batches
     cost much less per frame than single calls may ask for a few milliseconds."""
+    uses_context: ClassVar[bool] = False
+    """Whether the kind uses the engine's services: it is then built as
+    ``Kind(config, context)`` with the engine's :class:`PluginContext` (see
+    :func:`build`), and runs in the engine's process only (``thread`` or ``loop``
+    hosting)."""
 
     options: BaseModel
 
-    def __init__(self, config: PipelineConfig) -> None:
-        """Keep the config and validate its options. Cheap: do heavy work in ``load``.
+    def __init__(self, config: PipelineConfig, context: PluginContext | None = None) -> None:
+        """Keep the config (and the context, for a kind that ``uses_context``) and
+        validate its options. Cheap: do heavy work in ``load``.
 
         Runs on any thread. Raises ``Invalid`` naming each bad option.
         """
         self.config = config
+        self.context = context or PluginContext()
         self.options = self.parse_options(config.options)
         if config.max_batch is not None:
             self.max_batch = config.max_batch
@@ -229,6 +240,15 @@ class Pipeline(ABC, Generic[P]):
         Runs on the pipeline actor's thread, also after ``load`` or ``process`` raised,
         so it must cope with a partial load. An exception is logged and ignored.
         """
+
+
+def build(
+    plugin: type[Pipeline[Any]], config: PipelineConfig, context: PluginContext
+) -> Pipeline[Any]:
+    """An instance of ``plugin`` for ``config``, given ``context`` if the kind
+    ``uses_context`` (other kinds keep their one-argument constructor). Raises what the
+    constructor raises (``Invalid``)."""
+    return plugin(config, context) if plugin.uses_context else plugin(config)
 
 
 def each_frame(

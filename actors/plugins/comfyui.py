@@ -1,46 +1,38 @@
-"""``comfyui``: canvas frames through a ComfyUI workflow template on a ComfyUI server.
+"""``comfyui``: canvas frames through a ComfyUI workflow template on the fleet.
 
-Each frame is uploaded to the server (``/upload/image``) and becomes the ``image``
-input of the template's ``image_node``; the session's params fill the template's
-fields (``{"inputs": {"<node id>.<input>": value}}``); the prompt is submitted and,
-once its history entry appears, the first image of ``output_node`` (or of any output
-node) is fetched and answered as the frame's result.
+Each frame becomes the ``image`` input of the template's ``image_node`` (re-encoded
+as PNG by ``prepare``, on the stage pool); the session's params fill the template's
+fields (``{"inputs": {"<node id>.<input>": value}}``); the first image of
+``output_node`` (or of any output node) answers the frame. Which server runs it is
+the fleet's business (:mod:`actors.comfyui.frames`): a ready one that has what the
+template needs, the least loaded, another one if it fails; option ``server`` pins
+one by id or name.
 
-A blocking kind: each replica's thread runs its own event loop for the
-:class:`~actors.comfyui.client.ComfyClient`, so the engine's loop is never held. A
-frame the server refuses is answered ``workflow_rejected`` with the node errors; a
-server that can't be reached or takes longer than ``timeout`` seconds fails that
-frame (``pipeline_error``); the pipeline itself lives on.
+A blocking kind that ``uses_context``: its replica's thread hands each batch to the
+engine's :class:`~actors.comfyui.frames.FrameRouter` and waits, while the HTTP work
+runs on the engine's loop, never blocking it. Per frame: no ready server that can run
+the template is ``overloaded``; a refused workflow is ``workflow_rejected`` with the
+node errors; an unreachable server (after one retry elsewhere), a failed workflow or
+a frame past ``timeout`` is ``pipeline_error``. The pipeline itself lives on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import io
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from actors.comfyui.client import (
-    ComfyClient,
-    ComfyUnavailable,
-    WorkflowRejected,
-    history_status,
-    outputs_of,
-)
-from engine.errors import BadParams, EaselError, Invalid, PipelineError
+from actors.comfyui.frames import FrameImage, FrameRouter, FrameWork
+from engine.errors import BadParams, EaselError, Invalid
 
 from .api import Answer, FrameIn, FrameOut, Params, Pipeline, PipelineConfig
 from .codec import decode
+from .context import PluginContext
 
 __all__ = ["ComfyUi", "ComfyUiOptions", "ComfyUiParams"]
-
-_POLL = 0.01
-"""Seconds between two reads of the prompt's history entry."""
 
 
 class ComfyUiParams(Params):
@@ -50,20 +42,18 @@ class ComfyUiParams(Params):
 
 
 class ComfyUiOptions(Params):
-    """The server and the workflow template of a ``comfyui`` pipeline."""
+    """The workflow template of a ``comfyui`` pipeline, and where it may run."""
 
-    url: str = Field(min_length=1, max_length=200, description="the ComfyUI server's base URL")
     workflow: dict[str, Any] = Field(description="API format; node id → {class_type, inputs}")
     image_node: str = Field(description="the node (LoadImage) whose image input is the frame")
     output_node: str | None = Field(default=None, description="whose first image answers")
+    server: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="id or name of the one fleet server to use (default: any able one)",
+    )
     timeout: float = Field(default=30.0, gt=0, le=600)
-
-    @field_validator("url")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
 
     def check(self) -> None:
         node = self.workflow.get(self.image_node)
@@ -72,89 +62,62 @@ class ComfyUiOptions(Params):
 
 
 class ComfyUi(Pipeline[ComfyUiParams]):
-    """Runs each frame through a workflow on one ComfyUI server."""
+    """Runs each frame through a workflow on a server of the ComfyUI fleet."""
 
     name = "comfyui"
     params_model = ComfyUiParams
     options_model = ComfyUiOptions
     options: ComfyUiOptions
+    uses_context = True
 
-    def __init__(self, config: PipelineConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: PipelineConfig, context: PluginContext | None = None) -> None:
+        super().__init__(config, context)
         try:
             self.options.check()
         except ValueError as error:
             raise Invalid(str(error)) from None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: ComfyClient | None = None
+        if self.context.comfyui is None:
+            raise Invalid("the comfyui kind needs an engine with the ComfyUI fleet")
+        self._router: FrameRouter = self.context.comfyui
 
-    def load(self) -> None:
-        """A loop and a client for this replica's thread."""
-        self._loop = asyncio.new_event_loop()
-        self._client = ComfyClient(self.options.url, timeout=self.options.timeout)
-
-    def close(self) -> None:
-        loop, client = self._loop, self._client
-        if loop is None:
-            return
-        if client is not None:
-            loop.run_until_complete(client.close())
-        loop.close()
-        self._loop = None
+    def prepare(self, frame: FrameIn[ComfyUiParams]) -> bytes:
+        """The frame as PNG (on the stage pool). Raises ``BadContent``."""
+        image = decode(frame.payload, frame.content_type, frame.width, frame.height)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
 
     def process(self, batch: Sequence[FrameIn[ComfyUiParams]]) -> list[Answer]:
-        """One prompt per frame, one after the other (a ComfyUI server runs one at a time)."""
-        assert self._loop is not None, "load() first"
-        return [self._loop.run_until_complete(self._one(frame)) for frame in batch]
+        """Every frame of the batch at once on the fleet; waits for all of them."""
+        answers: list[Answer | None] = [None] * len(batch)
+        works: list[tuple[int, FrameWork]] = []
+        for index, frame in enumerate(batch):
+            try:
+                works.append((index, self._work(frame)))
+            except EaselError as error:
+                answers[index] = error
+        results = self._router.run_blocking([work for _, work in works])
+        for (index, _), result in zip(works, results, strict=True):
+            answers[index] = (
+                FrameOut(result.data, result.content_type)
+                if isinstance(result, FrameImage)
+                else result
+            )
+        return [answer for answer in answers if answer is not None]
 
-    async def _one(self, frame: FrameIn[ComfyUiParams]) -> Answer:
-        client = self._client
-        assert client is not None
-        try:
-            image = decode(frame.payload, frame.content_type, frame.width, frame.height)
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            name = await client.upload_image(buffer.getvalue(), f"easel-{uuid.uuid4().hex}.png")
-            prompt = self._prompt(name, frame.params)
-            prompt_id = await client.submit(prompt, prompt_id=str(uuid.uuid4()))
-            entry = await self._finished(client, prompt_id)
-            outcome, data = history_status(entry)
-            if outcome != "success":
-                message = data.get("exception_message") or outcome
-                return PipelineError(f"the workflow failed: {str(message).strip()}")
-            found = [
-                output
-                for node, output in outputs_of(entry)
-                if self.options.output_node in (None, node)
-            ]
-            if not found:
-                return PipelineError("the workflow produced no image")
-            data_bytes, content_type = await client.view(found[0])
-            return FrameOut(data_bytes, content_type or "image/png")
-        except WorkflowRejected as error:
-            return error
-        except ComfyUnavailable as error:
-            return PipelineError(f"ComfyUI: {error.message}")
-        except EaselError as error:
-            return error
-
-    def _prompt(self, image: str, params: ComfyUiParams) -> dict[str, Any]:
+    def _work(self, frame: FrameIn[ComfyUiParams]) -> FrameWork:
         prompt = copy.deepcopy(self.options.workflow)
-        prompt[self.options.image_node]["inputs"]["image"] = image
-        for field, value in params.inputs.items():
+        for field, value in frame.params.inputs.items():
             node_id, _, input_name = field.partition(".")
             node = prompt.get(node_id)
             if not input_name or not isinstance(node, dict):
                 raise BadParams(f"inputs: {field!r} names no node of the workflow")
             node.setdefault("inputs", {})[input_name] = value
-        return prompt
-
-    async def _finished(self, client: ComfyClient, prompt_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.options.timeout
-        while time.monotonic() < deadline:
-            entry = await client.history(prompt_id)
-            if entry is not None:
-                return entry
-            await asyncio.sleep(_POLL)
-        await client.interrupt(prompt_id)
-        raise PipelineError(f"no result within {self.options.timeout}s")
+        return FrameWork(
+            prompt=prompt,
+            image_node=self.options.image_node,
+            image=frame.data,
+            output_node=self.options.output_node,
+            server=self.options.server,
+            timeout=self.options.timeout,
+        )

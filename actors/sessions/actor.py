@@ -21,6 +21,7 @@ from typing import Any
 
 from actors.sessions.deps import SessionDeps
 from actors.sessions.drains import Drain, make_drain
+from actors.sessions.follow import Follower
 from actors.sessions.messages import (
     Attach,
     Attachment,
@@ -37,7 +38,7 @@ from actors.sessions.messages import (
 from actors.sessions.pump import FramePump
 from actors.sessions.state import SessionState
 from engine.actor import LoopActor
-from engine.errors import ActorError, Conflict, Invalid, MailboxFull
+from engine.errors import ActorError, BadParams, Conflict, Invalid, MailboxFull, NotFound
 from engine.ref import ActorState
 
 __all__ = ["SessionActor"]
@@ -60,6 +61,8 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._expiry: asyncio.TimerHandle | None = None
         self._event_sends: set[asyncio.Task[None]] = set()
         """EVENT frames on their way to the client; cancelled when it detaches."""
+        self._follower: Follower | None = None
+        """The jobs the attached connection follows (``job.subscribe``)."""
 
     async def on_start(self) -> None:
         self.state.attached = False
@@ -75,6 +78,8 @@ class SessionActor(LoopActor[SessionMessage, Any]):
                 return self._update_params(params)
             case Describe():
                 return self.state.describe()
+            case Call(method="job.subscribe"):
+                return await self._subscribe(message)
             case Call():
                 return self._call(message)
             case Close():
@@ -103,6 +108,8 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._pump = asyncio.get_running_loop().create_task(pump.run(), name=f"pump:{state.id}")
         self._pump.add_done_callback(self._watch)
         self._unsubscribe = handle.subscribe(self._pipeline_event)
+        if deps.jobs is not None:
+            self._follower = Follower(deps.jobs, state.owner, connection.send_event)
         return Attachment(state, self._drain, frames_in, state.credit(deps.settings))
 
     def _watch(self, task: asyncio.Task[None]) -> None:
@@ -124,6 +131,9 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
         if self._drain is not None:
             self.state.stats.superseded += self._drain.take_superseded()
             self._drain.close()
@@ -188,6 +198,14 @@ class SessionActor(LoopActor[SessionMessage, Any]):
                 "params_schema": handle.plugin.params_schema(),
             }
         raise Invalid(f"unknown method {call.method!r}")
+
+    async def _subscribe(self, call: Call) -> Any:
+        job_id = call.args.get("job")
+        if not isinstance(job_id, str) or not job_id:
+            raise BadParams("job.subscribe needs the job's id as args.job")
+        if self.deps.jobs is None or self._follower is None:
+            raise NotFound("this engine has no jobs to follow")
+        return await self._follower.follow(job_id)
 
     # --- endings ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.handle import PipelineHandle
+from actors.sessions.follow import JobFeed
 from engine.settings import Settings
 
 __all__ = ["PipelineLookup", "SessionDeps"]
@@ -34,3 +35,5 @@ class SessionDeps:
     """Called with +1 when a session attaches a connection, -1 when it detaches."""
     ended: Callable[[str], None]
     """Called with the session's id when it ends for good (not for a restart)."""
+    jobs: JobFeed | None = None
+    """Where ``job.subscribe`` watches jobs; ``None``: the method is ``not_found``."""

@@ -19,6 +19,7 @@ from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
 from actors.sessions.actor import SessionActor
 from actors.sessions.deps import SessionDeps
+from actors.sessions.follow import JobFeed
 from actors.sessions.messages import Close, SessionMessage, UpdateParams
 from actors.sessions.state import SessionState
 from engine.errors import EaselError, Invalid, NotFound, Overloaded, Unauthorized
@@ -42,6 +43,7 @@ class SessionService:
         settings: Settings,
         metrics: RealtimeMetrics,
         stored: Sessions | None = None,
+        jobs: JobFeed | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.pipelines = pipelines
@@ -55,7 +57,9 @@ class SessionService:
         self._writes: set[asyncio.Task[None]] = set()
         self._owned: dict[str, int] = {}
         """Open (and starting) sessions per owning key."""
-        self._deps = SessionDeps(settings, metrics, pipelines, self.attached_changed, self.forget)
+        self._deps = SessionDeps(
+            settings, metrics, pipelines, self.attached_changed, self.forget, jobs
+        )
 
     def __len__(self) -> int:
         return len(self._states)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from actors.domain import Domain
 from engine.settings import Settings
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
 from transport.app import ADMIN_KEY_FILE, create_app
+from transport.client import Client
 from transport.keys import DOMAIN, STORE
 
 CHECKPOINT = "sd15.safetensors"
@@ -153,6 +155,32 @@ class Easel:
         return found
 
 
+@asynccontextmanager
+async def session(
+    easel: Easel, name: str = "comfy", params: dict[str, Any] | None = None
+) -> AsyncIterator[Client]:
+    """A client attached to a new ``all`` session on the pipeline ``name``."""
+    created = await easel.ok(
+        "POST", "/api/v1/sessions", {"pipeline": name, "drain": "all", "params": params or {}}, 201
+    )
+    client = await Client.connect(
+        easel.url, token=created["token"], session=created["id"], http=easel.http
+    )
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def ready(easel: Easel, *names: str) -> None:
+    """Wait until the fleet may send frames to each server (state and catalog known)."""
+
+    async def check() -> bool:
+        return all(easel.domain.fleet.find(name).ready for name in names)
+
+    await eventually(check, f"{names} ready")
+
+
 SERVERS = "/api/v1/comfyui/servers"
 FAST = {
     "comfy_health_interval": 0.1,
@@ -177,6 +205,8 @@ async def easel_factory(
         key_file = settings.data_dir / ADMIN_KEY_FILE  # the admin key of the first start
         http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {key_file.read_text().strip()}"}
+            if key_file.exists()  # not with auth off
+            else {}
         )
         sessions.append(http)
         return Easel(server, http, sessions)

@@ -90,13 +90,25 @@ def test_vocabulary_matches_protocol_md() -> None:
         "raw/rgb8",
         "raw/rgba8",
     }
-    assert {m.value for m in CallMethod} == {"session.stats", "session.params", "pipeline.info"}
+    assert {m.value for m in CallMethod} == {
+        "session.stats",
+        "session.params",
+        "pipeline.info",
+        "job.subscribe",
+    }
     assert {e.value for e in EventName} == {
         "pipeline.restarting",
         "pipeline.ready",
         "session.expiring",
         "session.closed",
         "stats",
+        "job.queued",
+        "job.dispatched",
+        "job.running",
+        "job.progress",
+        "job.succeeded",
+        "job.failed",
+        "job.cancelled",
     }
     assert p.SUBPROTOCOL == "easel.v1"
 

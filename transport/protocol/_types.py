@@ -96,6 +96,7 @@ class CallMethod(StrEnum):
     SESSION_STATS = "session.stats"
     SESSION_PARAMS = "session.params"
     PIPELINE_INFO = "pipeline.info"
+    JOB_SUBSCRIBE = "job.subscribe"
 
 
 class EventName(StrEnum):
@@ -104,6 +105,13 @@ class EventName(StrEnum):
     SESSION_EXPIRING = "session.expiring"
     SESSION_CLOSED = "session.closed"
     STATS = "stats"
+    JOB_QUEUED = "job.queued"
+    JOB_DISPATCHED = "job.dispatched"
+    JOB_RUNNING = "job.running"
+    JOB_PROGRESS = "job.progress"
+    JOB_SUCCEEDED = "job.succeeded"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
 
 
 FRAME_TYPES: Final[Mapping[object, FrameType]] = MappingProxyType({m: m for m in FrameType})
