@@ -42,14 +42,8 @@ class JobFeed(Protocol):
 
 def may_follow(session_owner: str | None, job: Job) -> bool:
     """Whether a session made by the API key ``session_owner`` may follow ``job``: only
-    when the job's owner is that same key.
-
-    Ownership check of jobs: jobs carry an ``owner`` only once that field lands in
-    ``engine.storage``; until then a job reads as owned by no key, which only sessions
-    of no key (an ``--insecure`` engine) match. This is the one place to change.
-    """
-    job_owner: str | None = getattr(job, "owner", None)
-    return job_owner == session_owner
+    when the job's owner is that same key (with authentication off, both are ``None``)."""
+    return job.owner == session_owner
 
 
 def job_data(job: Job) -> dict[str, Any]:

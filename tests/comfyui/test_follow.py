@@ -105,3 +105,14 @@ async def test_a_session_of_another_key_may_not_follow_a_job(
         "not_found",
         f"job {job['id']} not found",
     )
+
+
+async def test_a_client_key_follows_its_own_job_with_authentication_on(
+    easel_factory: EaselFactory,
+) -> None:
+    easel = await easel_factory()
+    mine = await easel.client("canvas")
+    job = await submit(mine, txt2img_graph())  # no server: it stays queued
+    async with session(mine, "passthrough") as client:
+        now = await client.call("job.subscribe", {"job": job["id"]})
+    assert (now["job"], now["status"]) == (job["id"], "queued")
