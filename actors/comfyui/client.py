@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -41,6 +42,7 @@ __all__ = [
     "history_status",
     "outputs_of",
     "parse_binary",
+    "started_at",
 ]
 
 
@@ -325,6 +327,18 @@ def outputs_of(entry: Mapping[str, Any]) -> list[tuple[str, OutputFile]]:
                     )
                 )
     return found
+
+
+def started_at(entry: Mapping[str, Any]) -> datetime | None:
+    """When a finished entry started executing (its ``execution_start`` message), if
+    the server said."""
+    status = entry.get("status")
+    for message in status.get("messages", []) if isinstance(status, dict) else []:
+        if isinstance(message, list) and len(message) == 2 and message[0] == "execution_start":
+            stamp = message[1].get("timestamp") if isinstance(message[1], dict) else None
+            if isinstance(stamp, int | float) and 0 < stamp < 2**53:
+                return datetime.fromtimestamp(stamp / 1000, tz=UTC)
+    return None
 
 
 def history_status(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -44,6 +44,7 @@ from actors.comfyui.client import (
     Preview,
     WorkflowRejected,
     history_status,
+    started_at,
 )
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import discard, fetch_outputs
@@ -301,8 +302,12 @@ class JobTracker:
             await self.requeue(job.id, f"lost on server {name}")
             return
         outcome, data = history_status(entry)
+        ran: dict[str, Any] = {}
+        if job.started_at is None and outcome != "interrupted":
+            # it ran and ended before its start was recorded: the server's word for when
+            ran["started_at"] = started_at(entry) or now()
         if outcome == "success":
-            await self._succeed(job.id, entry, client, name, job.owner)
+            await self._succeed(job, entry, client, name, ran)
         elif outcome == "interrupted":
             if job.cancel_requested:
                 await self.finish(job.id, JobStatus.CANCELLED)
@@ -318,7 +323,7 @@ class JobTracker:
                 }
             }
             await self.finish(
-                job.id, JobStatus.FAILED, error=message, node_errors=errors if node else {}
+                job.id, JobStatus.FAILED, error=message, node_errors=errors if node else {}, **ran
             )
 
     async def _unanswered(self, job_id: str, name: str, error: ComfyUnavailable) -> None:
@@ -332,17 +337,27 @@ class JobTracker:
         await self.requeue(job_id, f"server {name} unreachable: {error.message}")
 
     async def _succeed(
-        self, job_id: str, entry: dict[str, Any], client: ComfyClient, name: str, owner: str | None
+        self,
+        job: Job,
+        entry: dict[str, Any],
+        client: ComfyClient,
+        name: str,
+        ran: dict[str, Any],
     ) -> None:
+        """Store the outputs (as the job owner's media) and end the job succeeded;
+        ``ran``: more changes to make with that last one."""
+        job_id = job.id
         try:
-            outputs = await fetch_outputs(entry, client, self._media, owner)
+            outputs = await fetch_outputs(entry, client, self._media, job.owner)
         except ComfyUnavailable as error:
             # it ran: fetch again at the next check (a server that lost its history
             # meanwhile makes the job lost then)
             await self._unanswered(job_id, name, error)
             return
         try:
-            done = await self.finish(job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0)
+            done = await self.finish(
+                job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0, **ran
+            )
         except BaseException:
             await asyncio.shield(self._discard_unrecorded(job_id, outputs))
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from actors.comfyui.client import (
     WorkflowRejected,
     history_status,
     outputs_of,
+    started_at,
 )
 from ops.fakecomfy import FakeComfy
 from tests.comfyui.conftest import (
@@ -97,8 +99,14 @@ async def test_a_chosen_prompt_id_is_kept(fake: FakeComfy) -> None:
     client = ComfyClient(fake.url)
     try:
         chosen = "0f0e0d0c-0b0a-4908-8706-050403020100"
+        before = datetime.now(UTC)
         assert await client.submit(empty_graph(), prompt_id=chosen) == chosen
-        assert history_status(await finished(client, chosen))[0] == "success"
+        entry = await finished(client, chosen)
+        assert history_status(entry)[0] == "success"
+        began = started_at(entry)  # from its execution_start message
+        assert began is not None
+        assert before - timedelta(seconds=1) <= began <= datetime.now(UTC)
+        assert started_at({"status": {"messages": [["execution_start", {}]]}}) is None
     finally:
         await client.close()
 
