@@ -7,8 +7,6 @@ import asyncio
 import random
 from typing import Any
 
-import pytest
-
 from ops.fakecomfy import FakeComfy
 from tests.comfyui.conftest import (
     JOBS,
@@ -185,11 +183,6 @@ async def test_an_engine_restarted_mid_queue_resumes_and_reconciles(
     await restart_mid_queue(easel_factory, three_fakes)
 
 
-@pytest.mark.xfail(
-    reason="known defect, open: after a restart a job that was in flight may run a second "
-    "time on a server (32 runs for 30 jobs seen); Easel still records each job once",
-    strict=False,
-)
 async def test_after_a_restart_each_job_runs_once_on_the_servers(
     easel_factory: EaselFactory, three_fakes: list[FakeComfy]
 ) -> None:
