@@ -69,7 +69,7 @@ class FrameWork:
     image: bytes
     output_node: str | None = None
     server: str | None = None
-    """Pin: the id or name of the only server the frame may run on."""
+    """Pin: the id, name or URL of the only server the frame may run on."""
     timeout: float = 30.0
 
 
@@ -251,10 +251,10 @@ class FrameRouter:
         able: list[ServerView] = []
         reasons: list[str] = []
         views = self._fleet.views()
-        if pin is not None and not any(pin in (v.id, v.name) for v in views):
+        if pin is not None and not any(_pinned(v, pin) for v in views):
             reasons.append(f"no server {pin!r} is registered")
         for view in views:
-            if pin is not None and pin not in (view.id, view.name):
+            if pin is not None and not _pinned(view, pin):
                 continue
             if view.id in tried:
                 reasons.append(f"{view.name}: failed this frame")
@@ -335,3 +335,8 @@ class FrameRouter:
         with contextlib.suppress(ComfyUnavailable):
             await client.interrupt(prompt_id)
         raise PipelineError(f"no result within {timeout}s")
+
+
+def _pinned(view: ServerView, pin: str) -> bool:
+    """Whether ``pin`` (an id, a name or a URL) names the server of ``view``."""
+    return pin in (view.id, view.name) or pin.rstrip("/") == view.url

@@ -53,6 +53,13 @@ class ComfyUiOptions(Params):
         max_length=200,
         description="id or name of the one fleet server to use (default: any able one)",
     )
+    url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="the URL of a registered server to use: the same as naming it in"
+        " ``server`` (pipelines stored before the fleet named their server so)",
+    )
     timeout: float = Field(default=30.0, gt=0, le=600)
 
     def check(self) -> None:
@@ -118,6 +125,6 @@ class ComfyUi(Pipeline[ComfyUiParams]):
             image_node=self.options.image_node,
             image=frame.data,
             output_node=self.options.output_node,
-            server=self.options.server,
+            server=self.options.server or self.options.url,
             timeout=self.options.timeout,
         )

@@ -147,7 +147,7 @@ async def test_a_frame_goes_to_the_server_that_has_the_templates_checkpoint(
         assert len([path for path in saved(holder) if path.startswith("easel/")]) == 3
 
 
-async def test_a_pinned_pipeline_uses_only_its_server_named_or_by_id(
+async def test_a_pinned_pipeline_uses_only_its_server_named_by_id_or_by_url(
     easel: Easel, three_fakes: list[FakeComfy]
 ) -> None:
     a, b, _ = three_fakes
@@ -156,16 +156,18 @@ async def test_a_pinned_pipeline_uses_only_its_server_named_or_by_id(
     await ready(easel, "a", "b")
     await pipeline(easel, "by-name", server="b")
     await pipeline(easel, "by-id", server=b_id)
+    await pipeline(easel, "by-url", url=b.url + "/")  # as pipelines stored before the fleet
     await pipeline(easel, "unknown", server="c")
     got = []
-    for name in ("by-name", "by-id", "unknown"):
+    for name in ("by-name", "by-id", "by-url", "unknown"):
         async with session(easel, name) as client:
             await client.send_frame(1, ContentType.PNG, png())
             got += await answers(client, 1)
-    named, by_id, unknown = got
+    named, by_id, by_url, unknown = got
     assert isinstance(named, Result), named
     assert isinstance(by_id, Result), by_id
-    assert (len(saved(a)), len(saved(b))) == (0, 2)
+    assert isinstance(by_url, Result), by_url
+    assert (len(saved(a)), len(saved(b))) == (0, 3)
     assert isinstance(unknown, ServerError)
     assert (unknown.code, unknown.message) == (
         "overloaded",
