@@ -2,16 +2,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from engine.settings import Settings
-from tests.support import Easel, PgCluster, Secantus, ServerFactory, running_pg_cluster
+from tests.support import (
+    Easel,
+    EaselServer,
+    PgCluster,
+    Secantus,
+    ServerFactory,
+    running_pg_cluster,
+)
 from transport.app import ADMIN_KEY_FILE, create_app
 
 # Crash tests log tracebacks on purpose; keep the output readable.
@@ -37,16 +43,17 @@ def mongodb_uri() -> Iterator[str]:
 
 
 @pytest.fixture
-async def easel_factory(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
-) -> AsyncIterator[ServerFactory]:
+async def easel_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     sessions: list[aiohttp.ClientSession] = []
+    servers: list[EaselServer] = []
 
     async def make(**overrides: Any) -> Easel:
         """A server with auth on; its HTTP session carries the admin key the first
         start wrote (``Easel.admin_key``), unless ``insecure=True``."""
         settings = Settings(data_dir=tmp_path, **overrides)
-        server = await aiohttp_server(create_app(settings, announce=lambda _: None))
+        server = EaselServer(create_app(settings, announce=lambda _: None))
+        await server.start_server()
+        servers.append(server)
         key_file = tmp_path / ADMIN_KEY_FILE
         admin_key = key_file.read_text().strip() if key_file.exists() else None
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
@@ -57,6 +64,8 @@ async def easel_factory(
     yield make
     for http in sessions:
         await http.close()
+    while servers:
+        await servers.pop().close()
 
 
 @pytest.fixture

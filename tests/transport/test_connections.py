@@ -1,0 +1,137 @@
+"""The connection guard on real sockets: slow and idle clients are cut off, the cap
+holds, and normal clients are served while it does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from tests.support import Easel, ServerFactory, collect, png
+from transport.client import Result
+from transport.protocol import ContentType
+
+HEAD = b"GET /api/v1/health HTTP/1.1\r\nHost: easel\r\n\r\n"
+
+Socket = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def sockets(easel: Easel, count: int) -> AsyncIterator[list[Socket]]:
+    """``count`` raw connections to the server, closed on exit."""
+    host, port = easel.server.host, easel.server.port
+    assert port is not None
+    opened = [await asyncio.open_connection(host, port) for _ in range(count)]
+    try:
+        yield opened
+    finally:
+        for _, writer in opened:
+            writer.close()
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bytes:
+    """Everything the server sent until it closed the connection (fails past ``within``)."""
+    async with asyncio.timeout(within):
+        return await reader.read()
+
+
+async def trickle(writer: asyncio.StreamWriter, every: float) -> None:
+    """A slow client: the request head one byte at a time, never finished."""
+    with contextlib.suppress(ConnectionError):
+        for byte in HEAD[:-2]:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(every)
+
+
+async def refusals(easel: Easel) -> dict[str, float]:
+    """The refusal counters; retried while the cap is still full of sockets the test
+    has closed but the server has not yet seen go."""
+    async with asyncio.timeout(10):
+        while True:
+            async with easel.http.get(easel.url + "/metrics") as response:
+                if response.status != 503:
+                    assert response.status == 200
+                    text = await response.text()
+                    break
+            await asyncio.sleep(0.05)
+    pattern = r'^easel_connections_refused_total\{reason="(\w+)"\} (\S+)$'
+    return {reason: float(value) for reason, value in re.findall(pattern, text, re.MULTILINE)}
+
+
+async def health(easel: Easel) -> int:
+    """A normal client: a fresh connection, a request sent at once."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.get(easel.url + "/api/v1/health") as response,
+    ):
+        return response.status
+
+
+async def test_idle_and_slow_connections_are_cut_off_and_logged_once_per_kind(
+    easel_factory: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    timeout = 0.5
+    easel = await easel_factory(header_timeout=timeout)
+    caplog.set_level(logging.WARNING, logger="transport.connections")
+    async with sockets(easel, 6) as opened:
+        # the first three send nothing; the other three trickle a head
+        trickles = [asyncio.create_task(trickle(writer, 0.05)) for _, writer in opened[3:]]
+        start = time.monotonic()
+        for reader, _ in opened:
+            assert await closed_by_server(reader, within=timeout * 3 + 5) == b""
+        assert time.monotonic() - start < timeout * 3 + 5
+        for task in trickles:
+            task.cancel()
+    assert await refusals(easel) == {"idle": 3.0, "header_timeout": 3.0}
+    logged = [r.getMessage() for r in caplog.records if r.name == "transport.connections"]
+    assert len(logged) == 2, logged
+    assert any(line.startswith("connection refused (idle)") for line in logged)
+    assert any(line.startswith("connection refused (header_timeout)") for line in logged)
+    assert await health(easel) == 200  # the server goes on serving
+
+
+async def test_a_normal_client_is_served_while_idle_and_slow_sockets_fill_the_cap(
+    easel_factory: ServerFactory,
+) -> None:
+    easel = await easel_factory(max_connections=20, header_timeout=60)
+    async with sockets(easel, 20) as opened:
+        trickles = [asyncio.create_task(trickle(writer, 0.2)) for _, writer in opened[10:]]
+        await asyncio.sleep(1.5)  # room for them to be waiting longer than EVICT_AFTER
+        for _ in range(3):  # the first takes the place of the oldest socket waiting
+            assert await health(easel) == 200  # for its head; the next, of the first
+        assert await closed_by_server(opened[0][0], within=10) == b""
+        for task in trickles:
+            task.cancel()
+    assert (await refusals(easel)).get("evicted") == 1.0
+
+
+async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_503(
+    easel_factory: ServerFactory,
+) -> None:
+    easel = await easel_factory(max_connections=3)
+    async with sockets(easel, 3) as busy:
+        for reader, writer in busy:  # keep-alive connections past their first request
+            writer.write(HEAD)
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        async with sockets(easel, 1) as ((reader, _writer),):
+            answer = await closed_by_server(reader, within=10)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert (await refusals(easel)).get("max_connections", 0) >= 1  # scrapes may add some
+
+
+async def test_a_websocket_outlives_the_header_timeout(easel_factory: ServerFactory) -> None:
+    easel = await easel_factory(header_timeout=0.3)
+    client = await easel.connect(pipeline="passthrough", drain="all")
+    await asyncio.sleep(1.5)  # several header timeouts: the guard must have stepped aside
+    await client.send_frame(1, ContentType.PNG, png())
+    (answer,) = await collect(client, 1)
+    assert isinstance(answer, Result)
+    await client.close()
