@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -93,15 +94,19 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
             await store.close()
 
     async def close_connections(app: web.Application) -> None:
-        # aiohttp waits for open handlers before cleanup: end sessions (1001) first.
+        # aiohttp waits for open handlers before cleanup: end sessions (1001) first,
+        # all at once, each after answering the frames it has in its pipeline.
         domain = app.get(DOMAIN)
         if domain is None:
             return
-        for state in domain.sessions.states():
-            try:
-                await domain.sessions.ref(state.id).ask(Close(1001, "server going away"))
-            except EaselError:
-                continue
+        going = Close(1001, "server going away", finish=settings.shutdown_timeout)
+        asks = [
+            domain.sessions.ref(state.id).ask(going, timeout=settings.shutdown_timeout + 5.0)
+            for state in domain.sessions.states()
+        ]
+        for outcome in await asyncio.gather(*asks, return_exceptions=True):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, EaselError):
+                raise outcome
 
     app.cleanup_ctx.append(engine_lifetime)
     app.on_shutdown.append(close_connections)
