@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from engine.settings import Settings
 from tests.support import (
@@ -16,6 +17,7 @@ from tests.support import (
     PgCluster,
     Secantus,
     ServerFactory,
+    ServerStarter,
     running_pg_cluster,
 )
 from transport.app import ADMIN_KEY_FILE, create_app
@@ -43,17 +45,33 @@ def mongodb_uri() -> Iterator[str]:
 
 
 @pytest.fixture
-async def easel_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
-    sessions: list[aiohttp.ClientSession] = []
+async def easel_server() -> AsyncIterator[ServerStarter]:
+    """Start Easel apps as ``easel serve`` serves them (through the connection guard);
+    they are closed after the test."""
     servers: list[EaselServer] = []
+
+    async def start(app: web.Application, **kwargs: Any) -> EaselServer:
+        server = EaselServer(app)
+        servers.append(server)
+        await server.start_server(**kwargs)
+        return server
+
+    yield start
+    while servers:
+        await servers.pop().close()
+
+
+@pytest.fixture
+async def easel_factory(
+    easel_server: ServerStarter, tmp_path: Path
+) -> AsyncIterator[ServerFactory]:
+    sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides: Any) -> Easel:
         """A server with auth on; its HTTP session carries the admin key the first
         start wrote (``Easel.admin_key``), unless ``insecure=True``."""
         settings = Settings(data_dir=tmp_path, **overrides)
-        server = EaselServer(create_app(settings, announce=lambda _: None))
-        await server.start_server()
-        servers.append(server)
+        server = await easel_server(create_app(settings, announce=lambda _: None))
         key_file = tmp_path / ADMIN_KEY_FILE
         admin_key = key_file.read_text().strip() if key_file.exists() else None
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None
@@ -64,8 +82,6 @@ async def easel_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     yield make
     for http in sessions:
         await http.close()
-    while servers:
-        await servers.pop().close()
 
 
 @pytest.fixture

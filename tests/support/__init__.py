@@ -40,6 +40,7 @@ __all__ = [
     "PgCluster",
     "Secantus",
     "ServerFactory",
+    "ServerStarter",
     "collect",
     "create_database",
     "eventually",
@@ -158,6 +159,10 @@ class EaselServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
         return GuardedRunner(self.app, **kwargs)
+
+
+ServerStarter = Callable[..., Awaitable[EaselServer]]
+"""The ``easel_server`` fixture: ``await easel_server(create_app(...), **runner_kwargs)``."""
 
 
 class Easel:
