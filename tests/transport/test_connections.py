@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from prometheus_client import Counter
 
-from tests.support import Easel, ServerFactory, collect, png
+from engine.metrics import new_registry
+from tests.support import Easel, ServerFactory, collect, eventually, png
 from transport.client import Result
+from transport.connections import Refusal, RefusalLog
 from transport.protocol import ContentType
 
 HEAD = b"GET /api/v1/health HTTP/1.1\r\nHost: easel\r\n\r\n"
@@ -135,3 +138,27 @@ async def test_a_websocket_outlives_the_header_timeout(easel_factory: ServerFact
     (answer,) = await collect(client, 1)
     assert isinstance(answer, Result)
     await client.close()
+
+
+async def test_a_refusal_kind_is_logged_once_then_summed_up_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = new_registry()
+    counter = Counter("refused", "refused", ["reason"], registry=registry)
+    refusals = RefusalLog(counter, interval=0.2)
+    caplog.set_level(logging.WARNING, logger="transport.connections")
+    for _ in range(5):
+        refusals.refused(Refusal.IDLE, "sent nothing")
+    refusals.refused(Refusal.EVICTED, "made room")
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[0] for line in lines] == [
+        "connection refused (idle)",
+        "connection refused (evicted)",
+    ]
+    await eventually(lambda: len(caplog.records) == 3, timeout=10)
+    assert caplog.records[2].getMessage().startswith("4 more connections refused (idle) since ")
+    await asyncio.sleep(1.0)  # a quiet interval (0.2 s) and room: the next refusal is news
+    refusals.refused(Refusal.IDLE, "sent nothing")
+    assert caplog.records[-1].getMessage().startswith("connection refused (idle): sent nothing")
+    assert len(caplog.records) == 4
+    assert registry.get_sample_value("refused_total", {"reason": "idle"}) == 6.0
