@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -100,13 +101,13 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
         if domain is None:
             return
         going = Close(1001, "server going away", finish=settings.shutdown_timeout)
-        asks = [
-            domain.sessions.ref(state.id).ask(going, timeout=settings.shutdown_timeout + 5.0)
-            for state in domain.sessions.states()
-        ]
-        for outcome in await asyncio.gather(*asks, return_exceptions=True):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, EaselError):
-                raise outcome
+
+        async def goodbye(session_id: str) -> None:
+            with contextlib.suppress(EaselError):  # it ended meanwhile, or timed out
+                ref = domain.sessions.ref(session_id)
+                await ref.ask(going, timeout=settings.shutdown_timeout + 5.0)
+
+        await asyncio.gather(*(goodbye(state.id) for state in domain.sessions.states()))
 
     app.cleanup_ctx.append(engine_lifetime)
     app.on_shutdown.append(close_connections)
