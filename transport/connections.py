@@ -1,4 +1,4 @@
-"""TCP connections: a cap on how many are open, and a deadline for each request head.
+"""TCP connections: a cap on how many are open, and a deadline for a new one's request head.
 
 aiohttp's ``Server`` makes one ``RequestHandler`` (an asyncio protocol) per accepted
 connection. ``GuardedRunner`` hands the listening sockets a ``ConnectionGuard`` in its
@@ -8,7 +8,8 @@ place, so every site (``easel serve`` and the test server alike) accepts through
   head; otherwise it is closed (``idle`` if it sent nothing, ``header_timeout`` if it
   sent part of a head: a slow client). Between requests of a keep-alive connection,
   aiohttp itself closes one whose next head has not arrived ``keepalive_timeout``
-  after the previous response.
+  after the previous response (its timer also runs from the accept, so a
+  ``keepalive_timeout`` shorter than ``header_timeout`` closes first, uncounted).
 - At ``max_connections`` open connections, a new one takes the place of the oldest
   connection still waiting for its first head after ``EVICT_AFTER`` (``evicted``): a
   client that sends its request at once is served even while idle or slow sockets
