@@ -88,6 +88,14 @@ class Settings(BaseModel):
     uvloop is optional (there is none on Windows): where it is missing the default falls
     back to ``asyncio``, and ``uvloop`` asked for explicitly is refused at start."""
     shutdown_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a stopping engine gives its open requests and in-flight frames to finish
+    (and each actor to stop) before it cuts them off."""
+    max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    """Open TCP connections the engine holds at most. Past it, a new connection takes
+    the place of one still waiting for its first request head, or gets a bare 503."""
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a new connection has to send a complete first request head (slow or
+    idle clients are closed)."""
     loop_lag_interval: float = Field(default=0.1, gt=0)
     max_sessions: int = Field(default=256, ge=1)
     session_idle_timeout: float = Field(default=60.0, gt=0)

@@ -2,16 +2,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
+from aiohttp import web
 
 from engine.settings import Settings
-from tests.support import Easel, PgCluster, Secantus, ServerFactory, running_pg_cluster
+from tests.support import (
+    Easel,
+    EaselServer,
+    PgCluster,
+    Secantus,
+    ServerFactory,
+    ServerStarter,
+    running_pg_cluster,
+)
 from transport.app import ADMIN_KEY_FILE, create_app
 
 # Crash tests log tracebacks on purpose; keep the output readable.
@@ -37,8 +45,25 @@ def mongodb_uri() -> Iterator[str]:
 
 
 @pytest.fixture
+async def easel_server() -> AsyncIterator[ServerStarter]:
+    """Start Easel apps as ``easel serve`` serves them (through the connection guard);
+    they are closed after the test."""
+    servers: list[EaselServer] = []
+
+    async def start(app: web.Application, **kwargs: Any) -> EaselServer:
+        server = EaselServer(app)
+        servers.append(server)
+        await server.start_server(**kwargs)
+        return server
+
+    yield start
+    while servers:
+        await servers.pop().close()
+
+
+@pytest.fixture
 async def easel_factory(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+    easel_server: ServerStarter, tmp_path: Path
 ) -> AsyncIterator[ServerFactory]:
     sessions: list[aiohttp.ClientSession] = []
 
@@ -46,7 +71,7 @@ async def easel_factory(
         """A server with auth on; its HTTP session carries the admin key the first
         start wrote (``Easel.admin_key``), unless ``insecure=True``."""
         settings = Settings(data_dir=tmp_path, **overrides)
-        server = await aiohttp_server(create_app(settings, announce=lambda _: None))
+        server = await easel_server(create_app(settings, announce=lambda _: None))
         key_file = tmp_path / ADMIN_KEY_FILE
         admin_key = key_file.read_text().strip() if key_file.exists() else None
         headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -93,15 +95,19 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
             await store.close()
 
     async def close_connections(app: web.Application) -> None:
-        # aiohttp waits for open handlers before cleanup: end sessions (1001) first.
+        # aiohttp waits for open handlers before cleanup: end sessions (1001) first,
+        # all at once, each after answering the frames it has in its pipeline.
         domain = app.get(DOMAIN)
         if domain is None:
             return
-        for state in domain.sessions.states():
-            try:
-                await domain.sessions.ref(state.id).ask(Close(1001, "server going away"))
-            except EaselError:
-                continue
+        going = Close(1001, "server going away", finish=settings.shutdown_timeout)
+
+        async def goodbye(session_id: str) -> None:
+            with contextlib.suppress(EaselError):  # it ended meanwhile, or timed out
+                ref = domain.sessions.ref(session_id)
+                await ref.ask(going, timeout=settings.shutdown_timeout + 5.0)
+
+        await asyncio.gather(*(goodbye(state.id) for state in domain.sessions.states()))
 
     app.cleanup_ctx.append(engine_lifetime)
     app.on_shutdown.append(close_connections)

@@ -11,8 +11,6 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-from aiohttp import web
-
 from engine.errors import EaselError
 from engine.metrics import new_registry
 from engine.settings import Settings, SettingsError, load_settings
@@ -21,6 +19,7 @@ from transport import client_cli
 from transport.app import create_app
 from transport.browser import RedactingAccessLogger
 from transport.commands import COMMAND_GROUP, Command
+from transport.serving import serve
 
 __all__ = ["main"]
 
@@ -103,17 +102,13 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as error:
         return _refused(error)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # run_app turns SIGINT/SIGTERM into an orderly shutdown (cleanup_ctx stops the tree).
     try:
-        web.run_app(
+        serve(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.shutdown_timeout,
-            print=lambda message: print(message, flush=True),
-            loop=loop,
+            settings,
+            loop_factory=None if loop is None else lambda: loop,
             access_log_class=RedactingAccessLogger,
-            keepalive_timeout=settings.keepalive_timeout,
+            announce=lambda message: print(message, flush=True),
         )
     except EaselError as error:  # the engine could not start: its data dir in use …
         print(f"easel: {error}", file=sys.stderr)

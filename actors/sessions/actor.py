@@ -55,6 +55,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self.connection: Connection | None = None
         self._drain: Drain | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._frames: FramePump | None = None
         self._unsubscribe: Any = None
         self._closing: Close | None = None
         self._detached_at = 0.0
@@ -83,7 +84,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
             case Call():
                 return self._call(message)
             case Close():
-                return self._close(message)
+                return await self._close(message)
             case Expire(detached_at):
                 return self._expire(detached_at)
             case PumpFailed(error, incarnation):
@@ -104,7 +105,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         superseded = frames.loop_shard(state.pipeline, "superseded").inc
         frames_in = frames.loop_shard(state.pipeline, "in").inc
         self._drain = make_drain(state.drain, deps.settings.drain_capacity, superseded)
-        pump = FramePump(state, self._drain, connection, deps)
+        pump = self._frames = FramePump(state, self._drain, connection, deps)
         self._pump = asyncio.get_running_loop().create_task(pump.run(), name=f"pump:{state.id}")
         self._pump.add_done_callback(self._watch)
         self._unsubscribe = handle.subscribe(self._pipeline_event)
@@ -140,6 +141,7 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         if self._pump is not None:
             self._pump.cancel()
             self._pump = None
+            self._frames = None
         for send in self._event_sends:
             send.cancel()
         self._schedule_expiry()
@@ -209,14 +211,21 @@ class SessionActor(LoopActor[SessionMessage, Any]):
 
     # --- endings ---------------------------------------------------------------------
 
-    def _close(self, close: Close) -> None:
+    async def _close(self, close: Close) -> None:
+        pump, frames = self._pump, self._frames
+        if close.finish > 0 and pump is not None and frames is not None:
+            frames.finish()  # answer what the pipeline holds, within close.finish
+            await asyncio.wait({pump}, timeout=close.finish)
+        self._end(close)
+
+    def _end(self, close: Close) -> None:
         self._closing = close
         self.context.stop()
 
     def _expire(self, detached_at: float) -> None:
         if self.connection is None and detached_at == self._detached_at:
             log.info("session %s expired after %.1fs idle", self.state.id, self._idle_timeout)
-            self._close(Close(1000, "idle timeout"))
+            self._end(Close(1000, "idle timeout"))
 
     def _pump_failed(self, error: BaseException | None, incarnation: int) -> None:
         if incarnation != self.context.incarnation:

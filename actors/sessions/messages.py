@@ -91,6 +91,9 @@ class Close:
 
     code: int = 1000
     reason: str = "session closed"
+    finish: float = 0.0
+    """Seconds the frames already in the pipeline get to be answered before the goodbye
+    (the drain takes no more); 0: none."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,9 +53,17 @@ class FramePump:
         self._credit = state.credit(deps.settings)
         self._waiting: Room | None = None
         """Where our ticket may be queued or granted."""
+        self._finishing = False
+
+    def finish(self) -> None:
+        """Take no more frames from the drain; ``run`` returns once the frames already
+        in the pipeline are answered."""
+        self._finishing = True
+        self.drain.bell.ring()
 
     async def run(self) -> None:
-        """Until the drain closes. Frames still in the pipeline when it ends are
+        """Until the drain closes, or after ``finish`` until the frames in the pipeline
+        are answered. Frames still in the pipeline when it ends otherwise are
         abandoned (their futures cancelled, their room places given back)."""
         drain = self.drain
         limit = self.state.max_inflight(self.deps.settings)
@@ -65,7 +73,7 @@ class FramePump:
         self._waiting = None
         drain.admit = lambda: self._admit(order, limit, ticket)
         try:
-            while not drain.closed:
+            while not drain.closed and not (self._finishing and not order):
                 self._admit(order, limit, ticket)
                 if order and order[0][1].done():
                     frame, future = order.popleft()
@@ -90,7 +98,7 @@ class FramePump:
         """Move frames from the drain into the pipeline while the session's limit and
         the pipeline's room allow."""
         drain = self.drain
-        while len(order) < limit and len(drain):
+        while len(order) < limit and len(drain) and not self._finishing:
             handle = self._handle()
             room = None if handle is None else handle.room
             waiting = self._waiting

@@ -28,6 +28,7 @@ from aiohttp import web
 from engine.settings import Settings
 from ops.bench.echo import echo_app
 from transport.app import create_app
+from transport.connections import GuardedRunner
 
 __all__ = [
     "Target",
@@ -96,9 +97,9 @@ async def in_process(kind: str, settings: Mapping[str, Any] | None = None) -> As
             # the frame path is measured, not auth: on loopback, with auth off
             values = {"insecure": True, **(settings or {})}
             app = create_app(Settings(data_dir=Path(data_dir), **values), announce=lambda _: None)
+            runner: web.AppRunner = GuardedRunner(app)  # as ``easel serve`` accepts
         else:
-            app = echo_app()
-        runner = web.AppRunner(app, handle_signals=False)
+            runner = web.AppRunner(echo_app(), handle_signals=False)
         await runner.setup()
         port = free_port()
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -17,6 +17,7 @@ from PIL import Image
 from actors.domain import Domain
 from engine.settings import Settings
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
+from tests.support import ServerStarter
 from transport.app import ADMIN_KEY_FILE, create_app
 from transport.client import Client
 from transport.keys import DOMAIN, STORE
@@ -193,15 +194,13 @@ EaselFactory = Callable[..., Awaitable[Easel]]
 
 
 @pytest.fixture
-async def easel_factory(
-    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
-) -> AsyncIterator[EaselFactory]:
+async def easel_factory(easel_server: ServerStarter, tmp_path: Path) -> AsyncIterator[EaselFactory]:
     """Start Easel apps (fast health checks, short leases) on ``tmp_path/data``."""
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides: Any) -> Easel:
         settings = Settings(data_dir=tmp_path / "data", **{**FAST, **overrides})
-        server = await aiohttp_server(create_app(settings, announce=lambda _: None))
+        server = await easel_server(create_app(settings, announce=lambda _: None))
         key_file = settings.data_dir / ADMIN_KEY_FILE  # the admin key of the first start
         http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {key_file.read_text().strip()}"}

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 from PIL import Image
 from pymongo import MongoClient
 
@@ -28,15 +29,18 @@ from engine.settings import Settings
 from ops.bench.servers import free_port
 from ops.pgcluster import PgCluster
 from transport.client import Client, Result, ServerError
+from transport.connections import GuardedRunner
 from transport.protocol import Frame, decode
 
 __all__ = [
     "EASEL",
     "ROOT",
     "Easel",
+    "EaselServer",
     "PgCluster",
     "Secantus",
     "ServerFactory",
+    "ServerStarter",
     "collect",
     "create_database",
     "eventually",
@@ -147,6 +151,18 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
 
 
 ServerFactory = Callable[..., Awaitable["Easel"]]
+
+
+class EaselServer(TestServer):
+    """A test server that accepts connections as ``easel serve`` does: through the
+    connection guard, with the engine's keep-alive and shutdown timeouts."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GuardedRunner(self.app, **kwargs)
+
+
+ServerStarter = Callable[..., Awaitable[EaselServer]]
+"""The ``easel_server`` fixture: ``await easel_server(create_app(...), **runner_kwargs)``."""
 
 
 class Easel:

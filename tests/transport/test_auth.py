@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from engine.settings import Settings, SettingsError, load_settings
-from tests.support import EASEL, ROOT, Easel, ServerFactory
+from tests.support import EASEL, ROOT, Easel, ServerFactory, ServerStarter
 from transport.app import ADMIN_KEY_FILE, create_app
 from transport.auth import Role, role_of
 from transport.client import Client
@@ -82,10 +82,12 @@ async def test_roles(easel: Easel) -> None:
     assert (await call(easel, "GET", "/metrics", easel.admin_key))[0] == 200
 
 
-async def test_first_start_creates_an_admin_key_once(tmp_path: Path, aiohttp_server: Any) -> None:
+async def test_first_start_creates_an_admin_key_once(
+    tmp_path: Path, easel_server: ServerStarter
+) -> None:
     said: list[str] = []
     settings = Settings(data_dir=tmp_path, port=8123)
-    server = await aiohttp_server(create_app(settings, announce=said.append))
+    server = await easel_server(create_app(settings, announce=said.append))
     key_file = tmp_path / ADMIN_KEY_FILE
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     token = key_file.read_text().strip()
@@ -99,7 +101,7 @@ async def test_first_start_creates_an_admin_key_once(tmp_path: Path, aiohttp_ser
     assert "token" not in listing["items"][0]
     assert "secret_hash" not in listing["items"][0]
     await server.close()
-    again = await aiohttp_server(create_app(settings, announce=said.append))
+    again = await easel_server(create_app(settings, announce=said.append))
     assert len(said) == 1  # keys exist: nothing created, nothing printed
     assert key_file.read_text().strip() == token
     await again.close()

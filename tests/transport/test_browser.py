@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from engine.settings import Settings
-from tests.support import Easel, ServerFactory
+from tests.support import Easel, ServerFactory, ServerStarter
 from transport.app import create_app
 from transport.browser import RedactingAccessLogger, redact
 
@@ -111,10 +111,10 @@ def test_redact() -> None:
 
 
 async def test_the_access_log_never_holds_a_token(
-    aiohttp_server: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+    easel_server: ServerStarter, tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = create_app(Settings(data_dir=tmp_path), announce=lambda _: None)
-    server = await aiohttp_server(app, access_log_class=RedactingAccessLogger)
+    server = await easel_server(app, access_log_class=RedactingAccessLogger)
     token = (tmp_path / "admin.key").read_text().strip()
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
         async with aiohttp.ClientSession() as http:

@@ -13,12 +13,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from engine.metrics import new_registry
 from engine.settings import Settings, SettingsError, load_settings
 from engine.storage import SessionRecord, SessionStatus, open_store
-from tests.support import EASEL, ROOT, free_port, get, wait_until_serving
+from tests.support import EASEL, ROOT, collect, free_port, get, png, wait_until_serving
+from transport.client import Client, ConnectionClosed, Result
+from transport.protocol import ContentType
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -100,6 +103,44 @@ def test_a_second_process_on_a_data_dir_in_use_is_refused(tmp_path: Path) -> Non
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+async def test_sigterm_answers_the_frame_in_flight_then_ends_each_session_with_1001(
+    tmp_path: Path,
+) -> None:
+    proc, url = serve(tmp_path / "d", tmp_path)
+    try:
+        await asyncio.to_thread(wait_until_serving, url + "/api/v1/health", proc)
+        key = (tmp_path / "d" / "admin.key").read_text().strip()
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            slow = {"name": "slow", "kind": "simulated", "options": {"cost_ms": 1000}}
+            async with http.post(url + "/api/v1/pipelines", json=slow) as response:
+                assert response.status == 201, await response.text()
+            body = {"pipeline": "slow", "drain": "all"}
+            async with http.post(url + "/api/v1/sessions", json=body) as response:
+                created = await response.json()
+            client = await Client.connect(
+                url, token=created["token"], session=created["id"], http=http
+            )
+            await client.send_frame(1, ContentType.PNG, png())
+            assert [a.seq for a in await collect(client, 1) if isinstance(a, Result)] == [1]
+            await client.send_frame(2, ContentType.PNG, png())
+            await asyncio.sleep(0.3)  # room for frame 2 to reach the pipeline (1 s there)
+            stopping = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            answers = await collect(client, 1)
+            assert [a.seq for a in answers if isinstance(a, Result)] == [2]
+            event = await client.next_event()
+            assert (event.name, event.data) == ("session.closed", {"reason": "server going away"})
+            with pytest.raises(ConnectionClosed) as closed:
+                await client.next_event()
+            assert closed.value.code == 1001
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert time.monotonic() - stopping < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_after_a_kill_the_next_start_takes_the_data_dir_and_closes_what_was_left_open(

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 from engine.metrics import new_registry
 from engine.settings import Settings
 from engine.storage import NewSession, PipelineConfigPatch, SessionStatus, open_store
-from tests.support import running_pg_cluster
+from tests.support import EaselServer, running_pg_cluster
 from transport.app import ADMIN_KEY_FILE, create_app
 from transport.keys import ENGINE
 
@@ -30,14 +30,14 @@ async def call(server: TestServer, method: str, path: str, body: Any = None) -> 
 
 async def test_pipelines_created_over_rest_come_back_after_a_restart(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    first = TestServer(create_app(settings))
+    first = EaselServer(create_app(settings))
     await first.start_server()
     config = {"name": "sim", "kind": "simulated", "replicas": 2, "options": {"cost_ms": 1}}
     assert (await call(first, "POST", "/api/v1/pipelines", config))[0] == 201
     assert (await call(first, "POST", "/api/v1/pipelines/sim/reload", {"max_batch": 4}))[0] == 200
     await first.close()
 
-    second = TestServer(create_app(settings))
+    second = EaselServer(create_app(settings))
     await second.start_server()
     status, restored = await call(second, "GET", "/api/v1/pipelines/sim")
     assert status == 200
@@ -46,7 +46,7 @@ async def test_pipelines_created_over_rest_come_back_after_a_restart(tmp_path: P
     assert (await call(second, "DELETE", "/api/v1/pipelines/sim"))[0] == 204
     await second.close()
 
-    third = TestServer(create_app(settings))
+    third = EaselServer(create_app(settings))
     await third.start_server()
     assert (await call(third, "GET", "/api/v1/pipelines/sim"))[0] == 404
     names = [p["name"] for p in (await call(third, "GET", "/api/v1/pipelines"))[1]["items"]]
@@ -56,7 +56,7 @@ async def test_pipelines_created_over_rest_come_back_after_a_restart(tmp_path: P
 
 async def test_session_metadata_and_final_stats_are_stored(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    server = TestServer(create_app(settings))
+    server = EaselServer(create_app(settings))
     await server.start_server()
     status, created = await call(
         server, "POST", "/api/v1/sessions", {"pipeline": "imagefx", "params": {"effect": "blur"}}
@@ -80,7 +80,7 @@ async def test_session_metadata_and_final_stats_are_stored(tmp_path: Path) -> No
 
 async def test_a_stored_pipeline_that_cannot_start_can_be_replaced(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    first = TestServer(create_app(settings))
+    first = EaselServer(create_app(settings))
     await first.start_server()
     created = {"name": "sim", "kind": "simulated"}
     assert (await call(first, "POST", "/api/v1/pipelines", created))[0] == 201
@@ -93,14 +93,14 @@ async def test_a_stored_pipeline_that_cannot_start_can_be_replaced(tmp_path: Pat
     )
     await store.close()
 
-    second = TestServer(create_app(settings))
+    second = EaselServer(create_app(settings))
     await second.start_server()  # the broken config is skipped, not fatal
     assert (await call(second, "GET", "/api/v1/pipelines/sim"))[0] == 404
     body = {"name": "sim", "kind": "simulated", "options": {"cost_ms": 2}}
     assert (await call(second, "POST", "/api/v1/pipelines", body))[0] == 201
     await second.close()
 
-    third = TestServer(create_app(settings))
+    third = EaselServer(create_app(settings))
     await third.start_server()
     status, restored = await call(third, "GET", "/api/v1/pipelines/sim")
     assert (status, restored["options"]) == (200, {"cost_ms": 2})
@@ -109,7 +109,7 @@ async def test_a_stored_pipeline_that_cannot_start_can_be_replaced(tmp_path: Pat
 
 async def restart(settings: Settings) -> None:
     """Start an engine on ``settings`` and stop it again."""
-    server = TestServer(create_app(settings))
+    server = EaselServer(create_app(settings))
     await server.start_server()
     await server.close()
 

@@ -530,3 +530,40 @@ async def test_a_detach_cancels_event_sends_in_flight(rig: Rig, pt: PipelineHand
     connection.release_events()
     await asyncio.sleep(0.01)
     assert connection.events == []
+
+
+async def test_a_finishing_close_answers_the_frames_in_the_pipeline_before_the_goodbye(
+    rig: Rig,
+) -> None:
+    handle = await scripted(rig)
+    rig.script.hold()
+    ref = await start_session(rig, new_state("sc", DrainStrategy.ALL), Recorder())
+    connection = FakeConnection()
+    attachment = await ref.ask(Attach(connection))
+    for seq in range(2):
+        await attachment.submit(frame(seq, {"tag": seq, "hold": True}))
+    await eventually(lambda: handle.room.used == 2)
+    closing = asyncio.create_task(ref.ask(Close(1001, "server going away", finish=10.0)))
+    await asyncio.sleep(0.05)  # room for the close to begin: the frames are still held
+    assert connection.log == []
+    rig.script.release()
+    await closing
+    await eventually(lambda: bool(connection.closes))
+    assert connection.log == ["result:0", "result:1", "event:session.closed", "close:1001"]
+    assert connection.closes == [(1001, "server going away")]
+
+
+async def test_a_finishing_close_says_goodbye_when_its_deadline_passes(rig: Rig) -> None:
+    handle = await scripted(rig)
+    rig.script.hold()
+    ref = await start_session(rig, new_state("sc", DrainStrategy.ALL), Recorder())
+    connection = FakeConnection()
+    attachment = await ref.ask(Attach(connection))
+    await attachment.submit(frame(0, {"tag": 0, "hold": True}))
+    await eventually(lambda: handle.room.used == 1)
+    await ref.ask(Close(1001, "server going away", finish=0.2))
+    await eventually(lambda: bool(connection.closes))
+    assert connection.log == ["event:session.closed", "close:1001"]
+    assert connection.closes == [(1001, "server going away")]
+    await eventually(lambda: handle.room.used == 0)  # the abandoned frame's place is back
+    rig.script.release()
