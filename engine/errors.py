@@ -119,6 +119,14 @@ class PayloadTooLarge(EaselError):
     title = "Payload too large"
 
 
+class RequestTimeout(EaselError):
+    """A request body did not arrive in time (a client sending it too slowly)."""
+
+    code = "request_timeout"
+    status = 408
+    title = "Request timeout"
+
+
 class UnsupportedMediaType(EaselError):
     """A body, or the content in it, is of a type the endpoint does not take."""
 

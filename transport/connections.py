@@ -53,6 +53,10 @@ _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n"
     b"Retry-After: 1\r\n\r\n"
 )
+LINGER: Final = 2.0
+"""Seconds the rest of a request body the answer did not need is read (and dropped)
+before the connection closes: enough for a client to read the answer, too little for
+a slow one to hold the connection (aiohttp's default is 10)."""
 _HEAD_ENDS: Final = (b"\r\n\r\n", b"\n\n")
 
 
@@ -257,6 +261,7 @@ class GuardedRunner(web.AppRunner):
         settings = app[ENGINE].settings
         kwargs.setdefault("keepalive_timeout", settings.keepalive_timeout)
         kwargs.setdefault("shutdown_timeout", settings.shutdown_timeout)
+        kwargs.setdefault("lingering_time", LINGER)
         super().__init__(app, **kwargs)
         self._guard: ConnectionGuard | None = None
 

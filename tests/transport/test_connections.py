@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from engine.metrics import new_registry
 from tests.support import Easel, ServerFactory, collect, eventually, png
 from transport.client import Result
-from transport.connections import Refusal, RefusalLog
+from transport.connections import LINGER, Refusal, RefusalLog
 from transport.protocol import ContentType
 
 HEAD = b"GET /api/v1/health HTTP/1.1\r\nHost: easel\r\n\r\n"
@@ -168,3 +168,42 @@ async def test_a_refusal_kind_is_logged_once_then_summed_up_per_interval(
     assert caplog.records[-1].getMessage().startswith("connection refused (idle): sent nothing")
     assert len(caplog.records) == 4
     assert registry.get_sample_value("refused_total", {"reason": "idle"}) == 6.0
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/projects", "application/json"),
+        ("/api/v1/media", "multipart/form-data; boundary=b"),
+    ],
+)
+async def test_a_trickled_body_is_cut_off_with_a_408(
+    easel_factory: ServerFactory, path: str, content_type: str
+) -> None:
+    # head at once, then the body a byte a second: bounded by header_timeout plus the
+    # body's size at the minimum rate, then a 408 and the connection closed
+    easel = await easel_factory(header_timeout=1.0)
+    body = b'{"name": "slow"}' if content_type.startswith("application") else b"--b\r\n" * 8
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: easel\r\nContent-Type: {content_type}\r\n"
+        f"Authorization: Bearer {easel.admin_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    async with sockets(easel, 1) as ((reader, writer),):
+        writer.write(head.encode() + body[:1])
+        dripping = asyncio.create_task(trickle_bytes(writer, body[1:], every=1.0))
+        async with asyncio.timeout(10):
+            status = await reader.readline()
+            answer = await reader.readuntil(b"}")  # the problem body
+        dripping.cancel()
+        rest = await closed_by_server(reader, within=LINGER + 5)  # not held by the trickle
+    assert status.startswith(b"HTTP/1.1 408"), status
+    assert b'"code":"request_timeout"' in answer.replace(b" ", b"")
+    assert rest == b""
+
+
+async def trickle_bytes(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    with contextlib.suppress(ConnectionError):
+        for byte in data:
+            await asyncio.sleep(every)
+            writer.write(bytes([byte]))
+            await writer.drain()

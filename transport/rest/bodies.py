@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from engine.errors import Invalid, UnsupportedMediaType
+from engine.errors import Invalid, RequestTimeout, UnsupportedMediaType
 from engine.validation import field_problems, listing
+from transport.keys import ENGINE
 
 __all__ = [
     "MAX_PAGE",
     "MAX_PAGE_BYTES",
+    "MIN_BODY_RATE",
     "BadRequest",
+    "body_deadline",
     "json_response",
     "page_response",
     "paging",
@@ -27,6 +32,9 @@ MAX_PAGE = 500
 MAX_PAGE_BYTES = 4 * 1024 * 1024
 """The most bytes of items one page carries: past it the page ends early (at least
 one item), and ``next_offset`` says where the next one starts."""
+
+MIN_BODY_RATE = 64 * 1024
+"""Bytes per second a request body must arrive at, past a first ``header_timeout``."""
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,6 +81,23 @@ def page_response(
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+@asynccontextmanager
+async def body_deadline(request: web.Request, size: int) -> AsyncIterator[None]:
+    """Bound the reading of a body of at most ``size`` bytes (its declared length if
+    smaller) to ``header_timeout`` seconds plus ``size / MIN_BODY_RATE``: a client
+    that trickles its body is cut off in seconds, not held. Raises ``RequestTimeout``
+    (408); the connection closes after the answer (what is left of the body is read
+    for ``LINGER`` seconds at most, see ``transport.connections``)."""
+    declared = request.content_length
+    expected = min(size, declared) if declared is not None else size
+    seconds = request.app[ENGINE].settings.header_timeout + expected / MIN_BODY_RATE
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {seconds:.0f} s") from None
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     """Parse the JSON body into ``model``.
 
@@ -82,7 +107,8 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     """
     declared = request.headers.get("Content-Type")
     json_type = request.content_type == "application/json" or request.content_type.endswith("+json")
-    raw = await request.read()
+    async with body_deadline(request, request.app[ENGINE].settings.max_body):
+        raw = await request.read()
     if (declared is not None or raw) and not json_type:
         raise UnsupportedMediaType(
             f"send the body as application/json (got {declared or 'no content type'})"

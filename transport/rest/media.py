@@ -30,7 +30,7 @@ from engine.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from engine.storage import Media, Store
 from transport.auth import Role, principal, requires
 from transport.keys import ENGINE, STORE
-from transport.rest.bodies import BadRequest, json_response
+from transport.rest.bodies import BadRequest, body_deadline, json_response
 
 __all__ = ["ACCEPTED", "MAX_PIXELS", "MAX_SIDE", "MEDIA", "ONE", "PART", "routes", "sniff"]
 
@@ -122,29 +122,40 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[bytes, str]:
             f"send multipart/form-data with one part named {PART!r}, not {request.content_type}",
             accepted=["multipart/form-data"],
         )
-    too_large = f"the file is larger than the limit of {limit} bytes"
     declared = request.content_length
     if declared is not None and declared > limit + _ENVELOPE:
-        raise PayloadTooLarge(too_large, limit=limit)
+        raise PayloadTooLarge(_too_large(limit), limit=limit)
     chunks: list[bytes] = []
-    size = 0
     try:
-        reader = await request.multipart()
-        part = await reader.next()
-        if not isinstance(part, BodyPartReader) or part.name != PART:
-            raise BadRequest(f"the first part must be a file part named {PART!r}")
-        while chunk := await part.read_chunk(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(too_large, limit=limit)
-            chunks.append(chunk)
-        if await reader.next() is not None:
-            raise BadRequest(f"only one part, named {PART!r}, is expected")
+        async with body_deadline(request, limit + _ENVELOPE):
+            part = await _read_parts(request, limit, chunks)
     except (ValueError, RuntimeError, HttpProcessingError, ConnectionError) as error:
         raise BadRequest(f"malformed multipart body: {error}") from None
+    size = sum(len(chunk) for chunk in chunks)
     if not size:
         raise BadRequest(f"the part {PART!r} is empty")
     return b"".join(chunks), _filename(part.filename)
+
+
+async def _read_parts(request: web.Request, limit: int, chunks: list[bytes]) -> BodyPartReader:
+    """Read the one file part into ``chunks`` (refused past ``limit``); the part."""
+    size = 0
+    reader = await request.multipart()
+    part = await reader.next()
+    if not isinstance(part, BodyPartReader) or part.name != PART:
+        raise BadRequest(f"the first part must be a file part named {PART!r}")
+    while chunk := await part.read_chunk(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(_too_large(limit), limit=limit)
+        chunks.append(chunk)
+    if await reader.next() is not None:
+        raise BadRequest(f"only one part, named {PART!r}, is expected")
+    return part
+
+
+def _too_large(limit: int) -> str:
+    return f"the file is larger than the limit of {limit} bytes"
 
 
 def _store(request: web.Request) -> Store:
