@@ -61,6 +61,9 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._event_sends: set[asyncio.Task[None]] = set()
         """EVENT frames on their way to the client; cancelled when it detaches."""
 
+    def log_fields(self) -> dict[str, str]:
+        return {"session_id": self.state.id}
+
     async def on_start(self) -> None:
         self.state.attached = False
         self._schedule_expiry()
