@@ -16,7 +16,16 @@ import aiohttp
 import pytest
 
 from engine.logcontext import ContextFilter, JsonFormatter, job_context, log_context
-from tests.support import EASEL, ROOT, Easel, free_port, png, wait_until_serving
+from tests.support import (
+    EASEL,
+    ROOT,
+    Easel,
+    ServerFactory,
+    eventually,
+    free_port,
+    png,
+    wait_until_serving,
+)
 from transport.client import Client, Result
 from transport.protocol import ContentType
 
@@ -152,3 +161,19 @@ def test_a_json_line_has_the_bound_ids_and_the_exception(
     }
     second.pop("time")
     assert second == {"level": "INFO", "logger": "tests.logs", "message": "outside", "job_id": "j2"}
+
+
+async def test_a_session_actor_logs_its_session_not_the_request_that_made_it(
+    easel_factory: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    easel = await easel_factory(session_idle_timeout=0.05)
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.INFO, logger="actors.sessions"):
+        async with easel.http.post(
+            easel.url + "/api/v1/sessions", json={}, headers={REQUEST_ID: "create-2"}
+        ) as r:
+            session_id = (await r.json())["id"]
+        await eventually(lambda: any("expired" in r.getMessage() for r in caplog.records))
+    (expired,) = (r for r in caplog.records if "expired" in r.getMessage())
+    fields = {name: getattr(expired, name) for name in ("request_id", "session_id", "job_id")}
+    assert fields == {"request_id": None, "session_id": session_id, "job_id": None}
