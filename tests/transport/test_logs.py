@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from engine.logcontext import ContextFilter, JsonFormatter, job_context, log_context
+from engine.settings import SettingsError, load_settings
 from tests.support import (
     EASEL,
     ROOT,
@@ -177,3 +178,11 @@ async def test_a_session_actor_logs_its_session_not_the_request_that_made_it(
     (expired,) = (r for r in caplog.records if "expired" in r.getMessage())
     fields = {name: getattr(expired, name) for name in ("request_id", "session_id", "job_id")}
     assert fields == {"request_id": None, "session_id": session_id, "job_id": None}
+
+
+def test_the_log_format_comes_from_the_flag_or_the_environment() -> None:
+    assert load_settings({}, {}).log_format == "text"
+    assert load_settings({}, {"EASEL_LOG_FORMAT": "json"}).log_format == "json"
+    assert load_settings({"log_format": "text"}, {"EASEL_LOG_FORMAT": "json"}).log_format == "text"
+    with pytest.raises(SettingsError, match="EASEL_LOG_FORMAT"):
+        load_settings({}, {"EASEL_LOG_FORMAT": "xml"})
