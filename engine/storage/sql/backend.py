@@ -10,6 +10,7 @@ transaction. Database errors become engine errors there, in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -87,8 +88,12 @@ class SqlBackend:
             connect_args=connect_args,
         )
         self._sqlite = dialect == "sqlite"
-        self._writer = asyncio.Lock() if self._sqlite else None
-        """SQLite units of work take turns (``_writer_turn``)."""
+        # SQLite has one writer at a time; pooled connections that write at once wait
+        # in its busy handler, which sleeps up to 100 ms a try. Measured on a busy
+        # 2-core machine, 8 clients opening and ending sessions side by side got
+        # database timeouts (5 s, so sessions refused); with units of work taking
+        # turns on the loop, none.
+        self._turns = asyncio.Lock() if self._sqlite else None
         self._reads: dict[Select[Any], _Read] = {}
         if self._sqlite:
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
@@ -114,29 +119,8 @@ class SqlBackend:
         ``NotFound`` when a referenced parent row is missing, ``Invalid`` when the
         database refuses a value (a PostgreSQL data exception, SQLSTATE class 22).
         """
-        if self._writer is None:
-            async with self._connection() as conn, conn.begin():
-                yield conn
-            return
-        async with self._writer_turn(), self._connection() as conn, conn.begin():
+        async with self._connection(turn=True) as conn, conn.begin():
             yield conn
-
-    @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
-        # SQLite has one writer at a time; pooled connections that write at once wait
-        # in its busy handler, which sleeps up to 100 ms a try. Measured on a busy
-        # 2-core machine, 8 clients opening and ending sessions side by side got
-        # database timeouts (5 s, so sessions refused); taking turns on the loop, none.
-        assert self._writer is not None
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._writer.acquire()
-        except TimeoutError as exc:
-            raise Unavailable("database unavailable: TimeoutError") from exc
-        try:
-            yield
-        finally:
-            self._writer.release()
 
     async def first(
         self, query: Select[Any], params: Mapping[str, Any]
@@ -164,13 +148,16 @@ class SqlBackend:
         return read
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[AsyncConnection]:
-        # Bounds the whole block (pool wait included) and maps database errors to
-        # engine errors, for units of work and single reads alike.
+    async def _connection(self, *, turn: bool = False) -> AsyncIterator[AsyncConnection]:
+        # Bounds the whole block (the wait for a turn and for the pool included) and
+        # maps database errors to engine errors, for units of work and single reads.
         try:
             async with asyncio.timeout(self._timeout):
                 start = time.perf_counter()
-                async with self._engine.connect() as conn:
+                turns = (
+                    self._turns if turn and self._turns is not None else contextlib.nullcontext()
+                )
+                async with turns, self._engine.connect() as conn:
                     self.metrics.wait_seconds.observe(time.perf_counter() - start)
                     yield conn
         except IntegrityError as exc:
