@@ -88,7 +88,7 @@ async def start_domain(
     for name in filter(None, (n.strip() for n in engine.settings.pipelines.split(","))):
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
-    engine.add_readiness_check("pipelines", pipelines.check_ready)
+    engine.add_component_check("pipelines", pipelines.health)
     return Domain(pipelines, sessions, metrics, fleet, jobs)
 
 

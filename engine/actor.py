@@ -56,6 +56,12 @@ class _Behaviour(Generic[M, R]):
     """Metric label for every actor of this class (e.g. ``session``); never an id."""
     context: ActorContext[M, R]
 
+    def log_fields(self) -> dict[str, str]:
+        """What this actor's log lines are about (``session_id``: engine/logcontext.py),
+        read when an incarnation starts. A loop actor's task has these bound and no
+        others: it does not speak for the request that started it."""
+        return {}
+
 
 class LoopActor(_Behaviour[M, R]):
     """An actor on the event loop. Every hook runs on the loop, in the actor's task."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -19,7 +19,7 @@ from engine.settings import Settings
 from engine.supervisor import ChildSpec, Supervisor, SupervisorSpec
 from engine.system import ActorSystem
 
-__all__ = ["Engine", "Health", "ReadinessCheck"]
+__all__ = ["ComponentCheck", "Engine", "Health", "Readiness", "ReadinessCheck"]
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """Returns when the dependency is ready; raises (any exception) when it is not."""
@@ -31,6 +31,39 @@ log = logging.getLogger(__name__)
 class Health:
     alive: bool
     detail: str
+
+
+ComponentCheck = Callable[[], Mapping[str, Health]]
+"""The health of each of a group of components (pipelines by name). Loop only; must
+not block."""
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """What ``Engine.ready`` found. ``essentials`` (supervision, the event loop, the
+    store …) decide whether the instance can serve at all; ``components`` are groups of
+    parts (each pipeline) that fail alone: one down leaves the instance ``degraded``,
+    still ready for everything else."""
+
+    essentials: dict[str, Health]
+    components: dict[str, dict[str, Health]] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return all(check.alive for check in self.essentials.values())
+
+    @property
+    def degraded(self) -> bool:
+        return any(
+            not health.alive for group in self.components.values() for health in group.values()
+        )
+
+    @property
+    def status(self) -> str:
+        """``unavailable`` (an essential fails), ``degraded`` or ``ok``."""
+        if not self.ready:
+            return "unavailable"
+        return "degraded" if self.degraded else "ok"
 
 
 class Engine:
@@ -46,6 +79,7 @@ class Engine:
         self._lag: LoopLagMonitor | None = None
         self.root_failure: BaseException | None = None
         self._readiness: dict[str, ReadinessCheck] = {}
+        self._components: dict[str, ComponentCheck] = {}
 
     @property
     def system(self) -> ActorSystem:
@@ -86,20 +120,32 @@ class Engine:
         return Health(True, "ok")
 
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
-        """Register a dependency that ``ready()`` must find working."""
+        """Register an essential dependency: without it the instance is not ready."""
         self._readiness[name] = check
 
-    async def ready(self, timeout: float = 2.0) -> dict[str, Health]:
-        """Check the root supervisor and every readiness check (each within ``timeout``)."""
-        report = {"supervision": self.health()}
+    def add_component_check(self, group: str, check: ComponentCheck) -> None:
+        """Register a group of components (``pipelines``) that ``ready()`` reports one
+        by one; a failing one degrades the instance without making it unready."""
+        self._components[group] = check
+
+    def _event_loop(self) -> Health:
+        if self._lag is None or not self._lag.running:
+            return Health(False, "the event loop's lag monitor is not running")
+        return Health(True, "ok")
+
+    async def ready(self, timeout: float = 2.0) -> Readiness:
+        """Check the root supervisor, the event loop, every readiness check (each
+        within ``timeout``) and every component group. Loop only."""
+        essentials = {"supervision": self.health(), "event_loop": self._event_loop()}
         for name, check in self._readiness.items():
             try:
                 await asyncio.wait_for(check(), timeout)
-            except Exception as error:
-                report[name] = Health(False, f"{type(error).__name__}: {error}")
+            except Exception as error:  # a check may fail in any way: that is its answer
+                essentials[name] = Health(False, f"{type(error).__name__}: {error}")
             else:
-                report[name] = Health(True, "ok")
-        return report
+                essentials[name] = Health(True, "ok")
+        components = {group: dict(check()) for group, check in self._components.items()}
+        return Readiness(essentials, components)
 
     async def stop(self) -> None:
         """Shut the tree down in reverse start order, then anything left unsupervised,

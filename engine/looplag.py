@@ -19,6 +19,11 @@ class LoopLagMonitor:
         self.worst = 0.0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the ticks go on (started, not stopped, not failed)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag")
 

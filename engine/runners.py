@@ -25,6 +25,7 @@ import pykka
 from engine.actor import LoopActor, ThreadActor
 from engine.doorbell import Doorbell
 from engine.errors import ActorCrashed, ActorStopped, EaselError
+from engine.logcontext import detached
 from engine.mailbox import Envelope, Mailbox
 
 __all__ = ["LoopRunner", "Observer", "RunnerEnded", "ThreadRunner"]
@@ -115,7 +116,11 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
     async def start(self) -> None:
         """Run ``on_start``; raises what it raises (the incarnation never runs then)."""
         await self.behaviour.on_start()
-        self._task = self.loop.create_task(self._run(), name=f"actor:{self.path}")
+        self._task = self.loop.create_task(
+            self._run(),
+            name=f"actor:{self.path}",
+            context=detached(**self.behaviour.log_fields()),
+        )
 
     def wake(self) -> None:
         if threading.get_ident() == self.loop_thread:

@@ -64,6 +64,9 @@ class Settings(BaseModel):
     db_auto_migrate: bool | None = None
     """Apply SQL migrations at start; ``None`` means only for SQLite (the embedded default)."""
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one readable line per record; ``json``: one JSON object per line, with
+    the request, session and job it is about (engine/logcontext.py)."""
     insecure: bool = False
     """Turn authentication off (every caller is admin). Refused unless ``host`` is a
     loopback address; the engine warns loudly at start."""

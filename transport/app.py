@@ -23,6 +23,7 @@ from transport.http_metrics import metrics_middleware
 from transport.keys import DOMAIN, ENGINE, STORE
 from transport.limits import RATE_LIMITER, RateLimiter, rate_limit_middleware
 from transport.problem import error_middleware
+from transport.request_ids import request_id_header, request_id_middleware
 from transport.rest import apikeys, comfyui, health, jobs, media, pipelines, projects, sessions
 from transport.web import page
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
     """
     app = web.Application(
         middlewares=[
+            request_id_middleware,
             metrics_middleware,
             error_middleware,
             browser_middleware,
@@ -74,6 +76,7 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
     for module in routes:
         app.add_routes(module.routes)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(request_id_header)
 
     async def engine_lifetime(app: web.Application) -> AsyncIterator[None]:
         store = await open_store(settings, engine.registry)

@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 from engine.settings import Settings
 from transport.keys import ENGINE
 from transport.problem import Handler, problem_response
+from transport.request_ids import request_id_of
 
 __all__ = [
     "SECRET_PARAMS",
@@ -118,17 +119,28 @@ def redact(path_qs: str) -> str:
 
 class RedactingAccessLogger(AbstractAccessLogger):
     """One line per request: ``remote "METHOD path" status bytes seconds``, with
-    credentials in the query string redacted."""
+    credentials in the query string redacted. The same values go on the record as
+    fields (with the request's id), which the JSON log format writes out."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = redact(request.raw_path)
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %d %.6f',
             request.remote,
             request.method,
-            redact(request.raw_path),
+            path,
             request.version.major,
             request.version.minor,
             response.status,
             response.body_length,
             time,
+            extra={
+                "request_id": request_id_of(request),
+                "remote": request.remote,
+                "method": request.method,
+                "path": path,
+                "status": response.status,
+                "bytes": response.body_length,
+                "duration": round(time, 6),
+            },
         )

@@ -8,10 +8,11 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
 from engine.errors import EaselError
+from engine.logcontext import configure_logging
 from engine.metrics import new_registry
 from engine.settings import Settings, SettingsError, load_settings
 from engine.storage import NewApiKey, migrations, open_store
@@ -48,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to listen on (EASEL_PORT, default 8080)")
     serve.add_argument("--data-dir", help="where data lives (EASEL_DATA_DIR, default ./data)")
     serve.add_argument("--log-level", help="DEBUG, INFO … (EASEL_LOG_LEVEL, default INFO)")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or one JSON object per line (EASEL_LOG_FORMAT, default text)",
+    )
     serve.add_argument(
         "--insecure",
         action="store_const",
@@ -89,14 +95,14 @@ def _serve(args: argparse.Namespace) -> int:
                 "port": args.port,
                 "data_dir": args.data_dir,
                 "log_level": args.log_level,
+                "log_format": args.log_format,
                 "insecure": args.insecure,
             }
         )
     except SettingsError as error:
         return _refused(error)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
+    say = _say(settings)
     try:
         loop = _event_loop(settings)
     except SettingsError as error:
@@ -104,16 +110,25 @@ def _serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         serve(
-            create_app(settings),
+            create_app(settings, announce=say),
             settings,
             loop_factory=None if loop is None else lambda: loop,
             access_log_class=RedactingAccessLogger,
-            announce=lambda message: print(message, flush=True),
+            announce=say,
         )
     except EaselError as error:  # the engine could not start: its data dir in use …
         print(f"easel: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say(settings: Settings) -> Callable[[str], None]:
+    """How ``serve`` tells the operator something (where it listens, the admin key's
+    URL): printed to stdout, or as a log line where logs are JSON, so that every line
+    the process writes parses."""
+    if settings.log_format == "json":
+        return lambda message: log.warning("%s", message)
+    return lambda message: print(message, flush=True)
 
 
 def _refused(error: SettingsError) -> int:

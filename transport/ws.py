@@ -35,6 +35,7 @@ from engine.errors import (
     NotFound,
     Unauthorized,
 )
+from engine.logcontext import log_context
 from engine.ref import ActorRef
 from engine.settings import Settings
 from transport.auth import Principal, Role, authenticate, bearer_token, check, requires
@@ -205,7 +206,8 @@ async def session_ws(request: web.Request) -> web.StreamResponse:
             record = _owned(domain, caller, session_id)
     except EaselError as error:  # otherwise the store is unreachable: try again later
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.INTERNAL))
-    await _serve(ws, domain, record, request.app[ENGINE].settings, request.transport)
+    with log_context(session_id=record.id):
+        await _serve(ws, domain, record, request.app[ENGINE].settings, request.transport)
     return ws
 
 
@@ -239,7 +241,8 @@ async def hello_ws(request: web.Request) -> web.StreamResponse:
         record = await _session_for(domain, hello, caller)
     except (ProtocolViolation, EaselError) as error:
         return await _refuse(ws, request.transport, error, _close_code(error, CloseCode.POLICY))
-    await _serve(ws, domain, record, settings, request.transport)
+    with log_context(session_id=record.id):
+        await _serve(ws, domain, record, settings, request.transport)
     return ws
 
 
@@ -315,6 +318,7 @@ async def _serve(
         return
     limits = _limits(settings, record)
     domain.metrics.connections.inc()
+    log.info("session %s: connection attached", record.id)
     try:
         await ws.send_bytes(_welcome(record, limits, attachment.credit))
         await _Reader(ws, ref, attachment, limits, transport).run()
@@ -323,6 +327,7 @@ async def _serve(
     finally:
         domain.metrics.connections.dec()
         await _detach(ref, connection)
+        log.info("session %s: connection detached (close code %s)", record.id, ws.close_code)
 
 
 async def _detach(ref: SessionRef, connection: WsConnection) -> None:

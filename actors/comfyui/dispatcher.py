@@ -40,6 +40,7 @@ from actors.comfyui.server import READY, ServerView
 from actors.comfyui.tracker import ACTIVE, JobTracker
 from engine.actor import LoopActor
 from engine.errors import Conflict, EaselError, NotFound
+from engine.logcontext import job_context
 from engine.settings import Settings
 from engine.storage import Jobs, JobStatus, MediaRepository
 from engine.storage.records import now
@@ -244,7 +245,7 @@ class Dispatcher:
     async def _send(self, job_id: str, server: ServerView) -> None:
         tracker = self.tracker
         try:
-            async with tracker.lock(job_id):
+            async with tracker.lock(job_id), job_context(job_id):
                 job = next((j for j in tracker.held() if j.id == job_id), None)
                 if job is None or job.prompt_id is None:
                     return
@@ -274,7 +275,7 @@ class Dispatcher:
                             "job %s: %s did not answer its submit: %s", job_id, server.name, error
                         )
         except EaselError as error:  # the store: reconciliation finds the job later
-            log.warning("job %s: %s", job_id, error)
+            log.warning("job %s: %s", job_id, error, extra={"job_id": job_id})
         finally:
             tracker.sending.discard(job_id)
             self.wake()

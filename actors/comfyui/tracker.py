@@ -50,6 +50,7 @@ from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import discard, fetch_outputs
 from actors.comfyui.metrics import FleetMetrics
 from engine.errors import Conflict, EaselError, NotFound
+from engine.logcontext import job_context
 from engine.storage import Job, JobOutput, Jobs, JobStatus, MediaRepository
 from engine.storage.records import now
 
@@ -253,7 +254,7 @@ class JobTracker:
 
     async def reconcile(self, job_id: str) -> None:
         """Find out what became of a held job on its server and act on it."""
-        async with self.lock(job_id):
+        async with self.lock(job_id), job_context(job_id):
             job = self._held.get(job_id)
             if job is None or job_id in self.sending or job.status not in ACTIVE:
                 return
@@ -380,7 +381,7 @@ class JobTracker:
     async def renew(self) -> None:
         """Extend the lease of every held job (one that changed hands is let go)."""
         for job_id in list(self._held):
-            async with self.lock(job_id):
+            async with self.lock(job_id), job_context(job_id):
                 if job_id in self._held:
                     try:
                         await self.swap(job_id, lease_expires=self.lease_until())

@@ -14,6 +14,7 @@ from actors.pipelines.handle import PipelineAnswer, PipelineHandle, PipelineJob
 from actors.pipelines.replicas import check_hosting, replica_factory
 from actors.plugins import PipelineCatalog, PipelineConfig, PluginContext
 from actors.plugins.catalog import PluginClass
+from engine.engine import Health
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorRef
 from engine.storage import PipelineConfigPatch, PipelineConfigs
@@ -204,11 +205,13 @@ class PipelineService:
                 await self.configs.delete(stored)
                 del self._stored[name]
 
-    async def check_ready(self) -> None:
-        """Readiness: raises ``Unavailable`` naming pipelines that are restarting."""
-        down = [name for name, handle in self._handles.items() if not handle.ready]
-        if down:
-            raise Unavailable(f"pipelines not ready: {', '.join(sorted(down))}")
+    def health(self) -> dict[str, Health]:
+        """Each pipeline's readiness, by name: a restarting one (crashed, in its
+        restart backoff or loading again) is not alive. Loop only."""
+        return {
+            name: Health(True, "ok") if handle.ready else Health(False, "restarting")
+            for name, handle in sorted(self._handles.items())
+        }
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())

@@ -65,6 +65,9 @@ class SessionActor(LoopActor[SessionMessage, Any]):
         self._follower: Follower | None = None
         """The jobs the attached connection follows (``job.subscribe``)."""
 
+    def log_fields(self) -> dict[str, str]:
+        return {"session_id": self.state.id}
+
     async def on_start(self) -> None:
         self.state.attached = False
         self._schedule_expiry()

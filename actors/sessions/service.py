@@ -205,8 +205,7 @@ class SessionService:
     async def _finish(self, state: SessionState) -> None:
         assert self.stored is not None
         try:
-            await self.stored.update(state.id, SessionPatch(params=state.params))
-            await self.stored.finish(state.id, state.stats.as_dict())
+            await self.stored.finish(state.id, state.stats.as_dict(), params=state.params)
         except EaselError:
             log.exception("session %s: final stats could not be stored", state.id)
 

@@ -244,18 +244,29 @@ class Sessions(Repository[SessionRecord]):
         """Change an open session. Raises ``NotFound``, ``Conflict`` if it is closed."""
         return await self._patch(record_id, patch, expect={"status": SessionStatus.OPEN})
 
-    async def finish(self, record_id: str, stats: dict[str, Any]) -> SessionRecord:
-        """Close a session with its final stats.
+    async def finish(
+        self, record_id: str, stats: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> SessionRecord:
+        """Close a session with its final stats and, when given, its final params, in
+        one write.
 
-        Raises ``NotFound``, ``Conflict`` if closed, ``Invalid`` for stats no backend
-        can store.
+        Raises ``NotFound``, ``Conflict`` if closed, ``Invalid`` for stats or params no
+        backend can store.
         """
         _refuse_unstorable(stats)
         stamp = now()
-        changes = {"status": SessionStatus.CLOSED, "ended_at": stamp, "updated_at": stamp}
+        changes: dict[str, Any] = {
+            "status": SessionStatus.CLOSED,
+            "ended_at": stamp,
+            "updated_at": stamp,
+            "stats": stats,
+        }
+        if params is not None:
+            _refuse_unstorable(params)
+            changes["params"] = params
         async with self._op("finish"):
             return await self._table.update(
-                record_id, {**changes, "stats": stats}, expect={"status": SessionStatus.OPEN}
+                record_id, changes, expect={"status": SessionStatus.OPEN}
             )
 
 

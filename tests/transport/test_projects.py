@@ -96,7 +96,11 @@ async def test_database_outage_is_503_then_recovers(easel_factory: ServerFactory
 
         await asyncio.to_thread(cluster.stop, "fast")
         status, body = await easel.request("GET", "/api/v1/ready")
-        assert (status, body["checks"]["store"]["ok"]) == (503, False)
+        assert (status, body["status"], body["checks"]["store"]["ok"]) == (
+            503,
+            "unavailable",
+            False,
+        )
         status, problem = await easel.request("GET", BASE)
         assert (status, problem["code"]) == (503, "unavailable")
 

@@ -104,10 +104,16 @@ async def test_an_old_replica_failing_after_a_reload_does_not_mark_the_pipeline_
     await asyncio.sleep(0.01)
     assert handle.ready
     status, body = await easel.request("GET", "/api/v1/ready")
-    assert (status, body["checks"]["pipelines"]["ok"]) == (200, True)
+    assert (status, body["pipelines"]["sim"]["state"]) == (200, "ok")
     handle.notify("/pipelines/sim/g2-r0", ready=False)  # a current one does count
     await asyncio.sleep(0.01)
     assert not handle.ready
+    status, body = await easel.request("GET", "/api/v1/ready")
+    assert (status, body["status"], body["pipelines"]["sim"]["state"]) == (
+        200,
+        "degraded",
+        "degraded",
+    )
     handle.notify("/pipelines/sim/g2-r0", ready=True)
     await asyncio.sleep(0.01)
     assert handle.ready

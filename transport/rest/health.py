@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,14 +28,28 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/api/v1/ready")
 @requires(Role.PUBLIC)
 async def ready(request: web.Request) -> web.Response:
-    """Ready: supervision healthy and every dependency (store, pipelines …) reachable."""
-    checks = await request.app[ENGINE].ready()
-    ok = all(check.alive for check in checks.values())
-    body = {
-        "ready": ok,
-        "checks": {name: {"ok": c.alive, "detail": c.detail} for name, c in checks.items()},
+    """Ready for a load balancer: 200 while the instance's essentials (supervision, the
+    event loop, the store) work, 503 when one does not. Each pipeline is reported on
+    its own, ``ok`` or ``degraded``; a degraded pipeline makes the status ``degraded``
+    but the answer stays 200, since every other pipeline still serves.
+
+    ``{"status": "ok" | "degraded" | "unavailable", "ready": bool,
+    "checks": {name: {"ok", "detail"}}, "pipelines": {name: {"state", "detail"}}}``
+    """
+    report = await request.app[ENGINE].ready()
+    body: dict[str, Any] = {
+        "status": report.status,
+        "ready": report.ready,
+        "checks": {
+            name: {"ok": c.alive, "detail": c.detail} for name, c in report.essentials.items()
+        },
     }
-    return json_response(body, status=200 if ok else 503)
+    for group, parts in report.components.items():
+        body[group] = {
+            name: {"state": "ok" if part.alive else "degraded", "detail": part.detail}
+            for name, part in parts.items()
+        }
+    return json_response(body, status=200 if report.ready else 503)
 
 
 @routes.get("/metrics")

@@ -12,6 +12,7 @@ import pytest
 from actors.pipelines.admission import room_for
 from actors.pipelines.handle import PipelineAnswer, PipelineHandle
 from actors.plugins import FrameIn, PipelineConfig
+from engine.engine import Health
 from engine.errors import Conflict, Invalid, NotFound, Unavailable
 from engine.ref import ActorState
 from engine.storage import Store
@@ -234,22 +235,22 @@ async def test_shutdown_stops_the_pipeline_for_good(rig: Rig) -> None:
 # --- readiness -----------------------------------------------------------------------
 
 
-async def test_check_ready_names_pipelines_that_are_restarting(rig: Rig) -> None:
-    await rig.pipelines.check_ready()  # none at all is ready
+async def test_health_reports_a_restarting_pipeline_alone(rig: Rig) -> None:
+    assert rig.pipelines.health() == {}
     handle = await rig.pipelines.init(scripted())
     await rig.pipelines.init(sim())
-    await rig.pipelines.check_ready()
+    all_ok = {"sc": Health(True, "ok"), "sim": Health(True, "ok")}
+    assert rig.pipelines.health() == all_ok
     rig.script.hold_loads()  # the restarted replica will wait in its load
     crashed = handle.submit(job(handle, crash=True), 5.0)
     with pytest.raises(Exception, match="crashed"):
         await crashed
     await eventually(lambda: not handle.ready)
-    with pytest.raises(Unavailable, match=r"pipelines not ready: sc$"):
-        await rig.pipelines.check_ready()
+    assert rig.pipelines.health() == {"sc": Health(False, "restarting"), "sim": Health(True, "ok")}
     await eventually(lambda: rig.script.loads == 2)
     rig.script.release_loads()
     await eventually(lambda: handle.ready)
-    await rig.pipelines.check_ready()
+    assert rig.pipelines.health() == all_ok
 
 
 async def test_replica_notices_of_an_old_generation_are_ignored(rig: Rig) -> None:

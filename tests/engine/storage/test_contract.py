@@ -203,11 +203,13 @@ async def test_open_sessions_take_new_params_and_client(store: Store) -> None:
 
 
 async def test_sessions_finish_once_with_stats(store: Store) -> None:
-    first = await store.sessions.create(NewSession(pipeline="a"))
+    first = await store.sessions.create(NewSession(pipeline="a", params={"a": 1}))
     await store.sessions.create(NewSession(pipeline="b"))
-    closed = await store.sessions.finish(first.id, {"frames": 120, "fps": 29.5})
+    closed = await store.sessions.finish(first.id, {"frames": 120, "fps": 29.5}, params={"a": 2})
     assert closed.status is SessionStatus.CLOSED
     assert closed.stats == {"frames": 120, "fps": 29.5}
+    assert closed.params == {"a": 2}
+    assert await store.sessions.get(first.id) == closed
     assert closed.ended_at is not None
     with pytest.raises(Conflict):
         await store.sessions.finish(first.id, {})
