@@ -22,7 +22,6 @@ no ComfyUI server is reachable), and pipelines hosted in processes or on Ray.
 from __future__ import annotations
 
 import asyncio
-import time
 import traceback
 from collections.abc import Iterator
 from typing import Any, Final
@@ -57,7 +56,7 @@ CHECKS: Final = [
     response_schema_conformance,
 ]
 EXAMPLES: Final = 5
-"""Examples per operation and pass: about 30 s for the whole run here."""
+"""Examples per operation and pass: the whole run takes about 30 s on two busy cores."""
 
 Caller = tuple[str, str | None]
 """Who calls, for the report, and their API key (``None``: none)."""
@@ -186,8 +185,6 @@ async def test_every_answer_keeps_to_the_document(easel_factory: ServerFactory) 
     assert easel.admin_key is not None
     seeded, client = await _seed(easel)
     callers = ("admin", easel.admin_key), ("client", client)
-    started = time.monotonic()
     # The examples call the server over real sockets from a thread while the loop serves.
     failures = await asyncio.to_thread(_passes, easel.url, *callers, seeded)
     assert failures == [], "\n\n".join(failures)
-    assert time.monotonic() - started < 100  # bounded: a few examples an operation
