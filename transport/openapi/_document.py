@@ -3,10 +3,11 @@
 Derived, not listed (so a new route can't forget them):
 
 - the route's declared role (read off the handler, as the auth middleware does):
-  ``public`` answers no 401/403; any other role answers 401 without a valid key and
-  403 for a key of another role; ``client`` and ``metrics`` routes answer 429 with
-  ``Retry-After`` past the key's rate (admin keys are not limited, and a route
-  needing admin refuses other keys before the limiter);
+  ``public`` answers no 401/403; any other role answers 401 without a valid key, 403
+  for a key of another role, and 503 when the store that checks keys is down;
+  ``client`` and ``metrics`` routes answer 429 with ``Retry-After`` past the key's
+  rate (admin keys are not limited, and a route needing admin refuses other keys
+  before the limiter);
 - a state-changing method: 403 for a foreign ``Origin`` (``transport.browser``);
 - a JSON body: 400 (not JSON), 413 (past ``max_body``), 415 (not declared JSON),
   422 (fields invalid);
@@ -84,6 +85,7 @@ _SHARED: Final = {
     413: "TooLarge",
     415: "UnsupportedMediaType",
     429: "TooManyRequests",
+    503: "Unavailable",
 }
 """Statuses whose answer is the same on every route: one component each."""
 
@@ -103,6 +105,7 @@ def _shared_responses() -> dict[str, Any]:
     out["TooManyRequests"]["headers"] = {
         name: {**header, "required": True} for name, header in _RETRY_AFTER.items()
     }
+    out["Unavailable"]["headers"] = _RETRY_AFTER
     out["MethodNotAllowed"]["headers"] = {
         "Allow": {
             "description": "The methods this path has",
@@ -142,7 +145,7 @@ def _derived(op: Operation, declared: RouteRole) -> set[int]:
         return set()
     statuses: set[int] = set()
     if declared.role is not Role.PUBLIC:
-        statuses |= {401, 403}
+        statuses |= {401, 403, 503}
     if declared.role in (Role.CLIENT, Role.METRICS):
         statuses.add(429)
     if op.method in _UNSAFE:
@@ -175,7 +178,7 @@ def _responses(op: Operation, declared: RouteRole, refs: dict[Any, str]) -> dict
     statuses = sorted(set(op.responses) | _derived(op, declared))
     for status in statuses:
         text = op.responses.get(status, "")
-        if status < 400:
+        if status < 400 or status in op.answered:
             out[str(status)] = _success(status, text, op, refs)
         elif status in _SHARED and not text:
             out[str(status)] = {"$ref": f"#/components/responses/{_SHARED[status]}"}

@@ -55,6 +55,8 @@ class Operation:
     """A request body that is not JSON: its ``content`` map, as written in the document."""
     answer: type[BaseModel] | None = None
     content: dict[str, Any] | None = None
+    answered: tuple[int, ...] = ()
+    """Error statuses whose body is ``answer`` too, not a problem."""
     parameters: tuple[dict[str, Any], ...] = ()
     """Query and header parameters beyond paging (which a page answer implies)."""
 
@@ -66,15 +68,17 @@ _CORE: tuple[Operation, ...] = (
         "get",
         "/api/v1/health",
         "Liveness",
-        {200: "Alive", 503: "Root supervisor failed (the same body)"},
+        {200: "Alive", 503: "Root supervisor failed"},
         answer=a.Alive,
+        answered=(503,),
     ),
     Operation(
         "get",
         "/api/v1/ready",
         "Readiness",
-        {200: "Ready", 503: "A dependency is down (the same body)"},
+        {200: "Ready", 503: "A dependency is down"},
         answer=a.Readiness,
+        answered=(503,),
     ),
     Operation(
         "get",
