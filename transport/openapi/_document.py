@@ -46,8 +46,7 @@ _UNSAFE: Final = frozenset({"post", "put", "patch", "delete"})
 
 _PROBLEM_SCHEMA: Final = {
     "type": "object",
-    "description": "RFC 9457 problem details with a stable code; some carry more fields "
-    "(fields, retry_after, limit, accepted)",
+    "description": "RFC 9457 problem details with a stable code",
     "required": ["type", "title", "status", "detail", "code"],
     "properties": {
         "type": {"type": "string"},
@@ -55,6 +54,18 @@ _PROBLEM_SCHEMA: Final = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "code": {"type": "string"},
+        "fields": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "422: what is wrong with each field, by its dotted path",
+        },
+        "retry_after": {"type": "number", "description": "429, 503: seconds to wait"},
+        "limit": {"type": "integer", "description": "413: the limit in bytes"},
+        "accepted": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "415: the media types accepted",
+        },
     },
 }
 _RETRY_AFTER: Final = {
