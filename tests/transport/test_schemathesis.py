@@ -17,6 +17,9 @@ examples into ``404``s, which the document allows). Excluded, with their reasons
 beside them: the WebSocket endpoints (an upgrade, not a request and an answer), a
 seeded job's event stream (it streams until the job ends, which it never does here:
 no ComfyUI server is reachable), and pipelines hosted in processes or on Ray.
+
+Refusals no generated example reaches (413 past ``max_body``, 415, 429 past a key's
+rate) are sent by hand and checked the same way.
 """
 
 from __future__ import annotations
@@ -188,3 +191,32 @@ async def test_every_answer_keeps_to_the_document(easel_factory: ServerFactory) 
     # The examples call the server over real sockets from a thread while the loop serves.
     failures = await asyncio.to_thread(_passes, easel.url, *callers, seeded)
     assert failures == [], "\n\n".join(failures)
+
+
+def _refusals(url: str, client: str) -> list[int]:
+    """Blocking: requests refused before their route runs, each answer checked; the
+    statuses."""
+    schema = schemathesis.openapi.from_dict(document())
+    projects = schema["/api/v1/projects"]
+    auth = {"Authorization": f"Bearer {client}"}
+    cases = [
+        projects["POST"].Case(body={"name": "x" * 4096}, headers=auth),  # past max_body
+        projects["POST"].Case(body="a=1", media_type="text/plain", headers=auth),
+        projects["GET"].Case(headers=auth),  # the third request, past a burst of two
+    ]
+    statuses = []
+    for case in cases:
+        response = case.call(base_url=url, timeout=10)
+        case.validate_response(response, checks=CHECKS)
+        statuses.append(response.status_code)
+    return statuses
+
+
+async def test_refusals_before_the_route_keep_to_the_document(
+    easel_factory: ServerFactory,
+) -> None:
+    easel = await easel_factory(max_body=1024, rate_limit=0.01, rate_burst=2)
+    status, key = await easel.post("/api/v1/keys", {"name": "limited", "role": "client"})
+    assert status == 201
+    statuses = await asyncio.to_thread(_refusals, easel.url, key["token"])
+    assert statuses == [413, 415, 429]
