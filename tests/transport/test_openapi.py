@@ -119,7 +119,7 @@ def test_the_statuses_every_route_of_a_kind_answers_are_derived(
     assert responses - {str(status) for status in op.responses} == expected
 
 
-def test_auth_statuses_follow_each_route_s_declared_role(tmp_path: Path) -> None:
+def test_auth_statuses_and_security_follow_each_route_s_declared_role(tmp_path: Path) -> None:
     roles = _roles(tmp_path)
     for method, path, entry in _operations():
         statuses = set(entry["responses"])
@@ -128,6 +128,10 @@ def test_auth_statuses_follow_each_route_s_declared_role(tmp_path: Path) -> None
             continue  # sockets authenticate after the upgrade: an ERROR frame, not a status
         assert ({"401", "403", "503"} <= statuses) is (role is not Role.PUBLIC), (method, path)
         assert ("429" in statuses) is (role is Role.CLIENT), (method, path)
+        if role is Role.PUBLIC:
+            assert entry["security"] == [], (method, path)
+        else:
+            assert entry["x-role"] == role.value, (method, path)
 
 
 def test_every_success_answer_but_an_empty_one_has_a_schema() -> None:

@@ -68,7 +68,7 @@ _EXCLUDED: Final = {
     ("GET", "/api/v1/ws"): "a WebSocket upgrade, tested in test_realtime*.py",
     ("GET", "/api/v1/sessions/{session_id}/ws"): "a WebSocket upgrade, as above",
 }
-_SLOW_HOSTS: Final = frozenset({"process", "ray"})
+_SLOW_HOSTS: Final = ("process", "ray")  # a tuple: a negative example may put a dict here
 """Pipelines not started or reloaded here: a child process per replica, or a Ray
 cluster, take seconds each (``test_process_hosting.py`` and
 ``tests/actors/pipelines/test_ray_hosting.py`` cover them)."""

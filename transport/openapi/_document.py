@@ -88,6 +88,12 @@ _DESCRIPTIONS: Final = {
     429: "Over the key's rate; Retry-After says when to come back",
     503: "Unavailable or overloaded (Retry-After when it is a matter of time)",
 }
+_ABOUT: Final = (
+    "Realtime canvas engine API. Every operation but the public ones (security: []) needs "
+    "an API key of the role in its x-role (an admin key does everything). Errors are "
+    "application/problem+json. A method a path lacks is 405 with Allow: see "
+    "#/components/responses/MethodNotAllowed, referred to by each path's x-other-methods."
+)
 _SHARED: Final = {
     401: "Unauthorized",
     403: "Forbidden",
@@ -247,13 +253,18 @@ def document() -> dict[str, Any]:
     refs, schemas = _schemas()
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
+        declared = roles[(op.method, op.path)]
         entry: dict[str, Any] = {
             "summary": op.summary,
             "tags": [op.tag],
             "operationId": _operation_id(op),
             "parameters": _parameters(op),
-            "responses": _responses(op, roles[(op.method, op.path)], refs),
+            "responses": _responses(op, declared, refs),
         }
+        if declared.role is Role.PUBLIC:
+            entry["security"] = []
+        else:
+            entry["x-role"] = declared.role.value
         if op.body is not None:
             entry["requestBody"] = {
                 "required": True,
@@ -272,9 +283,20 @@ def document() -> dict[str, Any]:
         item[op.method] = entry
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Easel", "version": "1", "description": "Realtime canvas engine API"},
+        "info": {"title": "Easel", "version": "1", "description": _ABOUT},
+        "security": [{"apiKey": []}],
         "paths": paths,
-        "components": {"schemas": schemas, "responses": _shared_responses()},
+        "components": {
+            "schemas": schemas,
+            "responses": _shared_responses(),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key; x-role on an operation names the role it needs",
+                }
+            },
+        },
     }
 
 
