@@ -3,11 +3,12 @@
 Derived, not listed (so a new route can't forget them):
 
 - the route's declared role (read off the handler, as the auth middleware does):
-  ``public`` answers no 401/403; any other role answers 401 without a valid key, 403
-  for a key of another role, and 503 when the store that checks keys is down;
-  ``client`` and ``metrics`` routes answer 429 with ``Retry-After`` past the key's
-  rate (admin keys are not limited, and a route needing admin refuses other keys
-  before the limiter);
+  ``public`` needs no key (``security: []``) and answers no 401/403; any other role
+  needs the bearer key (``x-role`` names the role) and answers 401 without a valid
+  key, 403 for a key of another role, and 503 when the store that checks keys is
+  down; ``client`` and ``metrics`` routes answer 429 with ``Retry-After`` past the
+  key's rate (admin keys are not limited, and a route needing admin refuses other
+  keys before the limiter);
 - a state-changing method: 403 for a foreign ``Origin`` (``transport.browser``);
 - a JSON body: 400 (not JSON), 413 (past ``max_body``), 415 (not declared JSON),
   422 (fields invalid);
