@@ -66,7 +66,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         code = _HTTP_CODES.get(error.status, f"http_{error.status}")
-        return problem_response(error.status, code, error.reason, error.text or error.reason)
+        answer = problem_response(error.status, code, error.reason, error.text or error.reason)
+        if "Allow" in error.headers:  # a 405 must say which methods the path has
+            answer.headers["Allow"] = error.headers["Allow"]
+        return answer
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(500, "internal", "Internal error", "an internal error occurred")

@@ -135,3 +135,14 @@ async def test_realtime_metrics_are_exposed(easel: Easel) -> None:
     assert 'easel_frame_latency_seconds_count{pipeline="passthrough"} 1.0' in text
     assert 'easel_pipeline_batch_size_count{pipeline="passthrough"} 1.0' in text
     await client.close()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/api/v1/jobs/batch"])
+async def test_an_overlong_idempotency_key_header_is_a_422(easel: Easel, path: str) -> None:
+    body = {"workflow": {"1": {"class_type": "SaveImage", "inputs": {}}}, "seeds": [1]}
+    if path == "/api/v1/jobs":
+        del body["seeds"]
+    headers = {"Idempotency-Key": "k" * 201}
+    async with easel.http.post(easel.url + path, json=body, headers=headers) as response:
+        assert response.status == 422, await response.text()
+        assert (await response.json(content_type=None))["code"] == "invalid"

@@ -29,7 +29,9 @@ class RegisterServer(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    url: str = Field(min_length=1, max_length=200, description="Base URL, http:// or https://")
+    url: str = Field(
+        min_length=1, max_length=200, pattern=r"^https?://", description="Base URL, http(s)://"
+    )
     max_in_flight: int = Field(default=1, ge=1, le=1024, description="Jobs on it at once")
     tags: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=32
@@ -37,9 +39,7 @@ class RegisterServer(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+    def _base(cls, value: str) -> str:
         return value.rstrip("/")
 
 

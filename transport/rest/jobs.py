@@ -41,6 +41,9 @@ JOBS = "/api/v1/jobs"
 JOB = JOBS + "/{job_id}"
 
 
+_MAX_KEY = 200
+
+
 class SubmitJob(BaseModel):
     """A ComfyUI workflow to run on the fleet."""
 
@@ -54,7 +57,7 @@ class SubmitJob(BaseModel):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="lower runs first")
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     params: dict[str, Any] = Field(default_factory=dict, description="kept with the job")
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=_MAX_KEY)
 
 
 class SubmitBatch(SubmitJob):
@@ -106,6 +109,8 @@ def describe(job: Job, *, workflow: bool = False) -> dict[str, Any]:
 
 def _new_job(request: web.Request, body: SubmitJob) -> NewJob:
     key = request.headers.get("Idempotency-Key") or body.idempotency_key
+    if key is not None and len(key) > _MAX_KEY:
+        raise Invalid(f"the Idempotency-Key header has at most {_MAX_KEY} characters")
     settings = request.app[DOMAIN].jobs.settings
     return NewJob(
         workflow=body.name,
