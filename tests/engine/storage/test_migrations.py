@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from engine.errors import Conflict, Unavailable
 from engine.settings import Settings
-from engine.storage import NewJob, NewProject, PipelineConfigPatch, open_store
+from engine.storage import NewJob, NewProject, PipelineConfigPatch, Store, open_store
 from engine.storage.migrations import MIGRATION_LOCK, current, head, upgrade
 from engine.storage.records import now
 from engine.storage.sql.schema import METADATA
@@ -100,27 +100,33 @@ async def test_older_revisions_upgrade_and_keep_their_rows(
         await store.close()
 
 
+async def upgraded_with(url: str, tmp_path: Path, revision: str, *rows: str) -> Store:
+    """Migrate ``url`` to ``revision``, insert ``rows`` (SQL statements) as a store of
+    that age would have, migrate to the newest and open a store on it."""
+    await upgrade(url, revision)
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for row in rows:
+                await conn.execute(text(row))
+    finally:
+        await engine.dispose()
+    await upgrade(url)
+    settings = Settings(data_dir=tmp_path, database_url=url, db_auto_migrate=False)
+    return await open_store(settings, CollectorRegistry())
+
+
 async def test_sessions_stored_before_nodes_keep_their_rows_and_close_at_start(
     empty_url: str, tmp_path: Path
 ) -> None:
-    await upgrade(empty_url, "0003")
-    engine = create_async_engine(empty_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO sessions (id, pipeline, drain, client, params, status, stats,"
-                    " created_at, updated_at) VALUES ('s1', 'fx', 'latest', 'web',"
-                    """ '{"a": 1}', 'open', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"""
-                )
-            )
-    finally:
-        await engine.dispose()
-
-    await upgrade(empty_url)
-
-    settings = Settings(data_dir=tmp_path, database_url=empty_url, db_auto_migrate=False)
-    store = await open_store(settings, CollectorRegistry())
+    store = await upgraded_with(
+        empty_url,
+        tmp_path,
+        "0003",
+        "INSERT INTO sessions (id, pipeline, drain, client, params, status, stats,"
+        " created_at, updated_at) VALUES ('s1', 'fx', 'latest', 'web',"
+        """ '{"a": 1}', 'open', '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)""",
+    )
     try:
         kept = await store.sessions.get("s1")
         assert (kept.pipeline, kept.client, kept.params) == ("fx", "web", {"a": 1})
@@ -134,32 +140,18 @@ async def test_sessions_stored_before_nodes_keep_their_rows_and_close_at_start(
 async def test_jobs_and_projects_stored_before_owners_keep_their_rows(
     empty_url: str, tmp_path: Path
 ) -> None:
-    await upgrade(empty_url, "0007")
-    engine = create_async_engine(empty_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "INSERT INTO projects (id, name, description, owner, created_at, updated_at)"
-                    " VALUES ('p1', 'x', '', 'alice', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                )
-            )
-            await conn.execute(
-                text(
-                    "INSERT INTO jobs (id, workflow, params, status, outputs, prompt, priority,"
-                    " max_attempts, idempotency_key, node_errors, attempts, progress,"
-                    " cancel_requested, version, created_at, updated_at) VALUES ('j1', 'w',"
-                    " '{}', 'queued', '[]', '{}', 0, 3, 'k', '{}', 0, 0, false, 0,"
-                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
-                )
-            )
-    finally:
-        await engine.dispose()
-
-    await upgrade(empty_url)
-
-    settings = Settings(data_dir=tmp_path, database_url=empty_url, db_auto_migrate=False)
-    store = await open_store(settings, CollectorRegistry())
+    store = await upgraded_with(
+        empty_url,
+        tmp_path,
+        "0007",
+        "INSERT INTO projects (id, name, description, owner, created_at, updated_at)"
+        " VALUES ('p1', 'x', '', 'alice', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        "INSERT INTO jobs (id, workflow, params, status, outputs, prompt, priority,"
+        " max_attempts, idempotency_key, node_errors, attempts, progress,"
+        " cancel_requested, version, created_at, updated_at) VALUES ('j1', 'w',"
+        " '{}', 'queued', '[]', '{}', 0, 3, 'k', '{}', 0, 0, false, 0,"
+        " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    )
     try:
         kept = await store.jobs.get("j1")
         assert (kept.owner, kept.idempotency_key) == (None, "k")
