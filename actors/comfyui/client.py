@@ -9,8 +9,9 @@ runs on the event loop.
 Errors: :class:`WorkflowRejected` (a 400 from ``POST /prompt``: the workflow is
 invalid; ``node_errors`` says where), :class:`ComfyUnavailable` (the server can't
 be reached, timed out or answered something other than the contract) and its
-special case :class:`ComfyRefused` (no connection could be made at all: the request
-surely never reached the server).
+special cases :class:`ComfyUnreached` (no connection could be made: the request
+surely never reached the server) and :class:`ComfyRefused` (the connection was
+refused: nothing listens there).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "ComfyEvent",
     "ComfyRefused",
     "ComfyUnavailable",
+    "ComfyUnreached",
     "EventStream",
     "OutputFile",
     "Preview",
@@ -69,13 +71,15 @@ class ComfyUnavailable(Unavailable):
     title = "ComfyUI server unavailable"
 
 
-class ComfyRefused(ComfyUnavailable):
-    """No connection could be made to the server (refused, no route, name unknown).
+class ComfyUnreached(ComfyUnavailable):
+    """No connection could be made to the server (refused, no route, name unknown, a
+    TLS handshake refused): certain that the request never reached it."""
 
-    Unlike a timeout or a dropped connection, this is certain: the request never
-    reached the server, and nothing listens at its address, so a ComfyUI process that
-    was there is gone, and its queue with it.
-    """
+
+class ComfyRefused(ComfyUnreached):
+    """The server's host refused the connection: nothing listens at its address, so a
+    ComfyUI process that was there is gone, and its queue with it. (A name that does
+    not resolve or a network that does not route says nothing of the process.)"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +138,7 @@ class ComfyClient:
             async with self.http.request(method, self.base_url + path, **kwargs) as response:
                 yield response
         except aiohttp.ClientConnectorError as error:
-            raise ComfyRefused(f"{self.base_url}{path}: {error}") from error
+            raise _unreached(f"{self.base_url}{path}", error) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ComfyUnavailable(
                 f"{self.base_url}{path}: {type(error).__name__}: {error}"
@@ -291,7 +295,7 @@ class ComfyClient:
                 url, params={"clientId": client_id}, heartbeat=None, autoping=True
             )
         except aiohttp.ClientConnectorError as error:
-            raise ComfyRefused(f"{url}: {error}") from error
+            raise _unreached(url, error) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise ComfyUnavailable(f"{url}: {type(error).__name__}: {error}") from error
         return EventStream(ws, client_id)
@@ -327,6 +331,11 @@ def outputs_of(entry: Mapping[str, Any]) -> list[tuple[str, OutputFile]]:
                     )
                 )
     return found
+
+
+def _unreached(where: str, error: aiohttp.ClientConnectorError) -> ComfyUnreached:
+    refused = isinstance(error.os_error, ConnectionRefusedError)
+    return (ComfyRefused if refused else ComfyUnreached)(f"{where}: {error}")
 
 
 def started_at(entry: Mapping[str, Any]) -> datetime | None:

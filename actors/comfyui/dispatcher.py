@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.comfyui.catalog import needs_of
-from actors.comfyui.client import ComfyRefused, ComfyUnavailable, WorkflowRejected
+from actors.comfyui.client import ComfyUnavailable, ComfyUnreached, WorkflowRejected
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import upload_inputs
 from actors.comfyui.metrics import FleetMetrics
@@ -42,7 +42,7 @@ from engine.actor import LoopActor
 from engine.errors import Conflict, EaselError, NotFound
 from engine.logcontext import job_context
 from engine.settings import Settings
-from engine.storage import Jobs, JobStatus, MediaRepository
+from engine.storage import Job, Jobs, JobStatus, MediaRepository
 from engine.storage.records import now
 
 __all__ = ["Dispatcher", "DispatcherActor"]
@@ -56,6 +56,9 @@ _ROUND_ALONE = 5.0
 """The same for a node alone on its database: every change wakes it, so the timer only
 refreshes the job counts."""
 _PAGE = 100
+_PAGES = 10
+"""Pages of the queue one round looks through: jobs no server can run (a model none
+has) do not hide the ones behind them, up to a thousand deep."""
 
 
 class Dispatcher:
@@ -200,47 +203,66 @@ class Dispatcher:
         if not any(len(taken[v.id]) < v.max_jobs for v in servers):
             return 0
         claimed = 0
-        page = await self._jobs.list(status=JobStatus.QUEUED, limit=_PAGE)
-        for queued in page.items:
-            if queued.cancel_requested:  # lost while a cancel was on its way
-                with contextlib.suppress(Conflict, NotFound):
-                    await self._jobs.swap(queued, status=JobStatus.CANCELLED, finished_at=now())
-                continue
-            free = [v for v in servers if len(taken[v.id]) < v.max_jobs]
-            if not free:
+        offset = 0  # queued jobs looked at and left in the queue (no able server)
+        for _ in range(_PAGES):
+            page = await self._jobs.list(status=JobStatus.QUEUED, limit=_PAGE, offset=offset)
+            for queued in page.items:
+                if not any(len(taken[v.id]) < v.max_jobs for v in servers):
+                    return claimed
+                outcome = await self._offer(queued, servers, taken)
+                if outcome is None:
+                    offset += 1
+                elif outcome == "conflict":
+                    taken = await self._slots()  # another node took a slot: count again
+                else:
+                    claimed += 1
+            if len(page.items) < _PAGE:
                 break
-            needs = needs_of(queued.prompt)
-            able = [v for v in free if not v.catalog.missing(needs)]
-            if not able:
-                continue
-            server = min(able, key=lambda v: (len(taken[v.id]) / v.max_jobs, v.queue_remaining))
-            slot = min(set(range(server.max_jobs)) - taken[server.id])
-            queued_since = queued.updated_at if queued.attempts else queued.created_at
-            try:
-                job = await self._jobs.swap(
-                    queued,
-                    status=JobStatus.DISPATCHED,
-                    server_id=server.id,
-                    slot=f"{server.id}/{slot}",
-                    prompt_id=str(uuid.uuid4()),
-                    lease_owner=self.tracker.node_id,
-                    lease_expires=self.tracker.lease_until(),
-                    attempts=queued.attempts + 1,
-                    dispatched_at=now(),
-                    progress=0.0,
-                )
-            except Conflict:
-                continue  # another node took the job, or the slot: next job, or next round
-            except NotFound:
-                continue
-            taken[server.id].add(slot)
-            claimed += 1
-            waited = (job.updated_at - queued_since).total_seconds()
-            self._metrics.dispatch_latency.observe(max(0.0, waited))
-            self.tracker.hold(job)
-            self.tracker.sending.add(job.id)
-            self.tracker.spawn(self._send(job.id, server))
         return claimed
+
+    async def _offer(
+        self, queued: Job, servers: list[ServerView], taken: dict[str, set[int]]
+    ) -> str | None:
+        """Claim ``queued`` for the least loaded able server with a free place and start
+        sending it: ``"claimed"``; ``"gone"`` (cancelled or taken by another node),
+        ``"conflict"`` (a slot was taken meanwhile), ``None`` (no able server: it stays)."""
+        if queued.cancel_requested:  # lost while a cancel was on its way
+            with contextlib.suppress(Conflict, NotFound):
+                await self._jobs.swap(queued, status=JobStatus.CANCELLED, finished_at=now())
+            return "gone"
+        needs = needs_of(queued.prompt)
+        able = [
+            v for v in servers if len(taken[v.id]) < v.max_jobs and not v.catalog.missing(needs)
+        ]
+        if not able:
+            return None
+        server = min(able, key=lambda v: (len(taken[v.id]) / v.max_jobs, v.queue_remaining))
+        slot = min(set(range(server.max_jobs)) - taken[server.id])
+        queued_since = queued.updated_at if queued.attempts else queued.created_at
+        try:
+            job = await self._jobs.swap(
+                queued,
+                status=JobStatus.DISPATCHED,
+                server_id=server.id,
+                slot=f"{server.id}/{slot}",
+                prompt_id=str(uuid.uuid4()),
+                lease_owner=self.tracker.node_id,
+                lease_expires=self.tracker.lease_until(),
+                attempts=queued.attempts + 1,
+                dispatched_at=now(),
+                progress=0.0,
+            )
+        except Conflict:
+            return "conflict"  # another node took the job, or the slot
+        except NotFound:
+            return "gone"
+        taken[server.id].add(slot)
+        waited = (job.updated_at - queued_since).total_seconds()
+        self._metrics.dispatch_latency.observe(max(0.0, waited))
+        self.tracker.hold(job)
+        self.tracker.sending.add(job.id)
+        self.tracker.spawn(self._send(job.id, server))
+        return "claimed"
 
     async def _send(self, job_id: str, server: ServerView) -> None:
         tracker = self.tracker
@@ -253,8 +275,15 @@ class Dispatcher:
                 prompt: dict[str, Any] | None = None
                 try:
                     prompt = await upload_inputs(job.prompt, client, self._media)
-                    if tracker.stopped:
-                        return  # the engine stops: the next start finds it never sent
+                    if tracker.stopped:  # the engine stops: it was never sent
+                        await tracker.requeue(job_id, "the engine stopped", reached=False)
+                        return
+                    current = await tracker.confirm(job_id)
+                    if current is None:
+                        return  # another node took it over meanwhile: never sent from here
+                    if current.cancel_requested:
+                        await tracker.finish(job_id, JobStatus.CANCELLED)
+                        return
                     await client.submit(
                         prompt, client_id=self._fleet.client_id(server.id), prompt_id=job.prompt_id
                     )
@@ -263,7 +292,7 @@ class Dispatcher:
                 except NotFound as error:
                     await tracker.finish(job_id, JobStatus.FAILED, error=error.message)
                 except ComfyUnavailable as error:
-                    if prompt is None or isinstance(error, ComfyRefused):
+                    if prompt is None or isinstance(error, ComfyUnreached):
                         # it never reached the server: another one may take it
                         await tracker.requeue(
                             job_id, f"not submitted to {server.name}: {error}", reached=False
@@ -271,6 +300,7 @@ class Dispatcher:
                     else:
                         # the prompt may have been queued there all the same (its id is
                         # ours): reconciliation looks for it before anything is re-run
+                        tracker.unanswered(job_id)
                         log.warning(
                             "job %s: %s did not answer its submit: %s", job_id, server.name, error
                         )

@@ -291,15 +291,18 @@ class JobTracker:
                 queue = await client.queue()
                 if prompt_id in queue:
                     self._silent_since.pop(job.id, None)
-                    if prompt_id in queue.running and job.status is JobStatus.DISPATCHED:
+                    if job.cancel_requested:  # the cancel may have missed it: again
+                        await _stop(client, prompt_id)
+                    elif prompt_id in queue.running and job.status is JobStatus.DISPATCHED:
                         await self.swap(job.id, status=JobStatus.RUNNING, started_at=now())
                     return
                 entry = await client.history(prompt_id)  # it may have just finished
         except ComfyUnavailable as error:
             await self._unanswered(job.id, name, error)
             return
-        self._silent_since.pop(job.id, None)
         if entry is None:
+            if self._recently_silent(job.id):
+                return  # its submit (or the server) went unanswered: it may yet appear
             await self.requeue(job.id, f"lost on server {name}")
             return
         outcome, data = history_status(entry)
@@ -327,12 +330,21 @@ class JobTracker:
                 job.id, JobStatus.FAILED, error=message, node_errors=errors if node else {}, **ran
             )
 
+    def unanswered(self, job_id: str) -> None:
+        """The server did not answer a request about the job (its submit): until
+        ``lost_after`` has passed, its absence from the server is not taken for a loss."""
+        self._silent_since.setdefault(job_id, time.monotonic())
+
+    def _recently_silent(self, job_id: str) -> bool:
+        first = self._silent_since.get(job_id)
+        return first is not None and time.monotonic() - first < self._lost_after
+
     async def _unanswered(self, job_id: str, name: str, error: ComfyUnavailable) -> None:
         """The server did not answer about a held job: lost if nothing listens there,
         or once it has been silent for ``lost_after`` seconds; else checked again."""
         if not isinstance(error, ComfyRefused):
-            first = self._silent_since.setdefault(job_id, time.monotonic())
-            if time.monotonic() - first < self._lost_after:
+            self.unanswered(job_id)
+            if self._recently_silent(job_id):
                 log.info("job %s: server %s did not answer (%s)", job_id, name, error.message)
                 return
         await self.requeue(job_id, f"server {name} unreachable: {error.message}")
@@ -375,6 +387,12 @@ class JobTracker:
             return
         if job.outputs != outputs:
             await discard(outputs, self._media)
+
+    async def confirm(self, job_id: str) -> Job | None:
+        """Renew a held job's lease and read it again, right before it is sent: ``None``
+        when it is no longer this node's (taken over meanwhile), else the job (whose
+        ``cancel_requested`` may have been set meanwhile)."""
+        return await self.swap(job_id, lease_expires=self.lease_until())
 
     # --- leases -------------------------------------------------------------------------
 
@@ -450,3 +468,12 @@ class JobTracker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _stop(client: ComfyClient, prompt_id: str) -> None:
+    """Ask the server to drop a prompt, pending or running (both idempotent)."""
+    try:
+        await client.delete_queued([prompt_id])
+        await client.interrupt(prompt_id)
+    except ComfyUnavailable as error:
+        log.info("prompt %s not stopped yet: %s", prompt_id, error.message)

@@ -13,6 +13,7 @@ from actors.comfyui.client import (
     ComfyEvent,
     ComfyRefused,
     ComfyUnavailable,
+    ComfyUnreached,
     EventStream,
     OutputFile,
     Preview,
@@ -203,3 +204,14 @@ async def test_the_client_never_sends_an_origin(fake: FakeComfy) -> None:
         assert first.type == "status"
     finally:
         await client.close()
+
+
+async def test_a_name_that_does_not_resolve_is_unreached_not_refused() -> None:
+    # nothing is known of the process behind it: not taken for a dead server
+    client = ComfyClient("http://comfy.invalid:8188", timeout=5)
+    try:
+        with pytest.raises(ComfyUnreached) as unreached:
+            await client.system_stats()
+    finally:
+        await client.close()
+    assert not isinstance(unreached.value, ComfyRefused)

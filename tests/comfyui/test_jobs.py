@@ -3,6 +3,7 @@ cancel, model-aware routing, media inputs, batches, listing and progress events.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -228,8 +229,14 @@ async def test_the_in_flight_cap_holds(easel: Easel, fake: FakeComfy) -> None:
         active = [j for j in page["items"] if j["status"] in ("dispatched", "running")]
         return len(active) == 2
 
+    async def two_on_the_server() -> bool:
+        return bool(fake.describe()["queue_remaining"] == 2)
+
     await eventually(two_dispatched, "two jobs in flight")
+    await eventually(two_on_the_server, "both sent")
+    await asyncio.sleep(0.5)  # rounds enough to break the cap, were it not held
     assert fake.describe()["queue_remaining"] == 2
+    assert await two_dispatched()
     fake.hang(False)
     for job in jobs:
         assert (await ended(easel, job["id"]))["status"] == "succeeded"

@@ -19,8 +19,10 @@ from tests.comfyui.conftest import (
     exactly_once,
     status_of,
     submit,
+    txt2img_graph,
 )
 from tests.support.fakecomfy import successes
+from transport.keys import STORE
 
 
 async def register_all(easel: Easel, fakes: list[FakeComfy], **body: Any) -> dict[str, FakeComfy]:
@@ -190,3 +192,40 @@ async def test_after_a_restart_each_job_runs_once_on_the_servers(
     # every server lived, so whatever was in flight was found and kept: each job ran
     # once in all (one claimed but never sent is gone, and runs once, elsewhere)
     assert sum([await successes(fake) for fake in three_fakes]) == jobs
+
+
+async def test_outputs_that_fail_to_download_are_fetched_again_not_run_again(
+    easel_factory: EaselFactory, fake: FakeComfy
+) -> None:
+    easel = await easel_factory(job_lost_after=120.0)
+    await easel.register(fake, "gpu")
+    await easel.state_of("gpu", "idle")
+    fake.reject(500, paths=("/view",), count=3)  # the first downloads fail
+    done = await ended(easel, (await submit(easel, empty_graph()))["id"])
+    assert (done["status"], done["attempts"], len(done["outputs"])) == ("succeeded", 1, 1)
+    assert await successes(fake) == 1
+
+
+async def test_outputs_that_never_download_end_the_attempt_after_lost_after(
+    easel_factory: EaselFactory, fake: FakeComfy
+) -> None:
+    easel = await easel_factory(job_lost_after=0.5)
+    await easel.register(fake, "gpu")
+    await easel.state_of("gpu", "idle")
+    fake.reject(500, paths=("/view",))
+    done = await ended(easel, (await submit(easel, empty_graph(), max_attempts=1))["id"])
+    assert (done["status"], done["attempts"]) == ("failed", 1)
+    assert "unreachable" in done["error"]
+    media = await easel.server.app[STORE].media.list(limit=10)
+    assert media.total == 0  # nothing half-stored stays
+
+
+async def test_a_runnable_job_behind_a_hundred_unrunnable_ones_is_dispatched(
+    easel: Easel, fake: FakeComfy
+) -> None:
+    await easel.register(fake, "gpu")
+    await easel.state_of("gpu", "idle")
+    for seed in range(101):  # they name a checkpoint no server has: they wait
+        await submit(easel, txt2img_graph(checkpoint="missing.safetensors", seed=seed))
+    done = await ended(easel, (await submit(easel, empty_graph()))["id"])
+    assert done["status"] == "succeeded"
