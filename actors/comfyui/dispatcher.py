@@ -182,7 +182,7 @@ class Dispatcher:
         self._in_flight = {server: len(slots) for server, slots in taken.items()}
         queued = await self._jobs.list(status=JobStatus.QUEUED, limit=1)
         totals[JobStatus.QUEUED] = queued.total
-        self._metrics.counted(totals)
+        self._metrics.counted(totals, await self._waited())
         return taken
 
     async def _count(self) -> None:
@@ -191,7 +191,12 @@ class Dispatcher:
             status: (await self._jobs.list(status=status, limit=1)).total
             for status in (JobStatus.QUEUED, *ACTIVE)
         }
-        self._metrics.counted(totals)
+        self._metrics.counted(totals, await self._waited())
+
+    async def _waited(self) -> float:
+        """Seconds the longest-waiting queued job has waited (0: none waits)."""
+        since = await self._jobs.oldest_queued()
+        return 0.0 if since is None else max(0.0, (now() - since).total_seconds())
 
     async def round(self) -> int:
         """Dispatch what can be dispatched now; returns how many jobs were claimed."""

@@ -61,6 +61,11 @@ class _ServerCollector(Collector):
 class FleetMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
+        self.oldest_queued = Gauge(
+            "easel_jobs_oldest_queued_age_seconds",
+            "Seconds the job that has waited longest in the queue has waited (last count).",
+            registry=registry,
+        )
         self.jobs = Gauge(
             "easel_jobs",
             "Jobs by state (queued, dispatched, running: last count).",
@@ -112,6 +117,9 @@ class FleetMetrics:
             seconds = (job.finished_at - job.created_at).total_seconds()
             self.duration.labels(job.status.value).observe(max(0.0, seconds))
 
-    def counted(self, totals: dict[JobStatus, int]) -> None:
+    def counted(self, totals: dict[JobStatus, int], oldest_queued: float = 0.0) -> None:
+        """The last count of jobs by state, and the seconds the longest-waiting queued
+        job has waited (0 with none queued)."""
         for status, total in totals.items():
             self.jobs.labels(status.value).set(total)
+        self.oldest_queued.set(oldest_queued)

@@ -215,11 +215,13 @@ class MongoTable(Generic[R]):
             raise self._missing(record_id)
         return self._record(doc)
 
-    async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
+    async def find(
+        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+    ) -> Page[R]:
         query = {("_id" if field == "id" else field): value for field, value in where.items()}
-        order = [("_id" if f == "id" else f, ASCENDING) for f in self._spec.order]
+        by = [("_id" if f == "id" else f, ASCENDING) for f in order or self._spec.order]
         async with self._backend.unit():
-            docs = await self._coll.find(query).sort(order).skip(offset).limit(limit).to_list()
+            docs = await self._coll.find(query).sort(by).skip(offset).limit(limit).to_list()
             total = await self._coll.count_documents(query)
         return Page(tuple(self._record(doc) for doc in docs), total, limit, offset)
 

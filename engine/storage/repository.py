@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -352,6 +353,15 @@ class Jobs(Repository[Job]):
                 where = {"owner": owner, "status": status}
                 total += (await self._table.find(where, limit=1, offset=0)).total
         return total
+
+    async def oldest_queued(self) -> datetime | None:
+        """Since when the job that has waited longest in the queue has waited (the last
+        change of a queued job is its queuing), or ``None`` when none waits."""
+        async with self._op("oldest_queued"):
+            page = await self._table.find(
+                {"status": JobStatus.QUEUED}, limit=1, offset=0, order=("updated_at", "id")
+            )
+        return page.items[0].updated_at if page.items else None
 
     async def update(self, record_id: str, patch: JobPatch) -> Job:
         """Change a job's status, server, outputs or error. Raises ``NotFound``."""

@@ -75,8 +75,11 @@ class Table(Protocol[R]):
     async def get(self, record_id: str) -> R:
         """The record with this id. Raises ``NotFound``."""
 
-    async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
-        """A page of the records matching ``where``, in the table's order."""
+    async def find(
+        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+    ) -> Page[R]:
+        """A page of the records matching ``where``, in the table's order (or by the
+        fields of ``order``, ascending)."""
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
         """Set fields of one record and return it, atomically.

@@ -8,7 +8,6 @@ import json
 import re
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 FLEET_GROUP = "easel-fleet"
 FLEET_METRICS = {"easel_comfyui_servers", "easel_jobs_oldest_queued_age_seconds"}
-"""Exported by the ComfyUI fleet; pending (allowed missing) while the engine lacks them."""
+"""Exported by the ComfyUI fleet (its rules group queries them)."""
 PROMETHEUS_SERIES = {"up"}
 """Series Prometheus writes itself for each target."""
 DASHBOARD_VARIABLES = {"$__rate_interval": "5m", "$instance": ".*"}
@@ -183,12 +182,7 @@ async def test_every_queried_metric_is_exported(easel: Easel) -> None:
     assert len(queried) >= 15, queried
     absent = queried - exported - PROMETHEUS_SERIES
     assert absent == set(), f"queried but not exported by the engine: {sorted(absent)}"
-    pending = fleet - exported
-    assert pending <= FLEET_METRICS, f"not exported: {sorted(pending - FLEET_METRICS)}"
-    if pending:
-        warnings.warn(
-            f"pending until the ComfyUI fleet exports them: {sorted(pending)}", stacklevel=1
-        )
+    assert fleet - exported == set(), f"fleet rules query unexported: {sorted(fleet - exported)}"
 
 
 def test_metric_names_are_read_out_of_promql() -> None:

@@ -322,10 +322,12 @@ class SqlTable(Generic[R]):
             for table in self._cascades if cascade else ():
                 cache.clear(table)
 
-    async def find(self, where: Where, *, limit: int, offset: int) -> Page[R]:
+    async def find(
+        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+    ) -> Page[R]:
         conditions = self._where(where)
-        order = [self._table.c[name] for name in self._spec.order]
-        query = select(self._table).where(*conditions).order_by(*order).limit(limit).offset(offset)
+        by = [self._table.c[name] for name in order or self._spec.order]
+        query = select(self._table).where(*conditions).order_by(*by).limit(limit).offset(offset)
         async with self._backend.unit(write=False) as conn:
             rows = (await conn.execute(query)).all()
             total = (

@@ -618,6 +618,19 @@ async def test_unfinished_jobs_are_counted_per_owner(store: Store) -> None:
     assert await store.jobs.count_unfinished(None) == 0
 
 
+async def test_the_oldest_queued_job_is_the_one_queued_longest_ago(store: Store) -> None:
+    assert await store.jobs.oldest_queued() is None
+    low = await store.jobs.create(NewJob(workflow="w0", priority=9))  # last in dispatch order
+    high = await store.jobs.create(NewJob(workflow="w1", priority=0))
+    assert await store.jobs.oldest_queued() == low.updated_at
+    requeued = await store.jobs.swap(low, status=JobStatus.DISPATCHED)
+    assert await store.jobs.oldest_queued() == high.updated_at
+    again = await store.jobs.swap(requeued, status=JobStatus.QUEUED)  # queued anew: waits less
+    assert await store.jobs.oldest_queued() == high.updated_at
+    await store.jobs.swap(high, status=JobStatus.CANCELLED)
+    assert await store.jobs.oldest_queued() == again.updated_at
+
+
 async def test_swap_applies_only_to_the_version_read(store: Store) -> None:
     job = await store.jobs.create(NewJob(workflow="w"))
     claimed = await store.jobs.swap(
