@@ -117,6 +117,8 @@ class FrameRouter:
         self._frames: dict[str, int] = {}
         """Frames in flight per server id."""
         self._prompts: dict[str, _Waiting] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        """Prompts being dropped from their server (a frame that gave up on them)."""
         self._changed = asyncio.Event()
         """Replaced (after being set) whenever a place frees or a server changes."""
         fleet.subscribe(self._event, self._view)
@@ -283,11 +285,14 @@ class FrameRouter:
             raise _Failed(server, error) from None
         prompt_id = str(uuid.uuid4())
         waiting = _Waiting(server.id, asyncio.Event())
+        sent = False
+        entry: dict[str, Any] | None = None
         try:
             name = await client.upload_image(work.image, f"easel-{prompt_id}.png")
             prompt = copy.deepcopy(dict(work.prompt))
             prompt[work.image_node]["inputs"]["image"] = name
             self._prompts[prompt_id] = waiting
+            sent = True  # from here the server may hold it, whatever the submit answers
             await client.submit(
                 prompt, client_id=self._fleet.client_id(server.id), prompt_id=prompt_id
             )
@@ -304,7 +309,22 @@ class FrameRouter:
             raise _Failed(server, error) from None
         finally:
             self._prompts.pop(prompt_id, None)
+            if sent and entry is None:  # given up (deadline, failure, cancel): not left queued
+                self._drop(client, prompt_id)
         return FrameImage(data_bytes, content_type or "image/png", server.id)
+
+    def _drop(self, client: ComfyClient, prompt_id: str) -> None:
+        """Take a prompt the frame gave up on off its server, pending or running, in a
+        task of its own (a cancelled frame can't wait for it)."""
+
+        async def drop() -> None:
+            with contextlib.suppress(ComfyUnavailable):
+                await client.delete_queued([prompt_id])
+                await client.interrupt(prompt_id)
+
+        task = self._loop.create_task(drop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
 
     async def _finished(
         self,
@@ -332,8 +352,6 @@ class FrameRouter:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(_POLL, remaining)):
                     await waiting.ended.wait()
-        with contextlib.suppress(ComfyUnavailable):
-            await client.interrupt(prompt_id)
         raise PipelineError(f"no result within {timeout}s")
 
 

@@ -264,3 +264,23 @@ async def test_the_router_refuses_to_block_an_event_loop(easel: Easel) -> None:
     assert router is not None
     with pytest.raises(RuntimeError, match="called on an event loop"):
         router.run_blocking([FrameWork(prompt=TEMPLATE, image_node="1", image=png())])
+
+
+async def test_frames_that_time_out_leave_nothing_queued_on_the_server(
+    easel: Easel, fake: FakeComfy
+) -> None:
+    await easel.register(fake, "gpu", max_in_flight=2)
+    await ready(easel, "gpu")
+    await pipeline(easel, timeout=1.0)
+    fake.hang()  # the first prompt never ends (and ignores interrupts); the second waits
+    async with session(easel) as client:
+        await client.send_frame(1, ContentType.PNG, png())
+        await client.send_frame(2, ContentType.PNG, png())
+        got = await answers(client, 2)
+    assert [(a.code if isinstance(a, ServerError) else a) for a in got] == ["pipeline_error"] * 2
+
+    async def only_the_hung_one_left() -> bool:
+        return bool(fake.describe()["queue_remaining"] == 1)
+
+    await eventually(only_the_hung_one_left, "the waiting prompt taken off the queue")
+    fake.hang(False)
