@@ -96,7 +96,8 @@ class Dispatcher:
     def _server_changed(self, view: ServerView, previous: ServerView | None) -> None:
         if not self._tasks:
             return  # stopped: a server going down with the engine loses nothing
-        self.wake()
+        if previous is None or _placing(view) != _placing(previous):
+            self.wake()  # not for a mere health check: it changes no placement
         was_ready = previous is not None and previous.state in READY
         if was_ready and view.state not in READY:
             # its socket dropped or it stopped answering: find out about its jobs now
@@ -314,6 +315,11 @@ class Dispatcher:
         finally:
             tracker.sending.discard(job_id)
             self.wake()
+
+
+def _placing(view: ServerView) -> tuple[object, ...]:
+    """What of a server's view a dispatch round reads."""
+    return (view.ready, view.state, view.max_jobs, view.queue_remaining, view.catalog_at)
 
 
 # --- the actor that owns the loops --------------------------------------------------------
