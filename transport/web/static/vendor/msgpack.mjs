@@ -1,7 +1,7 @@
 // @msgpack/msgpack 3.1.3 (ISC licence, see msgpack.LICENSE.txt beside this file).
 // The package's dist.esm modules, bundled by esbuild 0.25 into this one ES module
 // (imports joined, comments dropped); kept here so nothing is fetched at run time.
-// ../../../tmp/mp/package/dist.esm/utils/utf8.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/utils/utf8.mjs
 function utf8Count(str) {
   const strLength = str.length;
   let byteLength = 0;
@@ -132,7 +132,7 @@ function utf8Decode(bytes, inputOffset, byteLength) {
   }
 }
 
-// ../../../tmp/mp/package/dist.esm/ExtData.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/ExtData.mjs
 var ExtData = class {
   type;
   data;
@@ -142,7 +142,7 @@ var ExtData = class {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/DecodeError.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/DecodeError.mjs
 var DecodeError = class _DecodeError extends Error {
   constructor(message) {
     super(message);
@@ -156,7 +156,7 @@ var DecodeError = class _DecodeError extends Error {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/utils/int.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/utils/int.mjs
 var UINT32_MAX = 4294967295;
 function setUint64(view, offset, value) {
   const high = value / 4294967296;
@@ -181,7 +181,7 @@ function getUint64(view, offset) {
   return high * 4294967296 + low;
 }
 
-// ../../../tmp/mp/package/dist.esm/timestamp.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/timestamp.mjs
 var EXT_TIMESTAMP = -1;
 var TIMESTAMP32_MAX_SEC = 4294967296 - 1;
 var TIMESTAMP64_MAX_SEC = 17179869184 - 1;
@@ -261,7 +261,7 @@ var timestampExtension = {
   decode: decodeTimestampExtension
 };
 
-// ../../../tmp/mp/package/dist.esm/ExtensionCodec.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/ExtensionCodec.mjs
 var ExtensionCodec = class _ExtensionCodec {
   static defaultCodec = new _ExtensionCodec();
   // ensures ExtensionCodecType<X> matches ExtensionCodec<X>
@@ -323,7 +323,7 @@ var ExtensionCodec = class _ExtensionCodec {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/utils/typedArrays.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/utils/typedArrays.mjs
 function isArrayBufferLike(buffer) {
   return buffer instanceof ArrayBuffer || typeof SharedArrayBuffer !== "undefined" && buffer instanceof SharedArrayBuffer;
 }
@@ -339,7 +339,7 @@ function ensureUint8Array(buffer) {
   }
 }
 
-// ../../../tmp/mp/package/dist.esm/Encoder.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/Encoder.mjs
 var DEFAULT_MAX_DEPTH = 100;
 var DEFAULT_INITIAL_BUFFER_SIZE = 2048;
 var Encoder = class _Encoder {
@@ -742,18 +742,18 @@ var Encoder = class _Encoder {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/encode.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/encode.mjs
 function encode(value, options) {
   const encoder = new Encoder(options);
   return encoder.encodeSharedRef(value);
 }
 
-// ../../../tmp/mp/package/dist.esm/utils/prettyByte.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/utils/prettyByte.mjs
 function prettyByte(byte) {
   return `${byte < 0 ? "-" : ""}0x${Math.abs(byte).toString(16).padStart(2, "0")}`;
 }
 
-// ../../../tmp/mp/package/dist.esm/CachedKeyDecoder.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/CachedKeyDecoder.mjs
 var DEFAULT_MAX_KEY_LENGTH = 16;
 var DEFAULT_MAX_LENGTH_PER_KEY = 16;
 var CachedKeyDecoder = class {
@@ -809,7 +809,7 @@ var CachedKeyDecoder = class {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/Decoder.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/Decoder.mjs
 var STATE_ARRAY = "array";
 var STATE_MAP_KEY = "map_key";
 var STATE_MAP_VALUE = "map_value";
@@ -1437,7 +1437,7 @@ var Decoder = class _Decoder {
   }
 };
 
-// ../../../tmp/mp/package/dist.esm/decode.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/decode.mjs
 function decode(buffer, options) {
   const decoder = new Decoder(options);
   return decoder.decode(buffer);
@@ -1447,7 +1447,7 @@ function decodeMulti(buffer, options) {
   return decoder.decodeMulti(buffer);
 }
 
-// ../../../tmp/mp/package/dist.esm/utils/stream.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/utils/stream.mjs
 function isAsyncIterable(object) {
   return object[Symbol.asyncIterator] != null;
 }
@@ -1473,7 +1473,7 @@ function ensureAsyncIterable(streamLike) {
   }
 }
 
-// ../../../tmp/mp/package/dist.esm/decodeAsync.mjs
+// @msgpack/msgpack 3.1.3, dist.esm/decodeAsync.mjs
 async function decodeAsync(streamLike, options) {
   const stream = ensureAsyncIterable(streamLike);
   const decoder = new Decoder(options);
