@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -113,7 +113,8 @@ def redact(path_qs: str) -> str:
     parts = []
     for pair in query.split("&"):
         name, eq, _value = pair.partition("=")
-        parts.append(f"{name}=***" if eq and name.lower() in SECRET_PARAMS else pair)
+        secret = unquote_plus(name).strip().lower() in SECRET_PARAMS  # as the query is read
+        parts.append(f"{name}=***" if eq and secret else pair)
     return f"{path}?{'&'.join(parts)}"
 
 

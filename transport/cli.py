@@ -119,6 +119,9 @@ def _serve(args: argparse.Namespace) -> int:
     except EaselError as error:  # the engine could not start: its data dir in use …
         print(f"easel: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the address is taken, or not this machine's
+        print(f"easel: cannot listen on {settings.host}:{settings.port}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -129,10 +129,20 @@ class ConnectionGuard:
             )
         )
         Gauge("easel_connections", "Open TCP connections.", registry=registry).set_function(
-            lambda: len(server.connections)
+            self.open_count
         )
         self._waiting: dict[_Waiting, None] = {}
         """Connections without a complete first head, oldest first."""
+        self._open: dict[asyncio.BaseTransport, None] = {}
+        """Every admitted connection's transport, until it is seen closed. Counted by
+        transport, not by aiohttp's handlers: a handler outlives its connection while
+        its request runs on (a stream whose client left must not hold a place)."""
+
+    def open_count(self) -> int:
+        """Open TCP connections (those seen closed are forgotten here)."""
+        for transport in [t for t in self._open if t.is_closing()]:
+            del self._open[transport]
+        return len(self._open)
 
     def __call__(self) -> asyncio.Protocol:
         return _Waiting(self)
@@ -140,7 +150,7 @@ class ConnectionGuard:
     def admit(self, waiting: _Waiting) -> bool:
         """Whether a new connection may open: there is room, or it takes the place of
         the oldest one still waiting for its head."""
-        if len(self.server.connections) >= self.max_connections:
+        if self.open_count() >= self.max_connections:
             oldest = next(iter(self._waiting), None)
             if oldest is None or oldest.opened > waiting.opened - EVICT_AFTER:
                 self.log.refused(
@@ -157,6 +167,8 @@ class ConnectionGuard:
             )
             oldest.close()
         self._waiting[waiting] = None
+        if waiting.transport is not None:
+            self._open[waiting.transport] = None
         return True
 
     def forget(self, waiting: _Waiting) -> None:
@@ -179,6 +191,10 @@ class _Waiting(asyncio.Protocol):
         self.opened = time.monotonic()
 
     @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    @property
     def peer(self) -> Any:
         return None if self._transport is None else self._transport.get_extra_info("peername")
 
@@ -197,8 +213,13 @@ class _Waiting(asyncio.Protocol):
         handler = self._handler
         if handler is None:
             return  # refused: the transport is closing
-        self._heard = True
         handler.data_received(data)
+        if not self._heard:
+            # a parser skips blank lines before a request line: they start no head
+            data = data.lstrip(b"\r\n")
+            if not data:
+                return
+        self._heard = True
         seen = self._tail + data
         if any(end in seen for end in _HEAD_ENDS):
             self._head_complete()

@@ -60,13 +60,16 @@ async def _serve(
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     runner = GuardedRunner(app, access_log_class=access_log_class)
+    # Heard from the first moment: a signal during a long start (migrations, the
+    # engine's tree) stops it in order too, instead of killing the process.
+    for sig in _SIGNALS:
+        loop.add_signal_handler(sig, _stop, stopping, sig)
     try:
         await runner.setup()  # a failed start is cleaned up too
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        for sig in _SIGNALS:
-            loop.add_signal_handler(sig, _stop, stopping, sig)
-        announce(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
+        if not stopping.is_set():
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            announce(f"======== Running on {site.name} ========\n(Press CTRL+C to quit)")
         await stopping.wait()
         log.info("stopping: no new connections; sessions are told the server is going away")
     finally:

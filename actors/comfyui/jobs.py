@@ -199,6 +199,10 @@ class JobService:
         Raises ``Invalid``."""
         return await self._jobs.list(status=status, owner=owner, limit=limit, offset=offset)
 
+    def watchers(self, job_id: str) -> int:
+        """How many watches (event streams, following sessions) follow a job now."""
+        return len(self._watchers.get(job_id, ()))
+
     async def watch(self, job_id: str) -> AsyncGenerator[Job, None]:
         """The job now, then each time it changes, until it has ended. Raises ``NotFound``."""
         event = asyncio.Event()

@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
+import transport.rest.jobs as jobs_routes
 from actors.comfyui.client import ComfyClient
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
 from tests.comfyui.conftest import (
@@ -259,3 +261,22 @@ async def test_the_fleet_and_its_jobs_are_measured(easel: Easel, fake: FakeComfy
     assert value('easel_job_duration_seconds_count{state="succeeded"}') == 1
     assert value("easel_job_dispatch_latency_seconds_count") == 1
     assert value("easel_job_redispatches_total") == 0
+
+
+async def test_an_event_stream_whose_client_left_ends_at_its_next_heartbeat(
+    easel: Easel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs_routes, "HEARTBEAT", 0.2)
+    job = await submit(easel, empty_graph())  # no server: it stays queued, nothing changes
+    async with easel.http.get(f"{easel.url}{JOBS}/{job['id']}/events") as response:
+        assert (await response.content.readline()).startswith(b"id: ")
+        assert easel.domain.jobs.watchers(job["id"]) == 1
+        async with asyncio.timeout(5):  # quiet, then a comment line: the stream lives
+            while await response.content.readline() != b": keep-alive\n":
+                pass
+    # the client is gone: the next heartbeat finds out, and the stream ends
+
+    async def ended_stream() -> bool:
+        return easel.domain.jobs.watchers(job["id"]) == 0
+
+    await eventually(ended_stream, "the stream of a client that left ended")

@@ -108,6 +108,9 @@ def test_redact() -> None:
     assert redact("/api/v1/ws?token=abc.def&x=1") == "/api/v1/ws?token=***&x=1"
     assert redact("/?KEY=s&key=t&resume=r") == "/?KEY=***&key=***&resume=***"
     assert redact("/api/v1/pipelines") == "/api/v1/pipelines"
+    # a name written with percent escapes is the same name to the server that reads it
+    assert redact("/api/v1/ws?%74oken=SECRET") == "/api/v1/ws?%74oken=***"
+    assert redact("/?to%6Ben=s&%4B%45%59=t") == "/?to%6Ben=***&%4B%45%59=***"
 
 
 async def test_the_access_log_never_holds_a_token(

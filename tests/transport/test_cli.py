@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -286,3 +287,23 @@ def test_asking_for_uvloop_where_it_is_missing_is_refused_clearly(tmp_path: Path
         "easel: EASEL_EVENT_LOOP=uvloop, but uvloop is not installed "
         "(install it, or set EASEL_EVENT_LOOP=asyncio)\n"
     )
+
+
+def test_a_port_in_use_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "EASEL_INSECURE": "true"}
+        result = subprocess.run(
+            [*EASEL, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"easel: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

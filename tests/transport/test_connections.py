@@ -207,3 +207,14 @@ async def trickle_bytes(writer: asyncio.StreamWriter, data: bytes, every: float)
             await asyncio.sleep(every)
             writer.write(bytes([byte]))
             await writer.drain()
+
+
+async def test_blank_lines_before_a_head_do_not_let_a_connection_skip_the_timeout(
+    easel_factory: ServerFactory,
+) -> None:
+    # a parser skips empty lines before a request line: "\r\n\r\n" is no request head
+    easel = await easel_factory(header_timeout=1.0, keepalive_timeout=60.0)
+    async with sockets(easel, 1) as ((reader, writer),):
+        writer.write(b"\r\n\r\n")
+        # cut by the header timeout, well before the keep-alive timer's 60 s
+        assert await closed_by_server(reader, within=10) == b""

@@ -21,6 +21,8 @@ Admin keys see every job.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import orjson
@@ -182,6 +184,11 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response(describe(job))
 
 
+HEARTBEAT = 15.0
+"""Seconds of quiet after which a job's event stream sends a comment line (``:``), so
+a client that left is noticed and its stream ends."""
+
+
 @routes.get(JOB + "/events")
 @requires(Role.CLIENT)
 async def job_events(request: web.Request) -> web.StreamResponse:
@@ -196,13 +203,30 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
+    pending: asyncio.Future[Job] | None = None
     try:
         await _send(response, first)
-        async for job in updates:
+        while True:
+            pending = pending or asyncio.ensure_future(anext(updates))
+            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT)
+            if not done:
+                # nothing changed for a while: a comment line finds out whether the
+                # client is still there (a stream whose client left must end)
+                await response.write(b": keep-alive\n\n")
+                continue
+            try:
+                job = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = None
             await _send(response, job)
     except ConnectionResetError:
         pass  # the client went away
     finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
         await updates.aclose()
     return response
 
