@@ -113,7 +113,17 @@ class ContextFilter(logging.Filter):
         return True
 
 
-_RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_RESERVED: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "time",
+    "level",
+    "logger",
+    "exception",
+    "stack",
+}
+"""Record attributes that are not ``extra=`` fields, and the line's own keys (an
+``extra=`` field of one of those names can't overwrite them)."""
 
 
 class JsonFormatter(logging.Formatter):
@@ -137,7 +147,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # a value orjson refuses (an integer past 64 bits …): as text
+            return orjson.dumps({k: str(v) for k, v in line.items()}).decode()
 
 
 def configure_logging(level: str, fmt: Literal["text", "json"] = "text") -> None:

@@ -114,12 +114,16 @@ class LoopRunner(_Runner[LoopActor[Any, Any]]):
         """What crashed a direct call; the runner's task reports it."""
 
     async def start(self) -> None:
-        """Run ``on_start``; raises what it raises (the incarnation never runs then)."""
-        await self.behaviour.on_start()
+        """Run ``on_start``; raises what it raises (the incarnation never runs then).
+
+        Both run in a context of the actor's own log fields: what ``on_start`` starts
+        (timers, tasks) does not speak for the request that started the actor."""
+        fields = self.behaviour.log_fields()
+        await self.loop.create_task(
+            self.behaviour.on_start(), name=f"start:{self.path}", context=detached(**fields)
+        )
         self._task = self.loop.create_task(
-            self._run(),
-            name=f"actor:{self.path}",
-            context=detached(**self.behaviour.log_fields()),
+            self._run(), name=f"actor:{self.path}", context=detached(**fields)
         )
 
     def wake(self) -> None:

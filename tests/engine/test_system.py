@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from engine import logcontext
+from engine.actor import LoopActor
 from engine.engine import Engine
 from engine.errors import NotFound
 from engine.ref import ActorState
@@ -78,3 +80,25 @@ async def test_an_unsupervised_actor_that_ended_by_itself_leaves_no_task_after_s
         engine.system.lookup("/solo")
     assert [letter.message for letter in engine.system.dead_letters] == ["never handled"]
     assert pending_tasks() == []
+
+
+async def test_what_on_start_begins_does_not_speak_for_the_request_that_started_it() -> None:
+    seen: list[dict[str, str]] = []
+
+    class Timed(LoopActor[str, None]):
+        async def on_start(self) -> None:
+            seen.append(logcontext.current())  # on_start itself
+            asyncio.get_running_loop().call_soon(lambda: seen.append(logcontext.current()))
+
+        async def receive(self, message: str) -> None:
+            return None
+
+    engine = Engine(Settings())
+    await engine.start()
+    try:
+        with logcontext.log_context(request_id="req-1"):
+            await engine.system.spawn("timed", Timed)
+        await eventually(lambda: len(seen) == 2)  # on_start, then its timer
+    finally:
+        await engine.stop()
+    assert seen == [{}, {}]

@@ -186,3 +186,14 @@ def test_the_log_format_comes_from_the_flag_or_the_environment() -> None:
     assert load_settings({"log_format": "text"}, {"EASEL_LOG_FORMAT": "json"}).log_format == "text"
     with pytest.raises(SettingsError, match="EASEL_LOG_FORMAT"):
         load_settings({}, {"EASEL_LOG_FORMAT": "xml"})
+
+
+def test_extra_fields_cannot_overwrite_a_line_nor_break_it() -> None:
+    record = logging.makeLogRecord(
+        {"msg": "odd", "levelname": "INFO", "name": "t", "level": "FAKE", "big": 2**70}
+    )
+    line = json.loads(JsonFormatter().format(record))  # an int past 64 bits: as text
+    assert (line["level"], line["logger"], line["message"]) == ("INFO", "t", "odd")
+    assert line["big"] == str(2**70)
+    keyed = logging.makeLogRecord({"msg": "m", "by_id": {1: "one"}})
+    assert json.loads(JsonFormatter().format(keyed))["by_id"] == {"1": "one"}
