@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from actors.comfyui.catalog import needs_of
@@ -83,6 +85,8 @@ class Dispatcher:
         self._metrics = metrics
         self._exclusive = exclusive
         self._idle_round = _ROUND_ALONE if exclusive else _ROUND_SHARED
+        self._oldest: datetime | None = None
+        self._waited_at = float("-inf")
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -195,9 +199,13 @@ class Dispatcher:
         self._metrics.counted(totals, await self._waited())
 
     async def _waited(self) -> float:
-        """Seconds the longest-waiting queued job has waited (0: none waits)."""
-        since = await self._jobs.oldest_queued()
-        return 0.0 if since is None else max(0.0, (now() - since).total_seconds())
+        """Seconds the longest-waiting queued job has waited (0: none waits). A gauge,
+        not a dispatch input: read from the store at most once a second, not per round."""
+        at = time.monotonic()
+        if at - self._waited_at >= 1.0:
+            self._waited_at = at
+            self._oldest = await self._jobs.oldest_queued()
+        return 0.0 if self._oldest is None else max(0.0, (now() - self._oldest).total_seconds())
 
     async def round(self) -> int:
         """Dispatch what can be dispatched now; returns how many jobs were claimed."""
