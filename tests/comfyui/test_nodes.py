@@ -198,7 +198,13 @@ async def test_two_engines_on_one_postgresql_share_the_queue_through_a_sigkill(
             return any(job["node"] == "a" for job in running["items"])
 
         await eventually(a_holds_jobs, "a drives a running job")
+        for fake in three_fakes:  # what runs now stays running: a dies holding it
+            fake.hang()
+        await asyncio.sleep(0.5)  # jobs past their first node finish; new ones stop
+        await eventually(a_holds_jobs, "a drives a running job that can't end")
         a.kill()
+        for fake in three_fakes:
+            fake.hang(False)
         exactly_once(await all_ended(http, b.url, 200), 200)
         assert sum([await successes(fake) for fake in three_fakes]) == 200
         assert max(most.values()) <= 2, most  # the cap of 2 held across both nodes
