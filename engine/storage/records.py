@@ -210,6 +210,11 @@ class JobOutput(_Model):
     media_id: str
     kind: str = "image"
     node: str = ""
+    name: str = ""
+    """The file name the server gave it."""
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    blake3: str | None = None
 
 
 class JobPhase(_Model):
