@@ -248,12 +248,14 @@ class JobService:
                 )
             except Conflict:
                 continue  # it changed meanwhile: look again
-            await self._stop_on_server(asked)
+            await self.stop_on_server(asked)
             self.changed(asked)
             return asked
         raise Conflict(f"job {job_id} keeps changing; try again")
 
-    async def _stop_on_server(self, job: Job) -> None:
+    async def stop_on_server(self, job: Job) -> None:
+        """Take a dispatched or running job off its server (best effort: a server
+        that is gone lost it anyway)."""
         if job.server_id is None or job.prompt_id is None:
             return
         try:
