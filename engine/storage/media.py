@@ -224,6 +224,10 @@ class MediaRepository(Repository[Media]):
         except EaselError:
             pass
 
+    def path(self, media_id: str) -> Path:
+        """Where the bytes of a media record are on disk (to serve ranges of them)."""
+        return self._files.path(media_id)
+
     async def read(self, media_id: str) -> bytes:
         """The bytes of a media record. Raises ``NotFound``."""
         await self.get(media_id)
