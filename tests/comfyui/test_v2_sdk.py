@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,11 +27,11 @@ async def sdk_for(easel: Easel, name: str, monkeypatch: pytest.MonkeyPatch) -> A
 
 
 @pytest.fixture
-async def with_fake(easel_factory: EaselFactory, fake: FakeComfy) -> AsyncIterator[Easel]:
+async def with_fake(easel_factory: EaselFactory, fake: FakeComfy) -> Easel:
     easel = await easel_factory()
     await easel.register(fake, "one")
     await ready(easel, "one")
-    yield easel
+    return easel
 
 
 def color_of(data: bytes) -> tuple[int, ...]:
