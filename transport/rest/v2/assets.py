@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime, timedelta
-from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -44,6 +43,7 @@ from transport.rest.bodies import BadRequest, body_deadline, json_response, read
 from transport.rest.media import sniff
 from transport.rest.v2.errors import PREFIX, BlobNotFound, HashMismatch
 from transport.rest.v2.links import origin
+from transport.rest.v2.schema import Asset
 
 __all__ = ["ASSETS", "describe", "routes"]
 
@@ -85,23 +85,28 @@ def _store(request: web.Request) -> Store:
     return request.app[STORE]
 
 
-def describe(request: web.Request, media: Media, created_new: bool | None = None) -> dict[str, Any]:
-    """The Asset object."""
-    body: dict[str, Any] = {
-        "id": media.id,
-        "hash": media.blake3,
-        "size_bytes": media.size,
-        "content_type": media.content_type,
-        "file_path": media.filename or None,
-        "created_at": media.created_at.isoformat(),
-        "url": f"{origin(request)}{ASSETS}/{media.id}/content",
-        "url_expires_at": (now() + _URL_LIFETIME).isoformat(),
-        "expires_at": media.expires_at.isoformat() if media.expires_at else None,
-        "job_id": media.job_id,
-    }
-    if created_new is not None:
-        body["created_new"] = created_new
-    return body
+def describe(request: web.Request, media: Media, created_new: bool | None = None) -> Asset:
+    """The asset as Comfy API v2 shows it."""
+    return Asset(
+        id=media.id,
+        hash=media.blake3,
+        size_bytes=media.size,
+        content_type=media.content_type,
+        file_path=media.filename or None,
+        created_new=created_new,
+        created_at=media.created_at,
+        url=f"{origin(request)}{ASSETS}/{media.id}/content",
+        url_expires_at=now() + _URL_LIFETIME,
+        expires_at=media.expires_at,
+        job_id=media.job_id,
+    )
+
+
+def _answer(asset: Asset, status: int = 200) -> web.Response:
+    body = asset.model_dump(mode="json")
+    if body["created_new"] is None:
+        del body["created_new"]  # said only when an asset is made
+    return json_response(body, status=status)
 
 
 def _hash(raw: str) -> str:
@@ -220,9 +225,9 @@ async def upload(request: web.Request) -> web.Response:
     existing = await media.by_hash(owner, blake)
     if existing is not None:
         minted = await media.mint(existing, filename=path, owner=owner, expires_at=expires)
-        return json_response(describe(request, minted, created_new=False), status=200)
+        return _answer(describe(request, minted, created_new=False))
     stored = await media.put(sent.data, content_type, path, owner=owner, expires_at=expires)
-    return json_response(describe(request, stored, created_new=True), status=201)
+    return _answer(describe(request, stored, created_new=True), status=201)
 
 
 @routes.post(ASSETS + "/from-hash")
@@ -234,14 +239,14 @@ async def from_hash(request: web.Request) -> web.Response:
     owner = principal(request).key_id
     same = await media.by_hash(owner, blake, path)
     if same is not None and same.expires_at is None and body.expires_in is None:
-        return json_response(describe(request, same, created_new=False), status=200)
+        return _answer(describe(request, same, created_new=False))
     source = same or await media.by_hash(owner, blake)
     if source is None:
         raise BlobNotFound("no stored bytes with this hash that this key may use")
     minted = await media.mint(
         source, filename=path, owner=owner, expires_at=_expiry(body.expires_in)
     )
-    return json_response(describe(request, minted, created_new=False), status=201)
+    return _answer(describe(request, minted, created_new=False), status=201)
 
 
 @routes.route("HEAD", ASSETS + "/by-hash/{hash}")
@@ -257,7 +262,7 @@ async def by_hash(request: web.Request) -> web.Response:
 @routes.get(ONE)
 @requires(Role.CLIENT)
 async def get_asset(request: web.Request) -> web.Response:
-    return json_response(describe(request, await _own(request)))
+    return _answer(describe(request, await _own(request)))
 
 
 @routes.delete(ONE)

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel
 
 from actors.comfyui.jobs import JobService
 from engine.storage import Job
@@ -30,6 +31,7 @@ from transport.auth import Role, requires
 from transport.keys import DOMAIN
 from transport.rest.v2.jobs import JOB, describe, output, own_job, progress, v2_status
 from transport.rest.v2.links import origin
+from transport.rest.v2.schema import Progress
 
 __all__ = ["HEARTBEAT", "routes"]
 
@@ -54,12 +56,13 @@ class _Stream:
         self.base = base
         self.retention = retention
         self.status: str | None = None
-        self.progress: dict[str, Any] | None = None
+        self.progress: Progress | None = None
         self.preview: bytes | None = None
         self._sent_at = time.monotonic()
 
-    async def send(self, event: str, data: dict[str, Any], version: int) -> None:
-        payload = orjson.dumps(data).decode()
+    async def send(self, event: str, data: dict[str, Any] | BaseModel, version: int) -> None:
+        body = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+        payload = orjson.dumps(body).decode()
         await self.write(f"id: {version}\nevent: {event}\ndata: {payload}\n\n".encode())
 
     async def write(self, data: bytes) -> None:
@@ -85,10 +88,10 @@ class _Stream:
             await self._progress(job)
             for item in job.outputs:
                 await self.send("output", output(job, item, self.base, self.retention), job.version)
-            body = describe(job, self.base, self.retention)
+            outputs = describe(job, self.base, self.retention).model_dump(mode="json")["outputs"]
             await self.send(
                 "status",
-                {"status": status, "queue_position": None, "outputs": body["outputs"]},
+                {"status": status, "queue_position": None, "outputs": outputs},
                 job.version,
             )
             return True

@@ -45,6 +45,16 @@ from transport.rest.v2.errors import (
     WorkflowFormatUi,
 )
 from transport.rest.v2.links import origin
+from transport.rest.v2.schema import (
+    JobError,
+    JobList,
+    JobSummary,
+    JobUrls,
+    JobV2,
+    JobWorkflow,
+    Output,
+    Progress,
+)
 
 __all__ = ["JOB", "JOBS", "SubmitV2", "describe", "routes", "v2_status"]
 
@@ -107,10 +117,6 @@ def v2_status(job: Job) -> str:
     return "running" if job.status is JobStatus.RUNNING else "queued"
 
 
-def _stamp(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _ms(start: datetime | None, end: datetime | None) -> int | None:
     if start is None or end is None:
         return None
@@ -121,90 +127,91 @@ def expires_at(job: Job, retention: float) -> datetime:
     return job.expires_at or job.created_at + timedelta(seconds=retention)
 
 
-def output(job: Job, item: JobOutput, base: str, retention: float) -> dict[str, Any]:
-    """An Output object: an output is an asset, read at ``/api/v2/assets/{id}``."""
-    return {
-        "node_id": item.node,
-        "name": item.name or item.media_id,
-        "type": item.kind if item.kind in _KINDS else "file",
-        "content_type": item.content_type,
-        "size_bytes": item.size,
-        "id": item.media_id,
-        "hash": item.blake3,
-        "url": f"{base}{PREFIX}/assets/{item.media_id}/content",
-        "url_expires_at": _stamp(expires_at(job, retention)),
-        "job_id": job.id,
-    }
+def output(job: Job, item: JobOutput, base: str, retention: float) -> Output:
+    """An Output: an output is an asset, read at ``/api/v2/assets/{id}``."""
+    return Output(
+        node_id=item.node,
+        name=item.name or item.media_id,
+        type=item.kind if item.kind in _KINDS else "file",
+        content_type=item.content_type,
+        size_bytes=item.size,
+        id=item.media_id,
+        hash=item.blake3,
+        url=f"{base}{PREFIX}/assets/{item.media_id}/content",
+        url_expires_at=expires_at(job, retention),
+        job_id=job.id,
+    )
 
 
-def progress(job: Job) -> dict[str, Any] | None:
-    """The Progress snapshot (``None`` before the job runs)."""
+def progress(job: Job) -> Progress | None:
+    """The progress snapshot (``None`` before the job runs)."""
     if job.status in (JobStatus.QUEUED, JobStatus.DISPATCHED) and not job.detail:
         return None
     detail = job.detail
     value = 1.0 if job.status is JobStatus.SUCCEEDED else min(1.0, max(0.0, job.progress))
-    step, steps = detail.get("step"), detail.get("steps")
+    step, steps = _integer(detail.get("step")), _integer(detail.get("steps"))
     node_class = detail.get("current_node_class")
-    message = f"{node_class} {step}/{steps}" if node_class and steps else None
-    return {
-        "value": value,
-        "nodes_done": int(detail.get("nodes_done", 0)),
-        "nodes_total": int(detail.get("nodes_total", 0)),
-        "current_node": detail.get("current_node"),
-        "current_node_class": node_class,
-        "step": step,
-        "steps": steps,
-        "message": message,
-    }
+    node = detail.get("current_node")
+    return Progress(
+        value=value,
+        nodes_done=_integer(detail.get("nodes_done")) or 0,
+        nodes_total=_integer(detail.get("nodes_total")) or 0,
+        current_node=str(node) if node is not None else None,
+        current_node_class=node_class if isinstance(node_class, str) else None,
+        step=step,
+        steps=steps,
+        message=f"{node_class} {step}/{steps}" if node_class and steps else None,
+    )
 
 
-def error(job: Job) -> dict[str, Any] | None:
-    """The JobError of a job that failed or expired."""
-    if job.status not in (JobStatus.FAILED, JobStatus.EXPIRED):
-        return None
+def _integer(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def error(job: Job) -> JobError | None:
+    """Why a job failed or expired."""
     if job.status is JobStatus.EXPIRED:
-        return {"code": "expired", "message": job.error or "its retention ran out"}
+        return JobError(code="expired", message=job.error or "its retention ran out")
+    if job.status is not JobStatus.FAILED:
+        return None
     node_id = next(iter(job.node_errors), None)
     node = job.node_errors.get(node_id) if node_id is not None else None
     class_type = node.get("class_type") if isinstance(node, dict) else None
-    return {
-        "code": "invalid_workflow" if job.node_errors else "node_execution_error",
-        "message": job.error or "the job failed",
-        "node_id": node_id,
-        "class_type": class_type if isinstance(class_type, str) else None,
-        "traceback": None,
-    }
+    return JobError(
+        code="invalid_workflow" if job.node_errors else "node_execution_error",
+        message=job.error or "the job failed",
+        node_id=node_id,
+        class_type=class_type if isinstance(class_type, str) else None,
+    )
 
 
-def describe(
-    job: Job, base: str, retention: float, queue_position: int | None = None
-) -> dict[str, Any]:
-    """The Job object."""
+def describe(job: Job, base: str, retention: float, queue_position: int | None = None) -> JobV2:
+    """The job as Comfy API v2 shows it."""
     link = f"{base}{JOBS}/{job.id}"
-    return {
-        "id": job.id,
-        "status": v2_status(job),
-        "created_at": _stamp(job.created_at),
-        "started_at": _stamp(job.started_at),
-        "completed_at": _stamp(job.finished_at if job.status in _ENDED else None),
-        "expires_at": _stamp(expires_at(job, retention)),
-        "queue_position": queue_position,
-        "progress": progress(job),
-        "outputs": [output(job, item, base, retention) for item in job.outputs],
-        "error": error(job),
-        "metrics": {
+    return JobV2(
+        id=job.id,
+        status=v2_status(job),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        completed_at=job.finished_at if job.status in _ENDED else None,
+        expires_at=expires_at(job, retention),
+        queue_position=queue_position,
+        progress=progress(job),
+        outputs=[output(job, item, base, retention) for item in job.outputs],
+        error=error(job),
+        metrics={
             "queue_ms": _ms(job.created_at, job.started_at),
             "execution_ms": _ms(job.started_at, job.finished_at),
         },
-        "urls": {"self": link, "events": link + "/events", "cancel": link + "/cancel"},
-        "metadata": dict(job.labels),
-        "priority": job.priority,
-        "attempts": job.attempts,
-    }
+        urls=JobUrls(self=link, events=link + "/events", cancel=link + "/cancel"),
+        metadata=dict(job.labels),
+        priority=job.priority,
+        attempts=job.attempts,
+    )
 
 
-async def describe_now(request: web.Request, job: Job) -> dict[str, Any]:
-    """The Job object, with its place in the queue while it waits to be dispatched."""
+async def describe_now(request: web.Request, job: Job) -> JobV2:
+    """The job, with its place in the queue while it waits to be dispatched."""
     jobs = _service(request)
     position = None
     if job.status is JobStatus.QUEUED and not job.cancel_requested:
@@ -212,6 +219,11 @@ async def describe_now(request: web.Request, job: Job) -> dict[str, Any]:
     elif job.status is JobStatus.DISPATCHED:
         position = 0  # sent to its server, next to run there
     return describe(job, origin(request), jobs.settings.job_retention, position)
+
+
+def answer(model: BaseModel, status: int = 200) -> web.Response:
+    """A JSON answer from a v2 model (nullable fields are written as ``null``)."""
+    return json_response(model.model_dump(mode="json", exclude_unset=False), status=status)
 
 
 def _service(request: web.Request) -> JobService:
@@ -301,7 +313,7 @@ async def submit(request: web.Request) -> web.Response:
         job, _ = await jobs.submit(new, admin=me.admin, single_use=True)
     except Overloaded as full:
         raise QueueFull(full.message, retry_after=full.retry_after) from None
-    return json_response(await describe_now(request, job), status=201)
+    return answer(await describe_now(request, job), status=201)
 
 
 def _cursor(raw: str | None) -> tuple[datetime, str] | None:
@@ -366,12 +378,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = _service(request)
     owner = principal(request).owner
     base, retention = origin(request), jobs.settings.job_retention
-    found: list[dict[str, Any]] = []
+    found: list[JobSummary] = []
     scanned, more, last = 0, True, None
+    batch_size = min(200, max(limit, 50))
     while len(found) < limit and scanned < _SCAN and more:
-        batch = await jobs.newest(owner, limit=min(200, max(limit, 50)), below=below)
-        more = len(batch) == min(200, max(limit, 50))
-        for job in batch:
+        batch = await jobs.newest(owner, limit=batch_size, below=below)
+        more = len(batch) == batch_size
+        for index, job in enumerate(batch):
             scanned += 1
             last = job
             below = (job.created_at, job.id)
@@ -379,32 +392,37 @@ async def list_jobs(request: web.Request) -> web.Response:
             if wanted and (statuses is None or v2_status(job) in statuses):
                 found.append(_summary(job, base, retention))
                 if len(found) == limit:
-                    more = more or job is not batch[-1]
+                    more = more or index < len(batch) - 1
                     break
-    body: dict[str, Any] = {"jobs": found}
-    if more and last is not None:
-        body["next_cursor"] = _next_cursor(last)
-    return json_response(body)
+    page = JobList(jobs=found, next_cursor=_next_cursor(last) if more and last else None)
+    return json_response(
+        page.model_dump(
+            mode="json",
+            exclude_none=False,
+            exclude={"next_cursor"} if page.next_cursor is None else set(),
+        )
+    )
 
 
-def _summary(job: Job, base: str, retention: float) -> dict[str, Any]:
-    return describe(job, base, retention) | {
-        "create_time": _stamp(job.created_at),
-        "update_time": _stamp(job.updated_at),
-    }
+def _summary(job: Job, base: str, retention: float) -> JobSummary:
+    return JobSummary(
+        **describe(job, base, retention).model_dump(),
+        create_time=job.created_at,
+        update_time=job.updated_at,
+    )
 
 
 @routes.get(JOB)
 @requires(Role.CLIENT)
 async def get_job(request: web.Request) -> web.Response:
-    return json_response(await describe_now(request, await own_job(request)))
+    return answer(await describe_now(request, await own_job(request)))
 
 
 @routes.get(JOB + "/workflow")
 @requires(Role.CLIENT)
 async def get_workflow(request: web.Request) -> web.Response:
     job = await own_job(request)
-    return json_response({"workflow": job.prompt, "format": "api"})
+    return answer(JobWorkflow(workflow=job.prompt, format="api"))
 
 
 @routes.post(JOB + "/cancel")
@@ -416,4 +434,4 @@ async def cancel_job(request: web.Request) -> web.Response:
         job = await jobs.cancel(job.id)
     except Conflict:
         job = await jobs.get(job.id)  # it ended: cancelling is a no-op
-    return json_response(await describe_now(request, job))
+    return answer(await describe_now(request, job))
