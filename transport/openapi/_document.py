@@ -37,6 +37,11 @@ from transport.openapi._operations import OPERATIONS, Operation
 from transport.problem import PROBLEM_JSON
 from transport.rest import apikeys, comfyui, health, jobs, media, pipelines, projects, sessions
 from transport.rest.bodies import MAX_PAGE, json_response
+from transport.rest.v2 import assets as v2_assets
+from transport.rest.v2 import events as v2_events
+from transport.rest.v2 import jobs as v2_jobs
+from transport.rest.v2.errors import PREFIX as V2
+from transport.rest.v2.schema import ErrorEnvelope
 
 __all__ = ["document", "routes"]
 
@@ -81,10 +86,12 @@ _DESCRIPTIONS: Final = {
     401: "No valid API key (Authorization: Bearer <key>)",
     403: "A key of another role, or a state-changing request from a foreign Origin",
     404: "Not found (another key's records are not found either)",
+    206: "Partial content",
     405: "Not a method of this path; Allow lists those that are",
     408: "The body did not arrive in time (header_timeout plus its size at 64 KiB/s)",
     409: "Conflict",
     413: "Body too large",
+    416: "Range not satisfiable",
     415: "Unsupported media type (a body must be application/json)",
     422: "Invalid input: the problem's fields name each bad one",
     429: "Over the key's rate; Retry-After says when to come back",
@@ -120,11 +127,13 @@ def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[st
     return answer
 
 
+def _required(headers: dict[str, Any]) -> dict[str, Any]:
+    return {name: {**header, "required": True} for name, header in headers.items()}
+
+
 def _shared_responses() -> dict[str, Any]:
     out = {name: _problem(_DESCRIPTIONS[status]) for status, name in _SHARED.items()}
-    out["TooManyRequests"]["headers"] = {
-        name: {**header, "required": True} for name, header in _RETRY_AFTER.items()
-    }
+    out["TooManyRequests"]["headers"] = _required(_RETRY_AFTER)
     out["Unavailable"]["headers"] = _RETRY_AFTER
     out["MethodNotAllowed"]["headers"] = {
         "Allow": {
@@ -149,6 +158,9 @@ def _declared_roles() -> dict[tuple[str, str], RouteRole]:
         projects.routes,
         sessions.routes,
         ws.routes,
+        v2_jobs.routes,
+        v2_events.routes,
+        v2_assets.routes,
         routes,
     )
     return {
@@ -193,6 +205,19 @@ def _success(status: int, description: str, op: Operation, refs: dict[Any, str])
     return answer
 
 
+def _envelope(status: int, description: str, refs: dict[Any, str]) -> dict[str, Any]:
+    schema = {"$ref": refs[(ErrorEnvelope, "serialization")]}
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+    if status == 429:
+        answer["headers"] = _required(_RETRY_AFTER)
+    elif status == 503:
+        answer["headers"] = _RETRY_AFTER
+    return answer
+
+
 def _responses(op: Operation, declared: RouteRole, refs: dict[Any, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     statuses = sorted(set(op.responses) | _derived(op, declared))
@@ -200,6 +225,12 @@ def _responses(op: Operation, declared: RouteRole, refs: dict[Any, str]) -> dict
         text = op.responses.get(status, "")
         if status < 400 or status in op.answered:
             out[str(status)] = _success(status, text, op, refs)
+        elif op.method == "head" or status == 416:  # headers only (416: Content-Range)
+            out[str(status)] = {"description": text or _DESCRIPTIONS[status]}
+            if status == 429:
+                out[str(status)]["headers"] = _required(_RETRY_AFTER)
+        elif op.path.startswith(V2 + "/"):  # Comfy API v2: its own error envelope
+            out[str(status)] = _envelope(status, text or _DESCRIPTIONS[status], refs)
         elif status in _SHARED and not text:
             out[str(status)] = {"$ref": f"#/components/responses/{_SHARED[status]}"}
         elif status == 503:
@@ -233,7 +264,7 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
 def _schemas() -> tuple[dict[Any, str], dict[str, Any]]:
     """Every model's schema as components: each (model, mode)'s ``$ref``, and the
     components themselves."""
-    models: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorEnvelope, "serialization")]
     for op in OPERATIONS:
         if op.body is not None:
             models.append((op.body, "validation"))

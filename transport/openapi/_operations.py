@@ -8,10 +8,7 @@ route's declared role, 400/413/415/422 from a JSON body, 404 from an id in the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
-
-from pydantic import BaseModel
 
 from actors.plugins import PipelineConfig
 from engine.storage import (
@@ -27,6 +24,8 @@ from engine.storage import (
     ScenePatch,
 )
 from transport.openapi import _answers as a
+from transport.openapi._operation import Operation
+from transport.openapi._v2 import V2
 from transport.rest.apikeys import KEYS
 from transport.rest.comfyui import SERVER, RegisterServer
 from transport.rest.jobs import JOB, SubmitBatch, SubmitJob
@@ -36,29 +35,6 @@ from transport.rest.projects import CLIP, PROJECT, SCENE, SceneOrder
 from transport.rest.sessions import CreateSession, PatchSession
 
 __all__ = ["OPERATIONS", "Operation"]
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One method on one path. ``responses`` maps a status to its description ("" for
-    the usual one); a 2xx other than 204 carries ``answer`` (a JSON body) or
-    ``content`` (any other body, as its ``content`` map)."""
-
-    method: str
-    path: str
-    summary: str
-    responses: dict[int, str]
-    body: type[BaseModel] | None = None
-    example: dict[str, Any] = field(default_factory=dict)
-    tag: str = "engine"
-    upload: dict[str, Any] | None = None
-    """A request body that is not JSON: its ``content`` map, as written in the document."""
-    answer: type[BaseModel] | None = None
-    content: dict[str, Any] | None = None
-    answered: tuple[int, ...] = ()
-    """Error statuses whose body is ``answer`` too, not a problem."""
-    parameters: tuple[dict[str, Any], ...] = ()
-    """Query and header parameters beyond paging (which a page answer implies)."""
 
 
 _ANY_JSON: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}
@@ -470,4 +446,4 @@ _JOBS: tuple[Operation, ...] = (
     ),
 )
 
-OPERATIONS = _CORE + _PROJECTS + _MEDIA + _KEYS + _COMFYUI + _JOBS
+OPERATIONS = _CORE + _PROJECTS + _MEDIA + _KEYS + _COMFYUI + _JOBS + V2
