@@ -14,7 +14,7 @@ def test_benchmark_reports_latency_and_rates_against_its_baselines(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report.json"
-    report = comfyv2.main(["--jobs", "2", "--burst", "4", "--json", str(out)])
+    report = comfyv2.main(["--jobs", "2", "--burst", "4", "--proxy-burst", "4", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     sequential, throughput = report["sequential"], report["throughput"]
     labels = [row["label"] for row in sequential["rows"]]
