@@ -144,6 +144,16 @@ class Settings(BaseModel):
     max_queued_jobs_per_key: int = Field(default=1000, ge=1)
     """Jobs one client key may have queued, dispatched or running at once (a submit
     past it is refused, 503 with ``Retry-After``; a batch counts every seed)."""
+    job_retention: float = Field(default=7 * 24 * 3600.0, ge=1)
+    """Seconds a job (with its workflow and outputs) is kept after it was submitted:
+    then it is deleted, or, if it has not ended by then, it ends ``expired`` and is
+    kept that long again so its caller can see why."""
+    retention_sweep_every: float = Field(default=60.0, gt=0)
+    """Seconds between two sweeps for jobs and media whose retention ran out."""
+    forwarded_headers: bool = True
+    """Build the absolute links of Comfy API v2 answers from ``Forwarded`` /
+    ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` when a request carries them (behind
+    a reverse proxy); ``false`` uses the request's own scheme and ``Host``."""
 
     @field_validator("host")
     @classmethod

@@ -25,6 +25,9 @@ from transport.limits import RATE_LIMITER, RateLimiter, rate_limit_middleware
 from transport.problem import error_middleware
 from transport.request_ids import request_id_header, request_id_middleware
 from transport.rest import apikeys, comfyui, health, jobs, media, pipelines, projects, sessions
+from transport.rest.v2 import assets as v2_assets
+from transport.rest.v2 import events as v2_events
+from transport.rest.v2 import jobs as v2_jobs
 from transport.web import page
 
 __all__ = ["ADMIN_KEY_FILE", "create_app"]
@@ -72,6 +75,9 @@ def create_app(settings: Settings, announce: Callable[[str], None] = _print) -> 
         page,
         comfyui,
         jobs,
+        v2_jobs,
+        v2_events,
+        v2_assets,
     )
     for module in routes:
         app.add_routes(module.routes)

@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from engine.errors import EaselError, Overloaded, TooManyRequests
+from transport.rest.v2.errors import envelope, envelope_response, is_v2
 
 __all__ = ["PROBLEM_JSON", "error_middleware", "problem_response"]
 
@@ -57,19 +58,28 @@ _HTTP_CODES = {
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn engine errors, aiohttp HTTP errors and surprises into problem+json."""
+    """Turn engine errors, aiohttp HTTP errors and surprises into problem+json (under
+    ``/api/v2``: into Comfy API v2's error envelope)."""
+    v2 = is_v2(request)
     try:
         return await handler(request)
     except EaselError as error:
-        return _from_error(error)
+        return envelope(error) if v2 else _from_error(error)
     except web.HTTPException as error:
         if error.status < 400:
             raise
         code = _HTTP_CODES.get(error.status, f"http_{error.status}")
-        answer = problem_response(error.status, code, error.reason, error.text or error.reason)
+        detail = error.text or error.reason
+        answer = (
+            envelope_response(error.status, code, detail)
+            if v2
+            else problem_response(error.status, code, error.reason, detail)
+        )
         if "Allow" in error.headers:  # a 405 must say which methods the path has
             answer.headers["Allow"] = error.headers["Allow"]
         return answer
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        if v2:
+            return envelope_response(500, "upstream_error", "an internal error occurred")
         return problem_response(500, "internal", "Internal error", "an internal error occurred")

@@ -22,9 +22,12 @@ import copy
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
+from actors.comfyui.assets import check_graph, resolve_references
 from actors.comfyui.client import ComfyUnavailable
+from actors.comfyui.events import Preview
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import MEDIA_PREFIX, media_inputs
 from actors.comfyui.tracker import ACTIVE, TERMINAL
@@ -33,7 +36,7 @@ from engine.settings import Settings
 from engine.storage import Job, Jobs, JobStatus, MediaRepository, NewJob, Page
 from engine.storage.records import now
 
-__all__ = ["SEED_INPUTS", "JobService", "with_seed"]
+__all__ = ["SEED_INPUTS", "JobService", "KeyReused", "with_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,19 @@ _WATCH_POLL = 1.0
 another node drives changes only in the database)."""
 _QUEUE_FULL_RETRY = 5.0
 """Seconds a key at its job limit is told to wait: a job runs for seconds to minutes."""
+
+
+class KeyReused(Invalid):
+    """An idempotency key used before, where keys are single-use (Comfy API v2)."""
+
+    code = "idempotency_key_reuse"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "this Idempotency-Key was used before; keys are single-use: find the job it "
+            "made by listing your jobs instead of submitting again"
+        )
+        self.key = key
 
 
 def with_seed(prompt: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -86,10 +102,20 @@ class JobService:
         self._fleet = fleet
         self.settings = settings
         self._wake: Callable[[], None] = lambda: None
+        self._previews: Callable[[str], Preview | None] = lambda _job_id: None
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._admission: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    def previews_from(self, source: Callable[[str], Preview | None]) -> None:
+        """Where the newest preview image of a running job comes from (the node that
+        runs it keeps it in memory)."""
+        self._previews = source
+
+    def preview(self, job_id: str) -> Preview | None:
+        """The newest preview image of a job this node runs, if it has one."""
+        return self._previews(job_id)
 
     def wake_with(self, wake: Callable[[], None]) -> None:
         """Who runs a dispatch round when a job is queued or ends (the dispatcher)."""
@@ -105,32 +131,54 @@ class JobService:
 
     # --- submitting -----------------------------------------------------------------------
 
-    async def submit(self, new: NewJob, *, admin: bool = False) -> tuple[Job, bool]:
+    async def submit(
+        self, new: NewJob, *, admin: bool = False, single_use: bool = False
+    ) -> tuple[Job, bool]:
         """Queue a job for ``new.owner``; ``(job, created)``: with an idempotency key
-        its owner already used, the job first made with it. ``admin``: any media, no
-        limit. Raises ``Invalid`` (a bad workflow, media that is not the owner's),
-        ``Overloaded`` (the owner is at its job limit)."""
-        check_prompt(new.prompt)
-        await self._check_media(new, admin)
+        its owner already used, the job first made with it (``single_use``: refused
+        instead, ``KeyReused``). ``admin``: any media, no limit. Raises ``Invalid`` (a
+        bad workflow, media that is not the owner's: ``MissingAssets``,
+        ``GraphRejected``), ``Overloaded`` (the owner is at its job limit)."""
+        new = await self._prepared(new, admin)
         if new.idempotency_key is not None:
             earlier = await self._jobs.by_idempotency_key(new.owner, new.idempotency_key)
             if earlier is not None:
+                if single_use:
+                    raise KeyReused(new.idempotency_key)
                 return earlier, False
         async with self._admitting(new.owner, 1, admin):
             job, created = await self._jobs.submit(new)
         if created:
             self._wake()
+        elif single_use and new.idempotency_key is not None:
+            raise KeyReused(new.idempotency_key)  # a concurrent submit took it first
         return job, created
+
+    async def _prepared(self, new: NewJob, admin: bool) -> NewJob:
+        """``new`` checked, its references to media resolved, its deadline set."""
+        check_prompt(new.prompt)
+        prompt = await resolve_references(new.prompt, self._media, new.owner, admin=admin)
+        check_graph(prompt, self._known_types())
+        ready = new.model_copy(
+            update={
+                "prompt": prompt,
+                "expires_at": now() + timedelta(seconds=self.settings.job_retention),
+            }
+        )
+        await self._check_media(ready, admin)
+        return ready
+
+    def _known_types(self) -> list[frozenset[str]]:
+        return [v.catalog.node_types for v in self._fleet.views() if v.catalog_at is not None]
 
     async def submit_batch(
         self, new: NewJob, seeds: list[int], *, admin: bool = False
     ) -> list[Job]:
         """One job per seed (each key suffixed ``#<n>``), in seed order; every seed
         counts towards the owner's limit. Raises what :meth:`submit` does."""
-        check_prompt(new.prompt)
         if not 1 <= len(seeds) <= 1000:
             raise Invalid("a batch has 1 to 1000 seeds")
-        await self._check_media(new, admin)
+        new = await self._prepared(new, admin)
         jobs: list[Job] = []
         async with self._admitting(new.owner, len(seeds), admin):
             for index, seed in enumerate(seeds):
@@ -199,6 +247,16 @@ class JobService:
         Raises ``Invalid``."""
         return await self._jobs.list(status=status, owner=owner, limit=limit, offset=offset)
 
+    async def newest(
+        self, owner: str | None, *, limit: int, below: tuple[datetime, str] | None = None
+    ) -> tuple[Job, ...]:
+        """Jobs newest first (``owner``'s if given), created before ``below``."""
+        return await self._jobs.newest(owner, limit=limit, below=below)
+
+    async def queue_position(self, job: Job) -> int:
+        """1 + how many queued jobs are dispatched before ``job``."""
+        return await self._jobs.queue_position(job)
+
     def watchers(self, job_id: str) -> int:
         """How many watches (event streams, following sessions) follow a job now."""
         return len(self._watchers.get(job_id, ()))
@@ -248,12 +306,14 @@ class JobService:
                 )
             except Conflict:
                 continue  # it changed meanwhile: look again
-            await self._stop_on_server(asked)
+            await self.stop_on_server(asked)
             self.changed(asked)
             return asked
         raise Conflict(f"job {job_id} keeps changing; try again")
 
-    async def _stop_on_server(self, job: Job) -> None:
+    async def stop_on_server(self, job: Job) -> None:
+        """Take a dispatched or running job off its server (best effort: a server
+        that is gone lost it anyway)."""
         if job.server_id is None or job.prompt_id is None:
             return
         try:

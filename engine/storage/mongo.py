@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from bson.errors import BSONError
 from prometheus_client import CollectorRegistry
-from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.monitoring import (
     ConnectionCheckedInEvent,
@@ -216,12 +216,26 @@ class MongoTable(Generic[R]):
         return self._record(doc)
 
     async def find(
-        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+        self,
+        where: Where,
+        *,
+        limit: int,
+        offset: int,
+        order: tuple[str, ...] | None = None,
+        below: tuple[Any, ...] | None = None,
+        descending: bool = False,
     ) -> Page[R]:
-        query = {("_id" if field == "id" else field): value for field, value in where.items()}
-        by = [("_id" if f == "id" else f, ASCENDING) for f in order or self._spec.order]
+        query: dict[str, Any] = {_key(field): value for field, value in where.items()}
+        fields = [_key(f) for f in order or self._spec.order]
+        if below is not None:
+            query = {"$and": [query, _before(fields, below)]}
+        by = [(f, DESCENDING if descending else ASCENDING) for f in fields]
         async with self._backend.unit():
-            docs = await self._coll.find(query).sort(by).skip(offset).limit(limit).to_list()
+            docs = (
+                await self._coll.find(query).sort(by).skip(offset).limit(limit).to_list()
+                if limit > 0  # a limit of 0 is no limit to MongoDB
+                else []
+            )
             total = await self._coll.count_documents(query)
         return Page(tuple(self._record(doc) for doc in docs), total, limit, offset)
 
@@ -256,3 +270,21 @@ class MongoTable(Generic[R]):
             deleted = await self._backend.delete_tree(self._spec, {"_id": record_id})
         if deleted == 0:
             raise self._missing(record_id)
+
+
+def _key(field: str) -> str:
+    return "_id" if field == "id" else field
+
+
+def _before(fields: list[str], values: tuple[Any, ...]) -> dict[str, Any]:
+    # (a, b, c) < (x, y, z): a < x, or a == x and (b, c) < (y, z); a null field is
+    # never below anything (``$lt`` compares within a type only)
+    first, value = fields[0], values[0]
+    if len(fields) == 1:
+        return {first: {"$lt": value}}
+    return {
+        "$or": [
+            {first: {"$lt": value}},
+            {"$and": [{first: value}, _before(fields[1:], values[1:])]},
+        ]
+    }

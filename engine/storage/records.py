@@ -28,6 +28,7 @@ __all__ = [
     "Job",
     "JobOutput",
     "JobPatch",
+    "JobPhase",
     "JobStatus",
     "Media",
     "NewApiKey",
@@ -191,7 +192,8 @@ class ComfyServer(Record, NewComfyServer):
 
 class JobStatus(StrEnum):
     """queued → dispatched → running → succeeded | failed | cancelled (a lost
-    dispatched or running job goes back to queued)."""
+    dispatched or running job goes back to queued); a job still unfinished when its
+    retention runs out ends ``expired``."""
 
     QUEUED = "queued"
     DISPATCHED = "dispatched"
@@ -199,6 +201,7 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"
 
 
 class JobOutput(_Model):
@@ -207,6 +210,22 @@ class JobOutput(_Model):
     media_id: str
     kind: str = "image"
     node: str = ""
+    name: str = ""
+    """The file name the server gave it."""
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    blake3: str | None = None
+
+
+class JobPhase(_Model):
+    """One step of a job's history: its status (and whether a cancel was asked) from
+    ``version`` on, since ``at``."""
+
+    status: JobStatus
+    cancel: bool = False
+    version: int
+    at: float
+    """Unix time (seconds)."""
 
 
 class NewJob(_Model):
@@ -222,6 +241,10 @@ class NewJob(_Model):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     """Unique per owner: another key's job with the same key is another job."""
     owner: Owner = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    """String labels the submitter attached (Comfy API v2 ``metadata``)."""
+    expires_at: UtcDatetime | None = None
+    """When its retention runs out (``None``: not set yet; the retention sweep sets it)."""
 
 
 class JobPatch(_Model):
@@ -256,6 +279,12 @@ class Job(Record, NewJob):
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
     version: int = 0
+    detail: dict[str, Any] = Field(default_factory=dict)
+    """The running attempt's progress in detail: ``nodes_done``, ``nodes_total``,
+    ``current_node``, ``current_node_class``, ``step``, ``steps``."""
+    history: tuple[JobPhase, ...] = ()
+    """Each change of status (or of ``cancel_requested``), oldest first: what a
+    reconnecting event stream replays."""
 
 
 # -- media --------------------------------------------------------------------------
@@ -269,6 +298,12 @@ class Media(Record):
     size: int = Field(ge=0)
     sha256: str
     owner: Owner = None
+    blake3: str | None = Field(default=None, max_length=71)
+    """``blake3:<hex>`` of the bytes (``None`` for media stored before it was kept)."""
+    job_id: str | None = Field(default=None, max_length=32)
+    """The job that produced it (``None`` for an upload)."""
+    expires_at: UtcDatetime | None = None
+    """When the retention sweep deletes it (``None``: kept until deleted)."""
 
 
 # -- projects, scenes, clips --------------------------------------------------------

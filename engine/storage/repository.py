@@ -23,6 +23,7 @@ from engine.storage.records import (
     ComfyServerPatch,
     Job,
     JobPatch,
+    JobPhase,
     JobStatus,
     NewComfyServer,
     NewJob,
@@ -58,6 +59,10 @@ __all__ = [
 
 R = TypeVar("R", bound=Record)
 
+_HISTORY = 200
+"""The most phases a job's history keeps (the newest): a job requeued again and again
+must not grow its row without bound."""
+
 MAX_LIMIT = 500
 """The largest page a caller may ask for."""
 
@@ -78,7 +83,14 @@ JOBS = TableSpec(
     Job,
     order=("priority", "created_at", "id"),
     unique=(("owner", "idempotency_key"), ("slot",)),
-    indexes=(("status",), ("server_id",), ("lease_owner",), ("owner",)),
+    indexes=(
+        ("status",),
+        ("server_id",),
+        ("lease_owner",),
+        ("owner",),
+        ("expires_at",),
+        ("owner", "created_at", "id"),
+    ),
     null_is_value=("owner",),
     retired=(("idempotency_key",),),
 )
@@ -300,7 +312,8 @@ class Jobs(Repository[Job]):
     async def create(self, new: NewJob) -> Job:
         """Queue a job (status ``queued``). Raises ``Conflict`` if its owner already
         used its idempotency key."""
-        return await self._create(**new.model_dump())
+        start = JobPhase(status=JobStatus.QUEUED, version=0, at=now().timestamp())
+        return await self._create(**new.model_dump(), history=(start,))
 
     async def submit(self, new: NewJob) -> tuple[Job, bool]:
         """Queue a job unless its owner has one with the same idempotency key:
@@ -344,6 +357,51 @@ class Jobs(Repository[Job]):
             owner=owner,
         )
 
+    async def newest(
+        self, owner: str | None, *, limit: int, below: tuple[datetime, str] | None = None
+    ) -> tuple[Job, ...]:
+        """Up to ``limit`` jobs, newest first, of ``owner`` (every job's if ``None``),
+        created before ``below`` (``(created_at, id)`` of the last job of the page
+        before). Raises ``Invalid``."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise Invalid(f"limit must be 1..{MAX_LIMIT}")
+        where = {} if owner is None else {"owner": owner}
+        async with self._op("newest"):
+            page = await self._table.find(
+                where,
+                limit=limit,
+                offset=0,
+                order=("created_at", "id"),
+                below=below,
+                descending=True,
+            )
+        return page.items
+
+    async def queue_position(self, job: Job) -> int:
+        """1 + how many queued jobs run before ``job`` (dispatch order)."""
+        async with self._op("queue_position"):
+            page = await self._table.find(
+                {"status": JobStatus.QUEUED},
+                limit=0,
+                offset=0,
+                below=(job.priority, job.created_at, job.id),
+            )
+        return page.total + 1
+
+    async def due(self, moment: datetime, *, limit: int) -> tuple[Job, ...]:
+        """Up to ``limit`` jobs whose ``expires_at`` is before ``moment``, soonest first."""
+        async with self._op("due"):
+            page = await self._table.find(
+                {}, limit=limit, offset=0, order=("expires_at", "id"), below=(moment, "")
+            )
+        return page.items
+
+    async def undated(self, *, limit: int) -> tuple[Job, ...]:
+        """Up to ``limit`` jobs with no ``expires_at`` yet (stored before retention)."""
+        async with self._op("undated"):
+            page = await self._table.find({"expires_at": None}, limit=limit, offset=0)
+        return page.items
+
     async def count_unfinished(self, owner: str | None) -> int:
         """How many of ``owner``'s jobs are queued, dispatched or running (``None``: the
         jobs of no owner)."""
@@ -379,6 +437,12 @@ class Jobs(Repository[Job]):
             raise Invalid(f"invalid job change: {exc.error_count()} error(s)") from exc
         values = {key: checked[key] for key in changes}
         _refuse_unstorable(values)
-        values.update(version=job.version + 1, updated_at=now())
+        stamp = now()
+        version = job.version + 1
+        status, cancel = checked["status"], checked["cancel_requested"]
+        if (status, cancel) != (job.status, job.cancel_requested):
+            phase = JobPhase(status=status, cancel=cancel, version=version, at=stamp.timestamp())
+            values["history"] = [*checked["history"], phase.model_dump()][-_HISTORY:]
+        values.update(version=version, updated_at=stamp)
         async with self._op("swap"):
             return await self._table.update(job.id, values, expect={"version": job.version})

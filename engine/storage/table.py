@@ -76,10 +76,23 @@ class Table(Protocol[R]):
         """The record with this id. Raises ``NotFound``."""
 
     async def find(
-        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+        self,
+        where: Where,
+        *,
+        limit: int,
+        offset: int,
+        order: tuple[str, ...] | None = None,
+        below: tuple[Any, ...] | None = None,
+        descending: bool = False,
     ) -> Page[R]:
         """A page of the records matching ``where``, in the table's order (or by the
-        fields of ``order``, ascending)."""
+        fields of ``order``), ascending unless ``descending``.
+
+        ``below``: only records whose ordering fields, compared as a tuple, are less
+        than these values (a keyset cursor: the last record of a descending page is
+        the ``below`` of the next; a null field is never below anything). ``total``
+        counts what ``where`` and ``below`` match; ``limit`` 0 only counts.
+        """
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
         """Set fields of one record and return it, atomically.

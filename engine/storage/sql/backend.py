@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
-from sqlalchemy import Select, Table, bindparam, event, func, select, text
+from sqlalchemy import Select, Table, and_, bindparam, event, func, or_, select, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -323,13 +323,23 @@ class SqlTable(Generic[R]):
                 cache.clear(table)
 
     async def find(
-        self, where: Where, *, limit: int, offset: int, order: tuple[str, ...] | None = None
+        self,
+        where: Where,
+        *,
+        limit: int,
+        offset: int,
+        order: tuple[str, ...] | None = None,
+        below: tuple[Any, ...] | None = None,
+        descending: bool = False,
     ) -> Page[R]:
         conditions = self._where(where)
-        by = [self._table.c[name] for name in order or self._spec.order]
+        columns = [self._table.c[name] for name in order or self._spec.order]
+        if below is not None:
+            conditions.append(_before(columns, below))
+        by = [column.desc() if descending else column for column in columns]
         query = select(self._table).where(*conditions).order_by(*by).limit(limit).offset(offset)
         async with self._backend.unit(write=False) as conn:
-            rows = (await conn.execute(query)).all()
+            rows = (await conn.execute(query)).all() if limit > 0 else []
             total = (
                 await conn.execute(select(func.count()).select_from(self._table).where(*conditions))
             ).scalar_one()
@@ -379,3 +389,12 @@ class SqlTable(Generic[R]):
                 result = await conn.execute(query)
         if result.rowcount == 0:
             raise self._missing(record_id)
+
+
+def _before(columns: Sequence[Any], values: tuple[Any, ...]) -> Any:
+    # (a, b, c) < (x, y, z), spelled out rather than as a row comparison so that every
+    # backend uses the ordering index the same way; a null column is never below
+    first, value = columns[0], values[0]
+    if len(columns) == 1:
+        return first < value
+    return or_(first < value, and_(first == value, _before(columns[1:], values[1:])))

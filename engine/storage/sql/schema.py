@@ -129,7 +129,12 @@ _jobs = Table(
     Column("version", BigInteger, nullable=False),
     *_stamps(),
     Column("owner", String(32), nullable=True, index=True),
+    Column("labels", JSON, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True, index=True),
+    Column("detail", JSON, nullable=False),
+    Column("history", JSON, nullable=False),
     Index(None, "priority", "created_at", "id"),
+    Index(None, "owner", "created_at", "id"),
 )
 _unique_per_owner(_jobs, "idempotency_key")
 
@@ -143,6 +148,10 @@ Table(
     Column("sha256", String(64), nullable=False),
     Column("owner", String(32), nullable=True, index=True),
     *_stamps(),
+    Column("blake3", String(71), nullable=True),
+    Column("job_id", String(32), nullable=True, index=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True, index=True),
+    Index(None, "owner", "blake3"),
 )
 
 _projects = Table(
