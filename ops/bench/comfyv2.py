@@ -6,10 +6,10 @@ Run from the repository root::
                                           [--proxy-burst 50] [--json FILE]
 
 The fake ComfyUI servers (``ops.fakecomfy``, a trivial EmptyImage 8x8 → SaveImage
-workflow) run in this process, on the client's loop; the two fronts run as
-subprocesses: Easel (``easel serve``, embedded SQLite, ``--insecure`` on loopback,
-the fakes registered with ``max_in_flight`` 2) and ``comfy-api-proxy`` 0.1.6 (in-memory
-state, no token), which fronts exactly one ComfyUI. Both are driven by the same client
+workflow) run on this process's loop, the clients on a loop of their own in a thread;
+the two fronts run as subprocesses: Easel (``easel serve``, embedded SQLite,
+``--insecure`` on loopback, the fakes registered with ``max_in_flight`` 2) and
+``comfy-api-proxy`` 0.1.6 (in-memory state, no token), which fronts exactly one ComfyUI. Both are driven by the same client
 code: comfy-sdk's ``AsyncComfy`` ``submit`` then, with ``--wait events`` (the default),
 the job's SSE stream to its terminal event and ``result()``; with ``--wait poll``,
 ``result()`` alone, whose poll backoff starts at 0.5 s and so hides what the front
@@ -20,7 +20,7 @@ costs. Two measurements, each against a baseline in the same run:
    prompt), through the proxy, through Easel. p50, p95 and mean of submit → result
    per target, each front's overhead (its latency minus the baseline's) and the
    ratios Easel/proxy.
-2. **Throughput**: ``--burst`` jobs submitted at once via the SDK, all waited for:
+2. **Throughput**: ``--burst`` jobs via the SDK, 64 in flight at a time, all waited for:
    Easel across 10 fakes vs the same prompts straight to the 10 fakes round-robin;
    the proxy in front of one fake vs straight to that fake, ``--proxy-burst`` jobs
    (default 50: the proxy serves 8 event streams at once, answers the rest 429, and
@@ -45,10 +45,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from comfy_sdk import BASE_URL_ENV_VAR, AsyncComfy, ComfyError
@@ -60,6 +60,7 @@ from ops.fakecomfy import FakeComfy
 
 __all__ = ["Latency", "main", "proxy", "sdk", "v2_available"]
 
+T = TypeVar("T")
 WAITS = ("events", "poll")
 WARMUP = 2
 """Unmeasured jobs per target first: the first one opens connections (~100 ms)."""
@@ -163,6 +164,15 @@ async def sdk(url: str, api_key: str | None = None) -> AsyncIterator[AsyncComfy]
 # --- one job --------------------------------------------------------------------------
 
 
+async def own_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run the client side on a loop of its own, in a thread. Loop only.
+
+    On the fakes' loop, 300 SDK jobs at once starved them: Easel's submits to the fakes
+    timed out and a connection of the client sent nothing for 10 s.
+    """
+    return await asyncio.to_thread(asyncio.run, work)
+
+
 async def sdk_job(client: AsyncComfy, index: int, wait: str) -> str:
     """Submit ``graph(index)``, wait for its end the way ``wait`` says; its final status.
 
@@ -194,9 +204,15 @@ async def overhead(jobs: int, wait: str, base: Path) -> dict[str, Any]:
         fakes(1, base / "overhead") as [fake],
         proxy(fake.url) as proxy_url,
         easel([fake]) as easel_url,
-        contextlib.AsyncExitStack() as stack,
     ):
-        direct = ComfyClient(fake.url)
+        return await own_loop(sequential(fake.url, proxy_url, easel_url, jobs, wait))
+
+
+async def sequential(
+    fake_url: str, proxy_url: str, easel_url: str, jobs: int, wait: str
+) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        direct = ComfyClient(fake_url)
         stack.push_async_callback(direct.close)
         targets: dict[str, Callable[[int], Awaitable[str]]] = {
             "direct": functools.partial(direct_job, direct),
@@ -270,11 +286,23 @@ def print_overhead(result: dict[str, Any], wait: str) -> None:
 # --- 2. throughput --------------------------------------------------------------------
 
 
+IN_FLIGHT = 64
+"""Jobs one SDK client has in flight at most. httpx pools 100 connections; past them it
+opens connections for queued requests that may then sit unused past Easel's 10 s header
+timeout, and the next ``POST`` on one fails with ``ReadError`` (not retried)."""
+
+
 async def sdk_burst(url: str, burst: int, first: int, wait: str) -> tuple[float, dict[str, int]]:
     """Jobs/s of ``burst`` jobs at once through the front at ``url``, and the unsucceeded."""
+    slots = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(index: int) -> str:
+        async with slots:
+            return await sdk_job(client, index, wait)
+
     async with sdk(url) as client:
         start = time.perf_counter()
-        ends = await asyncio.gather(*(sdk_job(client, first + i, wait) for i in range(burst)))
+        ends = await asyncio.gather(*(one(first + i) for i in range(burst)))
         rate = burst / (time.perf_counter() - start)
     return rate, {status: n for status, n in Counter(ends).items() if status != "succeeded"}
 
@@ -283,15 +311,17 @@ async def throughput(burst: int, proxy_burst: int, wait: str, base: Path) -> dic
     rates: dict[str, float] = {}
     unsucceeded: dict[str, dict[str, int]] = {}
     async with fakes(10, base / "burst") as servers:
-        rates["direct x10"] = await direct_burst(servers, burst)
+        rates["direct x10"] = await own_loop(direct_burst(servers, burst))
         async with easel(servers) as easel_url:
             if await v2_available(easel_url):
-                rate, unsucceeded["easel x10"] = await sdk_burst(easel_url, burst, 3 << 20, wait)
+                rate, unsucceeded["easel x10"] = await own_loop(
+                    sdk_burst(easel_url, burst, 3 << 20, wait)
+                )
                 rates["easel x10"] = rate
-        rates["direct x1"] = await direct_burst(servers[:1], proxy_burst)
+        rates["direct x1"] = await own_loop(direct_burst(servers[:1], proxy_burst))
         async with proxy(servers[0].url) as proxy_url:
-            rates["proxy x1"], unsucceeded["proxy x1"] = await sdk_burst(
-                proxy_url, proxy_burst, 4 << 20, wait
+            rates["proxy x1"], unsucceeded["proxy x1"] = await own_loop(
+                sdk_burst(proxy_url, proxy_burst, 4 << 20, wait)
             )
     ratios = {"proxy x1 / direct x1": rates["proxy x1"] / rates["direct x1"]}
     if "easel x10" in rates:
@@ -308,7 +338,7 @@ async def throughput(burst: int, proxy_burst: int, wait: str, base: Path) -> dic
 
 def print_throughput(result: dict[str, Any]) -> None:
     print(
-        f"2. throughput, {result['burst']} jobs at once via the SDK (x1: "
+        f"2. throughput, {result['burst']} jobs via the SDK, {IN_FLIGHT} in flight (x1: "
         f"{result['proxy_burst']}; Easel's fakes: max_in_flight 2)"
     )
     for label, rate in result["jobs_per_s"].items():

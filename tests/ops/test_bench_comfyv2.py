@@ -27,4 +27,4 @@ def test_benchmark_reports_latency_and_rates_against_its_baselines(
     assert ("easel x10" in rates) == ("easel" in labels)
     printed = capsys.readouterr().out
     assert printed.startswith("1. submit → result, 2 sequential jobs")
-    assert "2. throughput, 4 jobs at once" in printed
+    assert "2. throughput, 4 jobs via the SDK" in printed
