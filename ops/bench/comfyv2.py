@@ -9,11 +9,12 @@ The fake ComfyUI servers (``ops.fakecomfy``, a trivial EmptyImage 8x8 → SaveIm
 workflow) run on this process's loop, the clients on a loop of their own in a thread;
 the two fronts run as subprocesses: Easel (``easel serve``, embedded SQLite,
 ``--insecure`` on loopback, the fakes registered with ``max_in_flight`` 2) and
-``comfy-api-proxy`` 0.1.6 (in-memory state, no token), which fronts exactly one ComfyUI. Both are driven by the same client
-code: comfy-sdk's ``AsyncComfy`` ``submit`` then, with ``--wait events`` (the default),
-the job's SSE stream to its terminal event and ``result()``; with ``--wait poll``,
-``result()`` alone, whose poll backoff starts at 0.5 s and so hides what the front
-costs. Two measurements, each against a baseline in the same run:
+``comfy-api-proxy`` 0.1.6 (in-memory state, no token), which fronts exactly one
+ComfyUI. Both are driven by the same client code: comfy-sdk's ``AsyncComfy``
+``submit`` then, with ``--wait events`` (the default), the job's SSE stream to its
+terminal event and ``wait()``; with ``--wait poll``, ``wait()`` alone, whose poll
+backoff starts at 0.5 s and so hides what the front costs. Two measurements, each
+against a baseline in the same run:
 
 1. **Overhead**: ``--jobs`` sequential jobs, taking turns on one shared fake: straight
    to the fake (``POST /prompt``, then ``GET /history`` every 2 ms until it holds the
