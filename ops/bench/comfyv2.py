@@ -59,12 +59,20 @@ from ops.bench.comfyui import SETTINGS, direct_burst, fakes, graph, register, un
 from ops.bench.servers import free_port, spawned
 from ops.fakecomfy import FakeComfy
 
-__all__ = ["Latency", "main", "proxy", "sdk", "v2_available"]
+__all__ = ["Ended", "Latency", "main", "proxy", "sdk", "v2_available"]
 
 T = TypeVar("T")
 WAITS = ("events", "poll")
 WARMUP = 2
 """Unmeasured jobs per target first: the first one opens connections (~100 ms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How one job ended, and how long its submit took (s)."""
+
+    status: str
+    submitted: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +84,19 @@ class Latency:
     p50_ms: float
     p95_ms: float
     mean_ms: float
+    submit_p50_ms: float
+    """Median time until the submit was answered (``POST /api/v2/jobs`` or ``/prompt``)."""
     unsucceeded: dict[str, int]
     """Jobs that ended otherwise than ``succeeded``, by final status (timed all the same)."""
 
     @classmethod
-    def of(cls, label: str, seconds: list[float], ends: Counter[str]) -> Latency:
+    def of(cls, label: str, seconds: list[float], ends: list[Ended]) -> Latency:
         ms = [s * 1000.0 for s in seconds]
         p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-        others = {status: n for status, n in ends.items() if status != "succeeded"}
-        return cls(label, len(ms), statistics.median(ms), p95, statistics.fmean(ms), others)
+        submit = statistics.median(end.submitted * 1000.0 for end in ends)
+        others = Counter(end.status for end in ends if end.status != "succeeded")
+        mean = statistics.fmean(ms)
+        return cls(label, len(ms), statistics.median(ms), p95, mean, submit, dict(others))
 
 
 # --- the fronts -----------------------------------------------------------------------
@@ -174,27 +186,32 @@ async def own_loop(work: Coroutine[Any, Any, T]) -> T:
     return await asyncio.to_thread(asyncio.run, work)
 
 
-async def sdk_job(client: AsyncComfy, index: int, wait: str) -> str:
+async def sdk_job(client: AsyncComfy, index: int, wait: str) -> Ended:
     """Submit ``graph(index)``, wait for its end the way ``wait`` says; its final status.
 
     ``wait()`` rather than ``result()``: the proxy can call a job that finished while it
     looked ``expired`` (it reads ``/history``, then ``/queue``, and a job finishing
     between the two is in neither); such ends are counted, not raised.
     """
+    start = time.perf_counter()
     job = await client.submit(client.workflows.from_json(graph(index)))
+    submitted = time.perf_counter() - start
     if wait == "events":
         # a front out of event streams answers 429: result() below polls instead
         with contextlib.suppress(ComfyError):
             async for _ in job.events():
                 pass
     await job.wait()
-    return job.status
+    return Ended(job.status, submitted)
 
 
-async def direct_job(client: ComfyClient, index: int) -> str:
+async def direct_job(client: ComfyClient, index: int) -> Ended:
+    start = time.perf_counter()
     prompt_id = await client.submit(graph(index))
+    submitted = time.perf_counter() - start
     entry = await until(functools.partial(client.history, prompt_id), 0.002)
-    return "succeeded" if entry["status"]["status_str"] == "success" else "failed"
+    ok = entry["status"]["status_str"] == "success"
+    return Ended("succeeded" if ok else "failed", submitted)
 
 
 # --- 1. overhead ----------------------------------------------------------------------
@@ -215,7 +232,7 @@ async def sequential(
     async with contextlib.AsyncExitStack() as stack:
         direct = ComfyClient(fake_url)
         stack.push_async_callback(direct.close)
-        targets: dict[str, Callable[[int], Awaitable[str]]] = {
+        targets: dict[str, Callable[[int], Awaitable[Ended]]] = {
             "direct": functools.partial(direct_job, direct),
             "proxy": functools.partial(
                 sdk_job, await stack.enter_async_context(sdk(proxy_url)), wait=wait
@@ -225,14 +242,14 @@ async def sequential(
             client = await stack.enter_async_context(sdk(easel_url))
             targets["easel"] = functools.partial(sdk_job, client, wait=wait)
         times: dict[str, list[float]] = {label: [] for label in targets}
-        ends: dict[str, Counter[str]] = {label: Counter() for label in targets}
+        ends: dict[str, list[Ended]] = {label: [] for label in targets}
         for index in range(-WARMUP, jobs):  # take turns, so all see the same machine
             for n, (label, run) in enumerate(targets.items()):
                 start = time.perf_counter()
-                status = await run(1_000_000 * n + index + WARMUP)
+                end = await run(1_000_000 * n + index + WARMUP)
                 if index >= 0:
                     times[label].append(time.perf_counter() - start)
-                    ends[label][status] += 1
+                    ends[label].append(end)
     rows = {label: Latency.of(label, seconds, ends[label]) for label, seconds in times.items()}
     return summarize_overhead(rows)
 
@@ -268,14 +285,15 @@ def summarize_overhead(rows: dict[str, Latency]) -> dict[str, Any]:
 def print_overhead(result: dict[str, Any], wait: str) -> None:
     jobs = result["rows"][0]["jobs"]
     print(f"1. submit → result, {jobs} sequential jobs on one fake (SDK waits by {wait})")
-    print(f"   {'target':<8} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'overhead p50':>13}")
+    head = f"{'target':<8} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'submit p50':>11}"
+    print(f"   {head} {'overhead p50':>13}")
     for row in result["rows"]:
         extra = result["overhead"].get(row["label"], {}).get("p50_overhead_ms")
         cell = "-" if extra is None else f"{extra:+.1f} ms"
         others = f"   not succeeded: {row['unsucceeded']}" if row["unsucceeded"] else ""
         print(
             f"   {row['label']:<8} {row['p50_ms']:8.1f} {row['p95_ms']:8.1f} "
-            f"{row['mean_ms']:8.1f} {cell:>13}{others}"
+            f"{row['mean_ms']:8.1f} {row['submit_p50_ms']:11.1f} {cell:>13}{others}"
         )
     ratios = result["easel_over_proxy"]
     if ratios is None:
@@ -297,7 +315,7 @@ async def sdk_burst(url: str, burst: int, first: int, wait: str) -> tuple[float,
     """Jobs/s of ``burst`` jobs at once through the front at ``url``, and the unsucceeded."""
     slots = asyncio.Semaphore(IN_FLIGHT)
 
-    async def one(index: int) -> str:
+    async def one(index: int) -> Ended:
         async with slots:
             return await sdk_job(client, index, wait)
 
@@ -305,7 +323,7 @@ async def sdk_burst(url: str, burst: int, first: int, wait: str) -> tuple[float,
         start = time.perf_counter()
         ends = await asyncio.gather(*(one(first + i) for i in range(burst)))
         rate = burst / (time.perf_counter() - start)
-    return rate, {status: n for status, n in Counter(ends).items() if status != "succeeded"}
+    return rate, dict(Counter(end.status for end in ends if end.status != "succeeded"))
 
 
 async def throughput(burst: int, proxy_burst: int, wait: str, base: Path) -> dict[str, Any]:
