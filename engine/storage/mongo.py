@@ -224,6 +224,7 @@ class MongoTable(Generic[R]):
         order: tuple[str, ...] | None = None,
         below: tuple[Any, ...] | None = None,
         descending: bool = False,
+        count: bool = True,
     ) -> Page[R]:
         query: dict[str, Any] = {_key(field): value for field, value in where.items()}
         fields = [_key(f) for f in order or self._spec.order]
@@ -236,7 +237,7 @@ class MongoTable(Generic[R]):
                 if limit > 0  # a limit of 0 is no limit to MongoDB
                 else []
             )
-            total = await self._coll.count_documents(query)
+            total = await self._coll.count_documents(query) if count else offset + len(docs)
         return Page(tuple(self._record(doc) for doc in docs), total, limit, offset)
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:

@@ -170,12 +170,12 @@ class Repository(Generic[R]):
             await self._table.insert(record)
         return record
 
-    async def _list(self, limit: int, offset: int, **where: Any) -> Page[R]:
+    async def _list(self, limit: int, offset: int, count: bool = True, **where: Any) -> Page[R]:
         if not 1 <= limit <= MAX_LIMIT or not 0 <= offset <= MAX_OFFSET:
             raise Invalid(f"limit must be 1..{MAX_LIMIT} and offset 0..{MAX_OFFSET}")
         filters = {key: value for key, value in where.items() if value is not None}
         async with self._op("list"):
-            return await self._table.find(filters, limit=limit, offset=offset)
+            return await self._table.find(filters, limit=limit, offset=offset, count=count)
 
     async def _patch(self, record_id: str, patch: BaseModel, *, expect: Where | None = None) -> R:
         # ``None`` leaves a field alone, unless the field itself may be null.
@@ -345,12 +345,15 @@ class Jobs(Repository[Job]):
         owner: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        count: bool = True,
     ) -> Page[Job]:
         """A page of jobs in dispatch order, by status, server, lease owner and/or
-        owner (the key that submitted them). Raises ``Invalid``."""
+        owner (the key that submitted them); ``count=False`` skips counting them all.
+        Raises ``Invalid``."""
         return await self._list(
             limit,
             offset,
+            count,
             status=status,
             server_id=server_id,
             lease_owner=lease_owner,

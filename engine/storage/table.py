@@ -84,6 +84,7 @@ class Table(Protocol[R]):
         order: tuple[str, ...] | None = None,
         below: tuple[Any, ...] | None = None,
         descending: bool = False,
+        count: bool = True,
     ) -> Page[R]:
         """A page of the records matching ``where``, in the table's order (or by the
         fields of ``order``), ascending unless ``descending``.
@@ -91,7 +92,9 @@ class Table(Protocol[R]):
         ``below``: only records whose ordering fields, compared as a tuple, are less
         than these values (a keyset cursor: the last record of a descending page is
         the ``below`` of the next; a null field is never below anything). ``total``
-        counts what ``where`` and ``below`` match; ``limit`` 0 only counts.
+        counts what ``where`` and ``below`` match (``count=False``: not counted, one
+        query less; ``total`` is then the offset plus the page's length); ``limit`` 0
+        only counts.
         """
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:

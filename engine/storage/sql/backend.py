@@ -331,6 +331,7 @@ class SqlTable(Generic[R]):
         order: tuple[str, ...] | None = None,
         below: tuple[Any, ...] | None = None,
         descending: bool = False,
+        count: bool = True,
     ) -> Page[R]:
         conditions = self._where(where)
         columns = [self._table.c[name] for name in order or self._spec.order]
@@ -340,9 +341,11 @@ class SqlTable(Generic[R]):
         query = select(self._table).where(*conditions).order_by(*by).limit(limit).offset(offset)
         async with self._backend.unit(write=False) as conn:
             rows = (await conn.execute(query)).all() if limit > 0 else []
-            total = (
-                await conn.execute(select(func.count()).select_from(self._table).where(*conditions))
-            ).scalar_one()
+            if count:
+                counting = select(func.count()).select_from(self._table).where(*conditions)
+                total = (await conn.execute(counting)).scalar_one()
+            else:
+                total = offset + len(rows)
         return Page(tuple(self._record(row._mapping) for row in rows), total, limit, offset)
 
     async def update(self, record_id: str, changes: Where, *, expect: Where | None = None) -> R:
