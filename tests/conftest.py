@@ -19,6 +19,8 @@ from tests.support import (
     ServerFactory,
     ServerStarter,
     running_pg_cluster,
+    seed_sqlite,
+    sqlite_template,
 )
 from transport.app import ADMIN_KEY_FILE, create_app
 
@@ -30,6 +32,12 @@ logging.getLogger("engine").setLevel(logging.CRITICAL)
 def pg_cluster() -> Iterator[PgCluster]:
     with running_pg_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database at head, copied into fresh data dirs (``seed_sqlite``)."""
+    return sqlite_template(tmp_path_factory.mktemp("migrated"))
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +71,7 @@ async def easel_server() -> AsyncIterator[ServerStarter]:
 
 @pytest.fixture
 async def easel_factory(
-    easel_server: ServerStarter, tmp_path: Path
+    easel_server: ServerStarter, tmp_path: Path, migrated_sqlite: Path
 ) -> AsyncIterator[ServerFactory]:
     sessions: list[aiohttp.ClientSession] = []
 
@@ -71,6 +79,7 @@ async def easel_factory(
         """A server with auth on; its HTTP session carries the admin key the first
         start wrote (``Easel.admin_key``), unless ``insecure=True``."""
         settings = Settings(data_dir=tmp_path, **overrides)
+        seed_sqlite(settings, migrated_sqlite)
         server = await easel_server(create_app(settings, announce=lambda _: None))
         key_file = tmp_path / ADMIN_KEY_FILE
         admin_key = key_file.read_text().strip() if key_file.exists() else None
