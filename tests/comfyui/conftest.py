@@ -17,7 +17,7 @@ from PIL import Image
 from actors.domain import Domain
 from engine.settings import Settings
 from ops.fakecomfy import FakeComfy, FakeConfig, running_fake
-from tests.support import ServerStarter
+from tests.support import ServerStarter, seed_sqlite
 from transport.app import ADMIN_KEY_FILE, create_app
 from transport.client import Client
 from transport.keys import DOMAIN, STORE
@@ -194,12 +194,15 @@ EaselFactory = Callable[..., Awaitable[Easel]]
 
 
 @pytest.fixture
-async def easel_factory(easel_server: ServerStarter, tmp_path: Path) -> AsyncIterator[EaselFactory]:
+async def easel_factory(
+    easel_server: ServerStarter, tmp_path: Path, migrated_sqlite: Path
+) -> AsyncIterator[EaselFactory]:
     """Start Easel apps (fast health checks, short leases) on ``tmp_path/data``."""
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides: Any) -> Easel:
         settings = Settings(data_dir=tmp_path / "data", **{**FAST, **overrides})
+        seed_sqlite(settings, migrated_sqlite)
         server = await easel_server(create_app(settings, announce=lambda _: None))
         key_file = settings.data_dir / ADMIN_KEY_FILE  # the admin key of the first start
         http = aiohttp.ClientSession(
