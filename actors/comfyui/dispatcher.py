@@ -89,6 +89,8 @@ class Dispatcher:
         self._waited_at = float("-inf")
         self._wake = asyncio.Event()
         self._in_flight: dict[str, int] = {}
+        self._totals: dict[JobStatus, int] = {}
+        """Jobs dispatched and running, as the last round read them."""
         self._tasks: list[asyncio.Task[None]] = []
         fleet.subscribe(tracker.on_event, self._server_changed)
         metrics.watch_servers(fleet.views, lambda: dict(self._in_flight))
@@ -179,16 +181,23 @@ class Dispatcher:
         taken: dict[str, set[int]] = defaultdict(set)
         totals: dict[JobStatus, int] = {}
         for status in ACTIVE:
-            page = await self._jobs.list(status=status, limit=500)
+            # every in-flight job holds a slot, and slots are bounded (servers x their
+            # max_in_flight): one page holds them all, counted as it is read
+            page = await self._jobs.list(status=status, limit=500, count=False)
             totals[status] = page.total
             for job in page.items:
                 if job.slot and job.server_id:
                     taken[job.server_id].add(int(job.slot.rsplit("/", 1)[1]))
         self._in_flight = {server: len(slots) for server, slots in taken.items()}
-        queued = await self._jobs.list(status=JobStatus.QUEUED, limit=1)
-        totals[JobStatus.QUEUED] = queued.total
-        self._metrics.counted(totals, await self._waited())
+        self._totals = totals
         return taken
+
+    async def _count_queued(self) -> None:
+        """Report the counts read this round, with the queued jobs counted."""
+        queued = await self._jobs.list(status=JobStatus.QUEUED, limit=1)
+        self._metrics.counted(
+            {**self._totals, JobStatus.QUEUED: queued.total}, await self._waited()
+        )
 
     async def _count(self) -> None:
         """Refresh the job counts by state (one cheap query each)."""
@@ -215,11 +224,18 @@ class Dispatcher:
             return 0
         taken = await self._slots()
         if not any(len(taken[v.id]) < v.max_jobs for v in servers):
+            await self._count_queued()
             return 0
         claimed = 0
         offset = 0  # queued jobs looked at and left in the queue (no able server)
-        for _ in range(_PAGES):
-            page = await self._jobs.list(status=JobStatus.QUEUED, limit=_PAGE, offset=offset)
+        for index in range(_PAGES):
+            page = await self._jobs.list(
+                status=JobStatus.QUEUED, limit=_PAGE, offset=offset, count=index == 0
+            )
+            if index == 0:
+                self._metrics.counted(
+                    {**self._totals, JobStatus.QUEUED: page.total}, await self._waited()
+                )
             for queued in page.items:
                 if not any(len(taken[v.id]) < v.max_jobs for v in servers):
                     return claimed
