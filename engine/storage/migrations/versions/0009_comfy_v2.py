@@ -15,8 +15,11 @@ Create Date: 2026-11-28
 
 from __future__ import annotations
 
+import warnings
+
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.exc import SAWarning
 
 revision = "0009"
 down_revision = "0008"
@@ -27,16 +30,11 @@ _EMPTY = {"labels": "{}", "detail": "{}", "history": "[]"}
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("jobs") as batch:
-        for name, empty in _EMPTY.items():
-            batch.add_column(sa.Column(name, sa.JSON, nullable=False, server_default=empty))
-        batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
-        batch.create_index("ix_jobs_expires_at", ["expires_at"])
-        batch.create_index("ix_jobs_owner_created_at_id", ["owner", "created_at", "id"])
-    with op.batch_alter_table("jobs") as batch:
-        for name in _EMPTY:
-            batch.alter_column(name, server_default=None)
-    # the batch recreated ``jobs`` on SQLite, without 0008's expression index
+    with warnings.catch_warnings():
+        # SQLite's batch reflects ``jobs`` and can't reflect 0008's expression index;
+        # it is created again below
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+        _jobs()
     _per_owner_key(create=True)
     with op.batch_alter_table("media") as batch:
         batch.add_column(sa.Column("blake3", sa.String(71), nullable=True))
@@ -47,13 +45,27 @@ def upgrade() -> None:
         batch.create_index("ix_media_owner_blake3", ["owner", "blake3"])
 
 
+def _jobs() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        for name, empty in _EMPTY.items():
+            batch.add_column(sa.Column(name, sa.JSON, nullable=False, server_default=empty))
+        batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch.create_index("ix_jobs_expires_at", ["expires_at"])
+        batch.create_index("ix_jobs_owner_created_at_id", ["owner", "created_at", "id"])
+    with op.batch_alter_table("jobs") as batch:
+        for name in _EMPTY:
+            batch.alter_column(name, server_default=None)
+
+
 def _per_owner_key(*, create: bool) -> None:
-    bind = op.get_bind()
-    existing = {ix["name"] for ix in sa.inspect(bind).get_indexes("jobs")}
-    name = "uq_jobs_owner_idempotency_key"
-    if create and name not in existing:
+    # SQLite recreates a table in a batch (dropping 0008's expression index, which it
+    # can't reflect either); PostgreSQL alters it in place and keeps the index
+    if create and op.get_bind().dialect.name == "sqlite":
         op.create_index(
-            name, "jobs", [sa.text("coalesce(owner, '')"), "idempotency_key"], unique=True
+            "uq_jobs_owner_idempotency_key",
+            "jobs",
+            [sa.text("coalesce(owner, '')"), "idempotency_key"],
+            unique=True,
         )
 
 
