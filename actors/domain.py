@@ -57,6 +57,9 @@ class Domain:
     metrics: RealtimeMetrics
     fleet: FleetService
     jobs: JobService
+    tracker: JobTracker
+    """The jobs this node drives (``tracker.preview(job_id)``: a running job's newest
+    preview)."""
 
 
 def _group(engine: Engine, name: str) -> Supervisor:
@@ -74,7 +77,7 @@ async def start_domain(
     name. Boot pipelines come from settings and are not stored.
     """
     metrics = RealtimeMetrics(engine.registry)
-    fleet, jobs, frames = await _start_fleet(engine, store)
+    fleet, jobs, frames, tracker = await _start_fleet(engine, store)
     pipelines = PipelineService(
         _group(engine, "pipelines"),
         catalog or PipelineCatalog(builtins=(*BUILTIN_PIPELINES, ComfyUi)),
@@ -90,12 +93,12 @@ async def start_domain(
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
     engine.add_component_check("pipelines", pipelines.health)
-    return Domain(pipelines, sessions, metrics, fleet, jobs)
+    return Domain(pipelines, sessions, metrics, fleet, jobs, tracker)
 
 
 async def _start_fleet(
     engine: Engine, store: Store
-) -> tuple[FleetService, JobService, FrameRouter]:
+) -> tuple[FleetService, JobService, FrameRouter, JobTracker]:
     """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)
     and the retention sweep (``/comfyui/retention``);
     the router places realtime frames on the same servers, counting this node's jobs
@@ -142,4 +145,4 @@ async def _start_fleet(
     frames = FrameRouter(
         fleet, held=lambda server: sum(job.server_id == server for job in tracker.held())
     )
-    return fleet, jobs, frames
+    return fleet, jobs, frames, tracker
