@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.comfyui.client import ComfyEvent, Preview
+from engine.storage import Job
 
-__all__ = ["PREVIEW_EVERY", "LatestPreview", "RunProgress"]
+__all__ = ["PREVIEW_EVERY", "Previews", "RunProgress", "ended_detail"]
 
 PREVIEW_EVERY = 0.5
 """Seconds between two previews kept for one job (the newest wins within them)."""
@@ -124,21 +125,67 @@ class RunProgress:
         }
 
 
-@dataclass(slots=True)
-class LatestPreview:
-    """The newest preview of one job, and when it was kept."""
+def ended_detail(job: Job, run: RunProgress | None) -> dict[str, Any]:
+    """The detail of a job whose prompt succeeded: every node to run done (from its
+    run's events, else from its last stored detail, else its whole graph)."""
+    if run is not None:
+        return run.ended()
+    total = job.detail.get("nodes_total")
+    if not isinstance(total, int):
+        total = len(job.prompt)
+    return {
+        "nodes_done": total,
+        "nodes_total": total,
+        "current_node": None,
+        "current_node_class": None,
+        "step": job.detail.get("step", 0),
+        "steps": job.detail.get("steps", 0),
+    }
 
+
+class Previews:
+    """The newest preview of each job this node drives, and the job each server runs
+    now (by its socket): a bare preview (type 1) names no prompt and belongs to it."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, _Latest] = {}
+        self._running_on: dict[str, str] = {}
+
+    def running(self, server_id: str, job_id: str) -> None:
+        self._running_on[server_id] = job_id
+
+    def ended(self, server_id: str, job_id: str) -> None:
+        if self._running_on.get(server_id) == job_id:
+            del self._running_on[server_id]
+
+    def job_on(self, server_id: str) -> str | None:
+        return self._running_on.get(server_id)
+
+    def keep(self, job_id: str, preview: Preview, node: str | None) -> None:
+        """Keep ``preview`` as the job's newest, unless one was kept within
+        :data:`PREVIEW_EVERY`; ``node``: the node running when the preview names none."""
+        last = self._latest.get(job_id)
+        if last is not None and time.monotonic() - last.at < PREVIEW_EVERY:
+            return
+        named = preview.metadata.get("node_id")
+        self._latest[job_id] = _Latest(
+            str(named) if named is not None else node, preview.content_type, preview.image
+        )
+
+    def get(self, job_id: str) -> tuple[str | None, str, bytes] | None:
+        latest = self._latest.get(job_id)
+        return None if latest is None else (latest.node, latest.content_type, latest.image)
+
+    def drop(self, job_id: str) -> None:
+        """Forget a job let go."""
+        self._latest.pop(job_id, None)
+        for server_id in [s for s, j in self._running_on.items() if j == job_id]:
+            del self._running_on[server_id]
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
     node: str | None
     content_type: str
     image: bytes
     at: float = field(default_factory=time.monotonic)
-
-    @staticmethod
-    def of(preview: Preview, node: str | None) -> LatestPreview:
-        meta = preview.metadata.get("node_id")
-        return LatestPreview(
-            str(meta) if meta is not None else node, preview.content_type, preview.image
-        )
-
-    def as_tuple(self) -> tuple[str | None, str, bytes]:
-        return self.node, self.content_type, self.image

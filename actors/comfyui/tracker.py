@@ -49,7 +49,7 @@ from actors.comfyui.client import (
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import discard, fetch_outputs
 from actors.comfyui.metrics import FleetMetrics
-from actors.comfyui.progress import PREVIEW_EVERY, LatestPreview, RunProgress
+from actors.comfyui.progress import Previews, RunProgress, ended_detail
 from engine.errors import Conflict, EaselError, NotFound
 from engine.logcontext import job_context
 from engine.storage import Job, JobOutput, Jobs, JobStatus, MediaRepository
@@ -99,9 +99,7 @@ class JobTracker:
         self._progress_due: set[str] = set()
         """Jobs whose progress changed within the throttle: written when it has passed."""
         self._runs: dict[str, RunProgress] = {}
-        self._previews: dict[str, LatestPreview] = {}
-        self._running_on: dict[str, str] = {}
-        """The job each server runs now (by its socket): where a bare preview belongs."""
+        self._previews = Previews()
         self._lost_after = lost_after
         self._silent_since: dict[str, float] = {}
         """When each held job's server first failed to answer (cleared by an answer)."""
@@ -131,17 +129,14 @@ class JobTracker:
         self._progress_at.pop(job_id, None)
         self._progress_due.discard(job_id)
         self._runs.pop(job_id, None)
-        self._previews.pop(job_id, None)
-        for server_id in [s for s, j in self._running_on.items() if j == job_id]:
-            del self._running_on[server_id]
+        self._previews.drop(job_id)
         self._silent_since.pop(job_id, None)
         self._locks.pop(job_id, None)
 
     def preview(self, job_id: str) -> tuple[str | None, str, bytes] | None:
         """The newest preview of a job this node drives: ``(node id or None, content
         type, image)``, or ``None`` (none yet, or not driven here). Loop only."""
-        latest = self._previews.get(job_id)
-        return None if latest is None else latest.as_tuple()
+        return self._previews.get(job_id)
 
     def lock(self, job_id: str) -> asyncio.Lock:
         lock = self._locks.get(job_id)
@@ -249,15 +244,14 @@ class JobTracker:
             return
         kind = item.type
         if kind == "execution_start":
-            self._running_on[server_id] = job_id
+            self._previews.running(server_id, job_id)
             self.spawn(self._started(job_id))
         elif kind == "executing" and item.data.get("node") is None:
-            if self._running_on.get(server_id) == job_id:
-                del self._running_on[server_id]
+            self._previews.ended(server_id, job_id)
             self.spawn(self.reconcile(job_id))  # the last frame of every prompt
             return
         elif kind == "executing":
-            self._running_on[server_id] = job_id
+            self._previews.running(server_id, job_id)
         run = self._runs.get(job_id)
         if run is None:
             job = self._held.get(job_id)
@@ -274,14 +268,10 @@ class JobTracker:
         if isinstance(prompt_id, str):
             job_id = self._prompts.get(prompt_id)
         else:
-            job_id = self._running_on.get(server_id)
-        if job_id is None or job_id not in self._held:
-            return
-        last = self._previews.get(job_id)
-        if last is not None and time.monotonic() - last.at < PREVIEW_EVERY:
-            return
-        run = self._runs.get(job_id)
-        self._previews[job_id] = LatestPreview.of(preview, run.current if run else None)
+            job_id = self._previews.job_on(server_id)
+        if job_id is not None and job_id in self._held:
+            run = self._runs.get(job_id)
+            self._previews.keep(job_id, preview, run.current if run else None)
 
     async def _started(self, job_id: str) -> None:
         async with self.lock(job_id):
@@ -434,7 +424,7 @@ class JobTracker:
                 JobStatus.SUCCEEDED,
                 outputs=outputs,
                 progress=1.0,
-                detail=self._ended_detail(job),
+                detail=ended_detail(job, self._runs.get(job.id)),
                 **ran,
             )
         except BaseException:
@@ -442,22 +432,6 @@ class JobTracker:
             raise
         if done is None or done.status is not JobStatus.SUCCEEDED:
             await discard(outputs, self._media)  # another node recorded it first
-
-    def _ended_detail(self, job: Job) -> dict[str, Any]:
-        run = self._runs.get(job.id)
-        if run is not None:
-            return run.ended()
-        total = job.detail.get("nodes_total")
-        if not isinstance(total, int):
-            total = len(job.prompt)
-        return {
-            "nodes_done": total,
-            "nodes_total": total,
-            "current_node": None,
-            "current_node_class": None,
-            "step": job.detail.get("step", 0),
-            "steps": job.detail.get("steps", 0),
-        }
 
     async def _expired(self, held: Job, fresh: Job) -> None:
         """A held job the retention sweep ended meanwhile: its prompt, which may have
