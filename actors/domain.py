@@ -11,6 +11,7 @@ from actors.comfyui.fleet import FleetService
 from actors.comfyui.frames import FrameRouter
 from actors.comfyui.jobs import JobService
 from actors.comfyui.metrics import FleetMetrics
+from actors.comfyui.retention import Retention, RetentionActor
 from actors.comfyui.tracker import JobTracker
 from actors.metrics import RealtimeMetrics
 from actors.pipelines.service import PipelineService
@@ -28,9 +29,9 @@ def supervision_tree() -> tuple[ChildSpec, ...]:
     """The root's children in start order; stopped in reverse (docs/architecture.md).
 
     ``/pipelines`` holds one supervisor per named pipeline, ``/comfyui/servers`` one
-    actor per registered ComfyUI server and ``/comfyui/dispatcher`` the job dispatcher
-    (added at start, after the servers, so it stops before them), ``/sessions`` one
-    actor per session.
+    actor per registered ComfyUI server, ``/comfyui/dispatcher`` the job dispatcher and
+    ``/comfyui/retention`` the retention sweep (added at start, after the servers, so
+    they stop before them), ``/sessions`` one actor per session.
     """
     return (
         SupervisorSpec(id="pipelines", strategy=Strategy.ONE_FOR_ONE, max_restarts=10, period=30),
@@ -56,6 +57,9 @@ class Domain:
     metrics: RealtimeMetrics
     fleet: FleetService
     jobs: JobService
+    tracker: JobTracker
+    """The jobs this node drives (``tracker.preview(job_id)``: a running job's newest
+    preview)."""
 
 
 def _group(engine: Engine, name: str) -> Supervisor:
@@ -73,7 +77,7 @@ async def start_domain(
     name. Boot pipelines come from settings and are not stored.
     """
     metrics = RealtimeMetrics(engine.registry)
-    fleet, jobs, frames = await _start_fleet(engine, store)
+    fleet, jobs, frames, tracker = await _start_fleet(engine, store)
     pipelines = PipelineService(
         _group(engine, "pipelines"),
         catalog or PipelineCatalog(builtins=(*BUILTIN_PIPELINES, ComfyUi)),
@@ -89,13 +93,14 @@ async def start_domain(
         if name not in pipelines.names():
             await pipelines.init(PipelineConfig(name=name, kind=name))
     engine.add_component_check("pipelines", pipelines.health)
-    return Domain(pipelines, sessions, metrics, fleet, jobs)
+    return Domain(pipelines, sessions, metrics, fleet, jobs, tracker)
 
 
 async def _start_fleet(
     engine: Engine, store: Store
-) -> tuple[FleetService, JobService, FrameRouter]:
-    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``);
+) -> tuple[FleetService, JobService, FrameRouter, JobTracker]:
+    """Restore the ComfyUI servers, then start the dispatcher (``/comfyui/dispatcher``)
+    and the retention sweep (``/comfyui/retention``);
     the router places realtime frames on the same servers, counting this node's jobs
     against each server's ``max_in_flight``."""
     settings = engine.settings
@@ -133,7 +138,11 @@ async def _start_fleet(
             shutdown_timeout=JobTracker.STOP_GRACE + 2.0,
         )
     )
+    retention = Retention(store.jobs, store.media, jobs, settings, fleet_metrics)
+    await group.start_child(
+        ActorSpec(id="retention", factory=lambda: RetentionActor(retention), kind="comfyui")
+    )
     frames = FrameRouter(
         fleet, held=lambda server: sum(job.server_id == server for job in tracker.held())
     )
-    return fleet, jobs, frames
+    return fleet, jobs, frames, tracker

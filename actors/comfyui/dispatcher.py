@@ -281,6 +281,7 @@ class Dispatcher:
                 attempts=queued.attempts + 1,
                 dispatched_at=now(),
                 progress=0.0,
+                detail={},
             )
         except Conflict:
             return "conflict"  # another node took the job, or the slot

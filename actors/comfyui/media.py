@@ -15,7 +15,7 @@ from typing import Any
 
 from actors.comfyui.client import ComfyClient, outputs_of
 from engine.errors import EaselError, NotFound
-from engine.storage import JobOutput, MediaRepository
+from engine.storage import Job, JobOutput, MediaRepository
 
 __all__ = ["MEDIA_PREFIX", "discard", "fetch_outputs", "media_inputs", "upload_inputs"]
 
@@ -62,22 +62,39 @@ async def upload_inputs(
 
 
 async def fetch_outputs(
-    entry: dict[str, Any], client: ComfyClient, media: MediaRepository, owner: str | None
+    entry: dict[str, Any], client: ComfyClient, media: MediaRepository, job: Job
 ) -> tuple[JobOutput, ...]:
-    """Store every image of a finished history entry as media owned by ``owner`` (the
-    job's owner, so its key can read them); the job's outputs.
+    """Store every image of a finished history entry as media of ``job`` (owned by its
+    owner, so its key can read them, and made by it, so its retention deletes them);
+    the job's outputs, saved files (``output``) before previews (``temp``), each group
+    in the history's order.
 
     If anything fails half way, what was stored is deleted again and the error
     raised (``ComfyUnavailable``, or the store's errors).
     """
+    files = sorted(outputs_of(entry), key=lambda found: found[1].type != "output")
     stored: list[JobOutput] = []
     try:
-        for node, output in outputs_of(entry):
+        for node, output in files:
             data, content_type = await client.view(output)
             record = await media.put(
-                data, content_type or "image/png", output.filename, owner=owner
+                data,
+                content_type or "image/png",
+                output.filename,
+                owner=job.owner,
+                job_id=job.id,
             )
-            stored.append(JobOutput(media_id=record.id, kind="image", node=node))
+            stored.append(
+                JobOutput(
+                    media_id=record.id,
+                    kind="image",
+                    node=node,
+                    name=output.filename,
+                    content_type=record.content_type,
+                    size=record.size,
+                    blake3=record.blake3,
+                )
+            )
     except BaseException:
         await discard(stored, media)
         raise

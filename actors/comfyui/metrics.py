@@ -101,6 +101,17 @@ class FleetMetrics:
             "Jobs taken over from a node whose lease expired.",
             registry=registry,
         )
+        self.expired = Counter(
+            "easel_jobs_expired",
+            "Jobs this node ended expired: their retention ran out before they ended.",
+            registry=registry,
+        )
+        self.retention_deleted = Counter(
+            "easel_retention_deleted",
+            "Records this node deleted once their retention ran out, by kind (job, media).",
+            ["kind"],
+            registry=registry,
+        )
         self._collector: _ServerCollector | None = None
 
     def watch_servers(

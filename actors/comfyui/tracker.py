@@ -49,6 +49,7 @@ from actors.comfyui.client import (
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import discard, fetch_outputs
 from actors.comfyui.metrics import FleetMetrics
+from actors.comfyui.progress import Previews, RunProgress, ended_detail
 from engine.errors import Conflict, EaselError, NotFound
 from engine.logcontext import job_context
 from engine.storage import Job, JobOutput, Jobs, JobStatus, MediaRepository
@@ -59,7 +60,9 @@ __all__ = ["ACTIVE", "TERMINAL", "JobTracker"]
 log = logging.getLogger(__name__)
 
 ACTIVE = frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING})
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
+)
 _PROGRESS_EVERY = 0.5
 """Seconds between two progress writes of one job (the SSE stream reads them)."""
 
@@ -93,6 +96,10 @@ class JobTracker:
         self._prompts: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._progress_at: dict[str, float] = {}
+        self._progress_due: set[str] = set()
+        """Jobs whose progress changed within the throttle: written when it has passed."""
+        self._runs: dict[str, RunProgress] = {}
+        self._previews = Previews()
         self._lost_after = lost_after
         self._silent_since: dict[str, float] = {}
         """When each held job's server first failed to answer (cleared by an answer)."""
@@ -120,8 +127,16 @@ class JobTracker:
         if job is not None and job.prompt_id:
             self._prompts.pop(job.prompt_id, None)
         self._progress_at.pop(job_id, None)
+        self._progress_due.discard(job_id)
+        self._runs.pop(job_id, None)
+        self._previews.drop(job_id)
         self._silent_since.pop(job_id, None)
         self._locks.pop(job_id, None)
+
+    def preview(self, job_id: str) -> tuple[str | None, str, bytes] | None:
+        """The newest preview of a job this node drives: ``(node id or None, content
+        type, image)``, or ``None`` (none yet, or not driven here). Loop only."""
+        return self._previews.get(job_id)
 
     def lock(self, job_id: str) -> asyncio.Lock:
         lock = self._locks.get(job_id)
@@ -149,6 +164,7 @@ class JobTracker:
                 self._let_go(job_id)
                 return None
             if fresh.lease_owner != self.node_id or fresh.status not in ACTIVE:
+                await self._expired(job, fresh)
                 self._let_go(job_id)
                 self._changed(fresh)
                 return None
@@ -202,6 +218,7 @@ class JobTracker:
             server_id=None,
             prompt_id=None,
             progress=0.0,
+            detail={},
             error=reason,
             attempts=job.attempts if reached else job.attempts - 1,
         )
@@ -219,20 +236,42 @@ class JobTracker:
 
     def on_event(self, server_id: str, client_id: str, item: ComfyEvent | Preview) -> None:
         """Called by the fleet for every socket frame, on the loop."""
-        if not isinstance(item, ComfyEvent) or item.prompt_id is None:
+        if isinstance(item, Preview):
+            self._preview(server_id, item)
             return
-        job_id = self._prompts.get(item.prompt_id)
+        job_id = self._prompts.get(item.prompt_id) if item.prompt_id is not None else None
         if job_id is None:
             return
         kind = item.type
         if kind == "execution_start":
+            self._previews.running(server_id, job_id)
             self.spawn(self._started(job_id))
-        elif kind == "progress":
-            value, most = item.data.get("value"), item.data.get("max")
-            if isinstance(value, int | float) and isinstance(most, int | float) and most > 0:
-                self.spawn(self._progress(job_id, min(1.0, float(value) / float(most))))
         elif kind == "executing" and item.data.get("node") is None:
+            self._previews.ended(server_id, job_id)
             self.spawn(self.reconcile(job_id))  # the last frame of every prompt
+            return
+        elif kind == "executing":
+            self._previews.running(server_id, job_id)
+        run = self._runs.get(job_id)
+        if run is None:
+            job = self._held.get(job_id)
+            if job is None:
+                return
+            run = self._runs[job_id] = RunProgress(job.prompt)
+        if run.feed(item):
+            self._progress(job_id)
+
+    def _preview(self, server_id: str, preview: Preview) -> None:
+        # A preview with metadata names its prompt; a bare one (type 1) belongs to the
+        # job its server runs now.
+        prompt_id = preview.metadata.get("prompt_id")
+        if isinstance(prompt_id, str):
+            job_id = self._prompts.get(prompt_id)
+        else:
+            job_id = self._previews.job_on(server_id)
+        if job_id is not None and job_id in self._held:
+            run = self._runs.get(job_id)
+            self._previews.keep(job_id, preview, run.current if run else None)
 
     async def _started(self, job_id: str) -> None:
         async with self.lock(job_id):
@@ -240,15 +279,26 @@ class JobTracker:
             if job is not None and job.status is JobStatus.DISPATCHED:
                 await self.swap(job_id, status=JobStatus.RUNNING, started_at=now())
 
-    async def _progress(self, job_id: str, progress: float) -> None:
-        at = time.monotonic()
-        if at - self._progress_at.get(job_id, 0.0) < _PROGRESS_EVERY:
+    def _progress(self, job_id: str) -> None:
+        """Write a running job's progress and detail, at most every ``_PROGRESS_EVERY``
+        seconds: a change within that is written once it has passed."""
+        if job_id in self._progress_due:
             return
-        self._progress_at[job_id] = at
+        since = time.monotonic() - self._progress_at.get(job_id, float("-inf"))
+        self._progress_due.add(job_id)
+        self.spawn(self._write_progress(job_id, max(0.0, _PROGRESS_EVERY - since)))
+
+    async def _write_progress(self, job_id: str, wait: float) -> None:
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+        finally:
+            self._progress_due.discard(job_id)
+        self._progress_at[job_id] = time.monotonic()
         async with self.lock(job_id):
-            job = self._held.get(job_id)
-            if job is not None and job.status is JobStatus.RUNNING:
-                await self.swap(job_id, progress=progress)
+            job, run = self._held.get(job_id), self._runs.get(job_id)
+            if job is not None and run is not None and job.status is JobStatus.RUNNING:
+                await self.swap(job_id, progress=run.fraction, detail=run.detail())
 
     # --- checking a held job against its server -------------------------------------------
 
@@ -272,6 +322,7 @@ class JobTracker:
             self._let_go(held.id)
             return
         if job.lease_owner != self.node_id or job.status not in ACTIVE:
+            await self._expired(held, job)
             self._let_go(job.id)
             return
         self._held[job.id] = job
@@ -361,7 +412,7 @@ class JobTracker:
         ``ran``: more changes to make with that last one."""
         job_id = job.id
         try:
-            outputs = await fetch_outputs(entry, client, self._media, job.owner)
+            outputs = await fetch_outputs(entry, client, self._media, job)
         except ComfyUnavailable as error:
             # it ran: fetch again at the next check (a server that lost its history
             # meanwhile makes the job lost then)
@@ -369,13 +420,32 @@ class JobTracker:
             return
         try:
             done = await self.finish(
-                job_id, JobStatus.SUCCEEDED, outputs=outputs, progress=1.0, **ran
+                job_id,
+                JobStatus.SUCCEEDED,
+                outputs=outputs,
+                progress=1.0,
+                detail=ended_detail(job, self._runs.get(job.id)),
+                **ran,
             )
         except BaseException:
             await asyncio.shield(self._discard_unrecorded(job_id, outputs))
             raise
         if done is None or done.status is not JobStatus.SUCCEEDED:
             await discard(outputs, self._media)  # another node recorded it first
+
+    async def _expired(self, held: Job, fresh: Job) -> None:
+        """A held job the retention sweep ended meanwhile: its prompt, which may have
+        been sent since the sweep stopped it, is taken off its server again."""
+        if fresh.status is not JobStatus.EXPIRED:
+            return
+        server_id, prompt_id = fresh.server_id or held.server_id, fresh.prompt_id or held.prompt_id
+        if server_id is None or prompt_id is None:
+            return
+        try:
+            client = self._fleet.client(server_id)
+        except NotFound:
+            return
+        await _stop(client, prompt_id)
 
     async def _discard_unrecorded(self, job_id: str, outputs: tuple[JobOutput, ...]) -> None:
         # The last change failed or was cancelled, perhaps after it committed: the

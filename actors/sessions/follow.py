@@ -2,7 +2,7 @@
 
 CALL ``job.subscribe`` with ``{"job": <id>}`` answers the job as it is now and, until
 the job ends or the connection goes, sends EVENT ``job.<status>`` (``job.running``,
-``job.succeeded``, ``job.failed`` …) when its status changes and ``job.progress``
+``job.succeeded``, ``job.failed``, ``job.expired`` …) when its status changes and ``job.progress``
 when only its progress does. Changes are observed the way the REST event stream
 observes them (``JobService.watch``: at once for jobs this node drives, within a
 second for the others). Only the sessions of the job's owner may follow it
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MAX_FOLLOWED: Final = 16
 """Jobs one connection may follow at once."""
-_ENDED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+_ENDED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 
 Send = Callable[[str, dict[str, Any]], Awaitable[None]]
 """Sends one EVENT (name, data) to the session's client."""
