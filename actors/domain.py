@@ -129,6 +129,7 @@ async def _start_fleet(
         store.jobs, store.media, fleet, tracker, settings, fleet_metrics, exclusive=exclusive
     )
     jobs.wake_with(dispatcher.wake)
+    jobs.previews_from(tracker.preview)
     await group.start_child(
         ActorSpec(
             id="dispatcher",

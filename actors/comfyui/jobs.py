@@ -27,7 +27,6 @@ from typing import Any
 
 from actors.comfyui.assets import check_graph, resolve_references
 from actors.comfyui.client import ComfyUnavailable
-from actors.comfyui.events import Preview
 from actors.comfyui.fleet import FleetService
 from actors.comfyui.media import MEDIA_PREFIX, media_inputs
 from actors.comfyui.tracker import ACTIVE, TERMINAL
@@ -60,6 +59,10 @@ class KeyReused(Invalid):
             "made by listing your jobs instead of submitting again"
         )
         self.key = key
+
+
+Shown = tuple[str | None, str, bytes]
+"""A preview: the node it shows (if known), its content type, the image."""
 
 
 def with_seed(prompt: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -102,19 +105,20 @@ class JobService:
         self._fleet = fleet
         self.settings = settings
         self._wake: Callable[[], None] = lambda: None
-        self._previews: Callable[[str], Preview | None] = lambda _job_id: None
+        self._previews: Callable[[str], Shown | None] = lambda _job_id: None
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._admission: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
 
-    def previews_from(self, source: Callable[[str], Preview | None]) -> None:
-        """Where the newest preview image of a running job comes from (the node that
-        runs it keeps it in memory)."""
+    def previews_from(self, source: Callable[[str], Shown | None]) -> None:
+        """Where the newest preview of a running job comes from (the tracker of the
+        node that drives it keeps it in memory)."""
         self._previews = source
 
-    def preview(self, job_id: str) -> Preview | None:
-        """The newest preview image of a job this node runs, if it has one."""
+    def preview(self, job_id: str) -> Shown | None:
+        """The newest preview of a job this node drives, ``(node id or None, content
+        type, image)``, if it has one. Loop only."""
         return self._previews(job_id)
 
     def wake_with(self, wake: Callable[[], None]) -> None:

@@ -109,16 +109,17 @@ class _Stream:
 
     async def show(self, jobs: JobService, job: Job) -> None:
         found = jobs.preview(job.id)
-        if found is None or found.image == self.preview:
+        if found is None or found[2] == self.preview:
             return
-        self.preview = found.image
-        node = found.metadata.get("node_id") or (job.detail.get("current_node") or "")
+        node, content_type, image = found
+        self.preview = image
+        shown = node or job.detail.get("current_node") or ""
         await self.send(
             "preview",
             {
-                "node_id": str(node),
-                "content_type": found.content_type,
-                "data_base64": base64.b64encode(found.image).decode(),
+                "node_id": str(shown),
+                "content_type": content_type,
+                "data_base64": base64.b64encode(image).decode(),
             },
             job.version,
         )
