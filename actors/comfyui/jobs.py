@@ -22,7 +22,7 @@ import copy
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from actors.comfyui.assets import check_graph, resolve_references
@@ -151,7 +151,7 @@ class JobService:
                     raise KeyReused(new.idempotency_key)
                 return earlier, False
         async with self._admitting(new.owner, 1, admin):
-            job, created = await self._jobs.submit(new)
+            job, created = await self._jobs.submit(new, retention=self.settings.job_retention)
         if created:
             self._wake()
         elif single_use and new.idempotency_key is not None:
@@ -159,16 +159,11 @@ class JobService:
         return job, created
 
     async def _prepared(self, new: NewJob, admin: bool) -> NewJob:
-        """``new`` checked, its references to media resolved, its deadline set."""
+        """``new`` checked, its references to media resolved."""
         check_prompt(new.prompt)
         prompt = await resolve_references(new.prompt, self._media, new.owner, admin=admin)
         check_graph(prompt, self._known_types())
-        ready = new.model_copy(
-            update={
-                "prompt": prompt,
-                "expires_at": now() + timedelta(seconds=self.settings.job_retention),
-            }
-        )
+        ready = new.model_copy(update={"prompt": prompt})
         await self._check_media(ready, admin)
         return ready
 
@@ -194,7 +189,7 @@ class JobService:
                         "idempotency_key": key,
                     }
                 )
-                job, _ = await self._jobs.submit(one)
+                job, _ = await self._jobs.submit(one, retention=self.settings.job_retention)
                 jobs.append(job)
         self._wake()
         return jobs

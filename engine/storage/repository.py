@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -309,17 +309,22 @@ class Jobs(Repository[Job]):
     see one of them win and the other get ``Conflict``, on every backend.
     """
 
-    async def create(self, new: NewJob) -> Job:
-        """Queue a job (status ``queued``). Raises ``Conflict`` if its owner already
-        used its idempotency key."""
-        start = JobPhase(status=JobStatus.QUEUED, version=0, at=now().timestamp())
-        return await self._create(**new.model_dump(), history=(start,))
+    async def create(self, new: NewJob, *, retention: float | None = None) -> Job:
+        """Queue a job (status ``queued``), kept ``retention`` seconds from now if given
+        (its ``expires_at``). Raises ``Conflict`` if its owner already used its
+        idempotency key."""
+        stamp = now()
+        fields = new.model_dump()
+        if retention is not None:
+            fields["expires_at"] = stamp + timedelta(seconds=retention)
+        start = JobPhase(status=JobStatus.QUEUED, version=0, at=stamp.timestamp())
+        return await self._create(**fields, created_at=stamp, updated_at=stamp, history=(start,))
 
-    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+    async def submit(self, new: NewJob, *, retention: float | None = None) -> tuple[Job, bool]:
         """Queue a job unless its owner has one with the same idempotency key:
         ``(job, created)``."""
         try:
-            return await self.create(new), True
+            return await self.create(new, retention=retention), True
         except Conflict:
             if new.idempotency_key is None:
                 raise
