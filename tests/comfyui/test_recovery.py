@@ -140,23 +140,33 @@ async def test_many_jobs_under_random_server_kills_end_exactly_once(
 ) -> None:
     await register_all(easel, three_fakes, max_in_flight=2)
     for fake in three_fakes:
-        fake.slow(0.005, steps=2)
+        fake.slow(0.01, steps=2)
     jobs = [await submit(easel, empty_graph(color=c), max_attempts=10) for c in range(200)]
     rng = random.Random(9)
 
+    kills: list[int] = []
+
     async def kill_at_random() -> None:
-        for _ in range(12):
-            await asyncio.sleep(rng.uniform(0.1, 0.4))
+        while len(kills) < 12 and not chaos_over.is_set():
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
             fake = rng.choice(three_fakes)
-            if fake.alive:
+            if fake.alive and fake.describe()["queue_remaining"] > 0:  # it holds jobs
                 fake.die(restart_after=0.3)
+                kills.append(three_fakes.index(fake))
+
+    chaos_over = asyncio.Event()
 
     chaos = asyncio.create_task(kill_at_random())
     try:
         done = await exactly_once(easel, [job["id"] for job in jobs], seconds=40)
     finally:
+        chaos_over.set()
         await chaos
-    assert max(job["attempts"] for job in done) >= 2  # the kills did cost attempts
+    assert len(done) == 200
+    # the servers did die holding jobs (whether a death costs a job an attempt depends
+    # on the moment: a prompt not yet confirmed is sent again without spending one)
+    assert kills
+    assert sum(fake.lifetimes for fake in three_fakes) > len(three_fakes)
 
 
 async def restart_mid_queue(easel_factory: EaselFactory, three_fakes: list[FakeComfy]) -> int:
