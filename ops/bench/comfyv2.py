@@ -39,7 +39,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +55,7 @@ from comfy_sdk import BASE_URL_ENV_VAR, AsyncComfy, ComfyError
 
 from actors.comfyui.client import ComfyClient
 from ops.bench.comfyui import SETTINGS, direct_burst, fakes, graph, register, until
-from ops.bench.servers import free_port, spawned
+from ops.bench.servers import free_port, running, spawned
 from ops.fakecomfy import FakeComfy
 
 __all__ = ["Ended", "Latency", "main", "proxy", "sdk", "v2_available"]
@@ -115,31 +114,8 @@ async def proxy(comfyui: str) -> AsyncIterator[str]:
         *command, "--port", str(port), stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    try:
-        await _serving(url + "/api/v2/jobs", proc)
+    async with running(proc, url + "/api/v2/jobs"):
         yield url
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(proc.wait(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-async def _serving(url: str, proc: asyncio.subprocess.Process) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise RuntimeError(f"{url}: exited early with {proc.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not serve within 30 s")
 
 
 @contextlib.asynccontextmanager

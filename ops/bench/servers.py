@@ -148,18 +148,28 @@ async def spawned(
             *command, env=env, stdout=subprocess.DEVNULL, cwd=tree
         )
         url = f"http://127.0.0.1:{port}"
-        try:
-            await _wait_serving(url, proc)
+        async with running(proc, url + "/api/v1/health", grace=60):
             # pyinstrument runs the module in its own process: this pid is the server.
             yield Target(kind, url, pid=proc.pid)
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    proc: asyncio.subprocess.Process, ready: str, *, grace: float = 30
+) -> AsyncIterator[None]:
+    """Wait until ``ready`` answers 200 (``RuntimeError`` if ``proc`` exits first or
+    30 s pass); on the way out, SIGINT, then SIGKILL after ``grace`` seconds."""
+    try:
+        await _wait_serving(ready, proc)
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def _wait_serving(url: str, proc: asyncio.subprocess.Process) -> None:
@@ -167,9 +177,9 @@ async def _wait_serving(url: str, proc: asyncio.subprocess.Process) -> None:
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             if proc.returncode is not None:
-                raise RuntimeError(f"server exited early with {proc.returncode}")
+                raise RuntimeError(f"{url}: the server exited early with {proc.returncode}")
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url + "/api/v1/health") as response:
+                async with http.get(url) as response:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)

@@ -21,8 +21,6 @@ Admin keys see every job.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import orjson
@@ -34,6 +32,7 @@ from engine.storage import Job, JobStatus, NewJob
 from transport.auth import Role, principal, requires
 from transport.keys import DOMAIN
 from transport.rest.bodies import json_response, page_response, read_body
+from transport.rest.sse import follow
 
 __all__ = ["JOB", "SubmitBatch", "SubmitJob", "describe", "routes"]
 
@@ -203,31 +202,27 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    pending: asyncio.Future[Job] | None = None
+
+    async def changed(job: Job) -> bool:
+        await _send(response, job)
+        return False  # the updates end when the job does
+
+    async def quiet() -> None:
+        # nothing changed for a while: a comment line finds out whether the client is
+        # still there (a stream whose client left must end)
+        await response.write(b": keep-alive\n\n")
+
+    sent = False
     try:
         await _send(response, first)
-        while True:
-            pending = pending or asyncio.ensure_future(anext(updates))
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT)
-            if not done:
-                # nothing changed for a while: a comment line finds out whether the
-                # client is still there (a stream whose client left must end)
-                await response.write(b": keep-alive\n\n")
-                continue
-            try:
-                job = pending.result()
-            except StopAsyncIteration:
-                break
-            pending = None
-            await _send(response, job)
+        sent = True
     except ConnectionResetError:
         pass  # the client went away
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
-        await updates.aclose()
+        if not sent:
+            await updates.aclose()
+    if sent:
+        await follow(updates, HEARTBEAT, changed, quiet)
     return response
 
 

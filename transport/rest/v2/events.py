@@ -14,9 +14,7 @@ comment line is sent after 15 s of quiet, so a stream whose client left ends.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import time
 from typing import Any
 
@@ -29,6 +27,7 @@ from engine.storage import Job
 from engine.storage.records import JobPhase
 from transport.auth import Role, requires
 from transport.keys import DOMAIN
+from transport.rest.sse import follow
 from transport.rest.v2.jobs import JOB, describe, output, own_job, progress, v2_status
 from transport.rest.v2.links import origin
 from transport.rest.v2.schema import Progress
@@ -142,7 +141,7 @@ def _phase_status(phase: JobPhase) -> str:
 async def job_events(request: web.Request) -> web.StreamResponse:
     jobs: JobService = request.app[DOMAIN].jobs
     updates = jobs.watch((await own_job(request)).id)
-    first = await anext(updates)
+    first = await anext(updates)  # NotFound before the stream starts
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -152,36 +151,31 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     stream = _Stream(response, origin(request), jobs.settings.job_retention)
-    pending: asyncio.Future[Job] | None = None
+    latest = first
+
+    async def changed(job: Job) -> bool:
+        nonlocal latest
+        latest = job
+        return await stream.update(job, None)
+
+    async def quiet() -> None:
+        await stream.show(jobs, latest)
+        await stream.keep_alive()
+
+    ended = True  # unless the first events were sent and more are to come
     try:
         after = _last_seen(request)
         if after is not None:
             await stream.replay(first, after)
         position = await jobs.queue_position(first) if v2_status(first) == "queued" else None
-        if await stream.update(first, position):
-            return response
-        await stream.show(jobs, first)
-        job = first
-        while True:
-            pending = pending or asyncio.ensure_future(anext(updates))
-            done, _ = await asyncio.wait({pending}, timeout=_PREVIEW_EVERY)
-            if not done:
-                await stream.show(jobs, job)
-                await stream.keep_alive()
-                continue
-            try:
-                job = pending.result()
-            except StopAsyncIteration:
-                break
-            pending = None
-            if await stream.update(job, None):
-                break
+        ended = await stream.update(first, position)
+        if not ended:
+            await stream.show(jobs, first)
     except ConnectionResetError:
-        pass  # the client went away
+        ended = True  # the client went away
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await pending
-        await updates.aclose()
+        if ended:
+            await updates.aclose()
+    if not ended:
+        await follow(updates, _PREVIEW_EVERY, changed, quiet)
     return response
