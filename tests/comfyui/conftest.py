@@ -223,6 +223,15 @@ async def easel(easel_factory: EaselFactory) -> Easel:
     return await easel_factory()
 
 
+@pytest.fixture
+async def with_fake(easel_factory: EaselFactory, fake: FakeComfy) -> Easel:
+    """An Easel with the fake registered as ``one`` and ready."""
+    easel = await easel_factory()
+    await easel.register(fake, "one")
+    await ready(easel, "one")
+    return easel
+
+
 JOBS = "/api/v1/jobs"
 ENDED = ("succeeded", "failed", "cancelled")
 

@@ -31,14 +31,6 @@ ASSETS = V2 + "/assets"
 TERMINAL = ("succeeded", "canceled", "failed", "expired")
 
 
-@pytest.fixture
-async def with_fake(easel_factory: EaselFactory, fake: FakeComfy) -> Easel:
-    easel = await easel_factory()
-    await easel.register(fake, "one")
-    await ready(easel, "one")
-    return easel
-
-
 async def raw(client: Easel, method: str, path: str, **kw: Any) -> tuple[int, Any, dict[str, str]]:
     """Status, JSON body (or None) and headers of one request."""
     async with client.http.request(method, client.url + path, **kw) as response:

@@ -26,14 +26,6 @@ async def sdk_for(easel: Easel, name: str, monkeypatch: pytest.MonkeyPatch) -> A
     return AsyncComfy(api_key=made["token"])
 
 
-@pytest.fixture
-async def with_fake(easel_factory: EaselFactory, fake: FakeComfy) -> Easel:
-    easel = await easel_factory()
-    await easel.register(fake, "one")
-    await ready(easel, "one")
-    return easel
-
-
 def color_of(data: bytes) -> tuple[int, ...]:
     """The first pixel, each channel rounded to a multiple of 5 (float image math)."""
     with Image.open(io.BytesIO(data)) as image:
