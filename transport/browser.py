@@ -23,6 +23,7 @@ from engine.settings import Settings
 from transport.keys import ENGINE
 from transport.problem import Handler, problem_response
 from transport.request_ids import request_id_of
+from transport.rest.v2.errors import envelope_response, is_v2
 
 __all__ = [
     "SECRET_PARAMS",
@@ -82,9 +83,10 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
     preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
     if not allowed and (preflight or request.method not in _SAFE_METHODS):
         log.warning("refused %s %s from origin %r", request.method, request.path, origin)
-        return problem_response(
-            403, "forbidden_origin", "Origin not allowed", f"origin {origin!r} is not allowed"
-        )
+        detail = f"origin {origin!r} is not allowed"
+        if is_v2(request):
+            return envelope_response(403, "forbidden", detail)
+        return problem_response(403, "forbidden_origin", "Origin not allowed", detail)
     if preflight:
         answer = web.Response(status=204)
         answer.headers["Access-Control-Allow-Methods"] = _ALLOW_METHODS

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from engine.errors import EaselError, Overloaded, TooManyRequests
-from transport.rest.v2.errors import envelope, envelope_response, is_v2
+from transport.rest.v2.errors import envelope, envelope_response, is_v2, v2_code
 
 __all__ = ["PROBLEM_JSON", "error_middleware", "problem_response"]
 
@@ -71,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = _HTTP_CODES.get(error.status, f"http_{error.status}")
         detail = error.text or error.reason
         answer = (
-            envelope_response(error.status, code, detail)
+            envelope_response(error.status, v2_code(code), detail)
             if v2
             else problem_response(error.status, code, error.reason, detail)
         )

@@ -28,7 +28,9 @@ from engine.storage.table import Table, TableSpec
 __all__ = ["MAX_MEDIA_BYTES", "MEDIA", "MediaFiles", "MediaRepository"]
 
 MEDIA = TableSpec(
-    "media", Media, indexes=(("owner", "blake3"), ("job_id",), ("expires_at",), ("owner",))
+    "media",
+    Media,
+    indexes=(("owner", "blake3"), ("owner", "filename"), ("job_id",), ("expires_at",), ("owner",)),
 )
 MAX_MEDIA_BYTES = 256 * 1024 * 1024
 
@@ -192,7 +194,7 @@ class MediaRepository(Repository[Media]):
     async def _newest(self, operation: str, where: dict[str, Any]) -> Media | None:
         async with self._op(operation):
             page = await self._table.find(
-                where, limit=1, offset=0, order=("created_at", "id"), descending=True
+                where, limit=1, offset=0, order=("created_at", "id"), descending=True, count=False
             )
         return page.items[0] if page.items else None
 

@@ -382,6 +382,7 @@ class Jobs(Repository[Job]):
                 order=("created_at", "id"),
                 below=below,
                 descending=True,
+                count=False,
             )
         return page.items
 

@@ -439,3 +439,51 @@ async def test_events_have_ids_outputs_first_and_replay(with_fake: Easel, fake: 
     assert '"queued"' in statuses[0], statuses
     assert any('"running"' in status for status in statuses[1:-1]), statuses
     assert '"succeeded"' in statuses[-1], statuses
+
+
+async def test_what_is_refused_before_a_route_runs_has_the_envelope_too(
+    easel_factory: EaselFactory, fake: FakeComfy
+) -> None:
+    easel = await easel_factory(max_body=4096)
+    await easel.register(fake, "one")
+    client = await easel.client("app")
+    big = {"workflow": {"1": {"class_type": "SaveImage", "inputs": {"x": "a" * 8000}}}}
+    rejected(await raw(client, "POST", JOBS, json=big), 413, "payload_too_large")
+    foreign = {"Origin": "https://evil.example"}
+    rejected(await raw(client, "POST", JOBS, json=big, headers=foreign), 403, "forbidden")
+    extra = form(png(), "x.png")
+    extra.add_field("surprise", "1")
+    rejected(await raw(client, "POST", ASSETS, data=extra), 400, "invalid_request")
+
+
+async def test_a_long_idempotency_key_and_an_input_in_use(
+    with_fake: Easel, fake: FakeComfy
+) -> None:
+    client = await with_fake.client("app")
+    key = "k" * 255  # the SDK allows 255 characters
+    fake.hang()
+    asset = await upload(client, png((1, 2, 3)), "held.png")
+    job = await submit(
+        client, {"workflow": invert_graph(image="held.png")}, **{"Idempotency-Key": key}
+    )
+    again = await raw(
+        client, "POST", JOBS, json={"workflow": empty_graph()}, headers={"Idempotency-Key": key}
+    )
+    rejected(again, 422, "idempotency_key_reuse")
+    # the job that takes the asset as its input has not ended: the asset is in use
+    rejected(await raw(client, "DELETE", f"{ASSETS}/{asset['id']}"), 409, "asset_in_use")
+    status, _, _ = await raw(client, "POST", f"{JOBS}/{job['id']}/cancel")
+    assert status == 200
+    fake.hang(False)
+    await v2_status(client, job["id"], *TERMINAL)
+    status, _, _ = await raw(client, "DELETE", f"{ASSETS}/{asset['id']}")
+    assert status == 204
+
+
+async def test_an_odd_last_event_id_is_ignored(with_fake: Easel) -> None:
+    client = await with_fake.client("app")
+    job = await submit(client, {"workflow": empty_graph()})
+    await v2_status(client, job["id"], "succeeded")
+    events = await sse(client, job["id"], **{"Last-Event-ID": "²"})
+    assert events[-1]["event"] == "status"
+    assert '"succeeded"' in events[-1]["data"]

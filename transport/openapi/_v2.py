@@ -27,7 +27,7 @@ _IDEMPOTENCY_KEY = {
     "in": "header",
     "description": "Single-use: any later request with the same key is 422 "
     "idempotency_key_reuse (a refused submit does not use it up)",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
 }
 _LIST = (
     {
@@ -178,7 +178,7 @@ V2: tuple[Operation, ...] = (
         "delete",
         ASSET,
         "Comfy API v2: delete an asset record (shared bytes stay)",
-        {204: "", 409: "asset_in_use: an output of a job still kept"},
+        {204: "", 409: "asset_in_use: an output of a job still kept, or an unfinished job's input"},
         tag="comfy-api-v2",
     ),
     Operation(

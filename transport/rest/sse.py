@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TypeVar
+
+from engine.errors import EaselError
 
 __all__ = ["follow"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 async def follow(
@@ -22,7 +27,8 @@ async def follow(
 ) -> None:
     """Call ``changed`` with each update (it returns ``True`` to stop) and ``quiet``
     after each ``every`` seconds without one, until the updates end or the client
-    leaves (``ConnectionResetError`` while writing). ``updates`` is closed after."""
+    leaves (``ConnectionResetError`` while writing); an error ends it too (the answer
+    has started, so it can't become an error answer). ``updates`` is closed after."""
     pending: asyncio.Future[T] | None = None
     try:
         while True:
@@ -40,6 +46,10 @@ async def follow(
                 break
     except ConnectionResetError:
         pass  # the client went away
+    except EaselError as error:  # the record went away (deleted), the store is down …
+        log.info("event stream ended: %s", error.message)
+    except Exception:  # the answer has started: it can only end, never become an error
+        log.exception("event stream failed")
     finally:
         if pending is not None and not pending.done():
             pending.cancel()

@@ -152,6 +152,7 @@ Table(
     Column("job_id", String(32), nullable=True, index=True),
     Column("expires_at", DateTime(timezone=True), nullable=True, index=True),
     Index(None, "owner", "blake3"),
+    Index(None, "owner", "filename"),
 )
 
 _projects = Table(

@@ -16,7 +16,8 @@ Assets are owned by the key that stored them and addressed by a content hash,
 one file on disk. A caller may mint only from bytes it stored itself: anyone else's
 answer exactly as bytes that do not exist. Uploads are images (PNG, JPEG, WebP, GIF,
 sniffed from the bytes as on ``/api/v1/media``). A job's outputs are assets too; one
-can't be deleted while its job is kept (409 ``asset_in_use``).
+can't be deleted while its job is kept, nor an input while a job that takes it has
+not ended (409 ``asset_in_use``).
 
 An asset's ``file_path`` is also how a workflow may name it: an input such as
 ``"photo.png"`` that is the file path of one of the submitter's assets is that
@@ -34,8 +35,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from blake3 import blake3
 from pydantic import BaseModel, ConfigDict, Field
 
+from actors.comfyui.media import media_inputs
 from engine.errors import Conflict, Invalid, NotFound, PayloadTooLarge
-from engine.storage import Media, Store
+from engine.storage import JobStatus, Media, Store
 from engine.storage.records import now
 from transport.auth import Role, principal, requires
 from transport.keys import ENGINE, STORE
@@ -61,6 +63,9 @@ _ENVELOPE = 64 * 1024
 _CHUNK = 256 * 1024
 _MAX_FIELD = 4096
 _MAX_TAGS = 32
+_PARTS = ("file", "content_type", "file_path", "expected_hash", "tags", "expires_in")
+"""The parts an upload may have (``tags`` may repeat): anything else is refused, so a
+body can't be made of countless fields."""
 
 
 class AssetInUse(Conflict):
@@ -162,9 +167,11 @@ async def _read_upload(request: web.Request, limit: int) -> _Upload:
         async with body_deadline(request, limit + _ENVELOPE):
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader) or not part.name:
-                    raise BadRequest("every part must be a named form field")
+                if not isinstance(part, BodyPartReader) or part.name not in _PARTS:
+                    raise BadRequest(f"the parts are {', '.join(_PARTS)}; each named once")
                 await _read_part(part, upload, limit)
+                if len(upload.tags) + len(upload.fields) > _MAX_TAGS + len(_PARTS):
+                    raise BadRequest("too many parts")
     except (ValueError, RuntimeError, HttpProcessingError, ConnectionError) as error:
         raise BadRequest(f"malformed multipart body: {error}") from None
     if not upload.data:
@@ -174,6 +181,8 @@ async def _read_upload(request: web.Request, limit: int) -> _Upload:
 
 async def _read_part(part: BodyPartReader, upload: _Upload, limit: int) -> None:
     if part.name == "file":
+        if upload.data:
+            raise BadRequest("one part named 'file'")
         chunks: list[bytes] = []
         size = 0
         while chunk := await part.read_chunk(_CHUNK):
@@ -185,9 +194,13 @@ async def _read_part(part: BodyPartReader, upload: _Upload, limit: int) -> None:
             chunks.append(chunk)
         upload.data, upload.filename = b"".join(chunks), part.filename
         return
-    value = (await part.read(decode=False))[: _MAX_FIELD + 1]
-    if len(value) > _MAX_FIELD:
-        raise Invalid(f"the field {part.name!r} is longer than {_MAX_FIELD} bytes")
+    value = b""
+    while chunk := await part.read_chunk(_MAX_FIELD):  # a field is never held past its cap
+        value += chunk
+        if len(value) > _MAX_FIELD:
+            raise Invalid(f"the field {part.name!r} is longer than {_MAX_FIELD} bytes")
+    if part.name in upload.fields:
+        raise BadRequest(f"the field {part.name!r} is sent twice")
     text = value.decode("utf-8", "replace")
     if part.name == "tags":
         if len(upload.tags) >= _MAX_TAGS:
@@ -269,15 +282,34 @@ async def get_asset(request: web.Request) -> web.Response:
 @requires(Role.CLIENT)
 async def delete_asset(request: web.Request) -> web.Response:
     asset = await _own(request)
+    if await _in_use(_store(request), asset):
+        raise AssetInUse("the asset can't be deleted while something still depends on it")
+    await _store(request).media.delete(asset.id)
+    return web.Response(status=204)
+
+
+async def _in_use(store: Store, asset: Media) -> bool:
+    """Whether a kept job produced ``asset``, or an unfinished job of its owner takes it
+    as an input (the job would fail at dispatch without it)."""
     if asset.job_id is not None:
         try:
-            await request.app[STORE].jobs.get(asset.job_id)
+            await store.jobs.get(asset.job_id)
         except NotFound:
             pass
         else:
-            raise AssetInUse("the asset can't be deleted while something still depends on it")
-    await _store(request).media.delete(asset.id)
-    return web.Response(status=204)
+            return True
+    for status in (JobStatus.QUEUED, JobStatus.DISPATCHED, JobStatus.RUNNING):
+        offset = 0
+        while True:  # bounded: a key has at most max_queued_jobs_per_key unfinished jobs
+            page = await store.jobs.list(
+                status=status, owner=asset.owner, limit=500, offset=offset, count=False
+            )
+            if any(asset.id in media_inputs(job.prompt) for job in page.items):
+                return True
+            if len(page.items) < 500:
+                break
+            offset += 500
+    return False
 
 
 @routes.get(ONE + "/content")

@@ -28,6 +28,7 @@ __all__ = [
     "envelope",
     "envelope_response",
     "is_v2",
+    "v2_code",
 ]
 
 PREFIX = "/api/v2"
@@ -42,8 +43,14 @@ _CODES = {
     "unavailable": "service_unavailable",
     "overloaded": "service_unavailable",
     "conflict": "conflict",
+    "forbidden_origin": "forbidden",
 }
 """The v2 code of each engine code that v2 names otherwise (the rest keep theirs)."""
+
+
+def v2_code(code: str) -> str:
+    """The v2 name of an engine error code."""
+    return _CODES.get(code, code)
 
 
 def is_v2(request: web.Request) -> bool:
@@ -102,7 +109,7 @@ def envelope_response(
 
 def envelope(error: EaselError) -> web.Response:
     """The v2 answer for an engine error (a 5xx says nothing of its cause)."""
-    code = _CODES.get(error.code, error.code)
+    code = v2_code(error.code)
     details = {k: v for k, v in error.extra.items() if k != "retry_after"} or None
     message = error.message
     if error.status >= 500 and error.code == "internal":

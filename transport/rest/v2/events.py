@@ -15,6 +15,7 @@ comment line is sent after 15 s of quiet, so a stream whose client left ends.
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ from transport.rest.v2.schema import Progress
 
 __all__ = ["HEARTBEAT", "routes"]
 
+log = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
 
 HEARTBEAT = 15.0
@@ -44,7 +47,7 @@ _PREVIEW_EVERY = 0.5
 
 def _last_seen(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID", "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
 
 
 class _Stream:
@@ -173,6 +176,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             await stream.show(jobs, first)
     except ConnectionResetError:
         ended = True  # the client went away
+    except Exception:  # started: the stream can only end, never become an error answer
+        log.exception("job %s: event stream failed", first.id)
+        ended = True
     finally:
         if ended:
             await updates.aclose()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,7 +69,8 @@ MAX_FILTERS = 3
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9_.\-]{1,40}$")
 _LABEL_VALUE_BYTES = 256
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_MAX_KEY = 200
+_MAX_KEY = 255
+_STORED_KEY = 200
 _KEY_TEXT = re.compile(r"^[\x21-\x7e]+$")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -262,11 +264,15 @@ def _labels(raw: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _idempotency_key(request: web.Request) -> str | None:
+    """The key as stored: one longer than the column (the SDK allows 255 characters)
+    is kept as its SHA-256, as unique as the key itself."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not (1 <= len(key) <= _MAX_KEY and _KEY_TEXT.match(key)):
         raise Invalid(f"Idempotency-Key: 1 to {_MAX_KEY} printable ASCII characters")
+    if len(key) > _STORED_KEY:
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return key
 
 

@@ -43,6 +43,7 @@ def upgrade() -> None:
         batch.create_index("ix_media_job_id", ["job_id"])
         batch.create_index("ix_media_expires_at", ["expires_at"])
         batch.create_index("ix_media_owner_blake3", ["owner", "blake3"])
+        batch.create_index("ix_media_owner_filename", ["owner", "filename"])
 
 
 def _jobs() -> None:
@@ -71,6 +72,7 @@ def _per_owner_key(*, create: bool) -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("media") as batch:
+        batch.drop_index("ix_media_owner_filename")
         batch.drop_index("ix_media_owner_blake3")
         batch.drop_index("ix_media_expires_at")
         batch.drop_index("ix_media_job_id")
