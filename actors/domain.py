@@ -58,7 +58,7 @@ class Domain:
     fleet: FleetService
     jobs: JobService
     tracker: JobTracker
-    """The jobs this node drives (``tracker.preview(job_id)``: a running job's newest
+    """The jobs this node drives (``tracker.live.preview(job_id)``: a running job's newest
     preview)."""
 
 
@@ -129,7 +129,7 @@ async def _start_fleet(
         store.jobs, store.media, fleet, tracker, settings, fleet_metrics, exclusive=exclusive
     )
     jobs.wake_with(dispatcher.wake)
-    jobs.previews_from(tracker.preview)
+    jobs.previews_from(tracker.live.preview)
     await group.start_child(
         ActorSpec(
             id="dispatcher",

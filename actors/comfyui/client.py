@@ -283,6 +283,12 @@ class ComfyClient:
         """``POST /queue {"delete": [...]}``: drop pending prompts (running ones stay)."""
         await self._post_empty("/queue", {"delete": prompt_ids})
 
+    async def stop_prompt(self, prompt_id: str) -> None:
+        """Take one prompt off the server, pending or running: dequeue, then interrupt
+        (both idempotent). Raises :class:`ComfyUnavailable`."""
+        await self.delete_queued([prompt_id])
+        await self.interrupt(prompt_id)
+
     # --- events --------------------------------------------------------------------
 
     async def connect_events(self, client_id: str | None = None) -> EventStream:

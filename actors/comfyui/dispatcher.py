@@ -92,7 +92,7 @@ class Dispatcher:
         self._totals: dict[JobStatus, int] = {}
         """Jobs dispatched and running, as the last round read them."""
         self._tasks: list[asyncio.Task[None]] = []
-        fleet.subscribe(tracker.on_event, self._server_changed)
+        fleet.subscribe(tracker.live.on_event, self._server_changed)
         metrics.watch_servers(fleet.views, lambda: dict(self._in_flight))
 
     def wake(self) -> None:

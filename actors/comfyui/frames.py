@@ -319,8 +319,7 @@ class FrameRouter:
 
         async def drop() -> None:
             with contextlib.suppress(ComfyUnavailable):
-                await client.delete_queued([prompt_id])
-                await client.interrupt(prompt_id)
+                await client.stop_prompt(prompt_id)
 
         task = self._loop.create_task(drop())
         self._stopping.add(task)

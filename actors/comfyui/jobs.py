@@ -316,8 +316,6 @@ class JobService:
         if job.server_id is None or job.prompt_id is None:
             return
         try:
-            client = self._fleet.client(job.server_id)
-            await client.delete_queued([job.prompt_id])
-            await client.interrupt(job.prompt_id)
+            await self._fleet.client(job.server_id).stop_prompt(job.prompt_id)
         except (NotFound, ComfyUnavailable):
             pass  # a server that is gone lost the job anyway: reconciliation ends it

@@ -38,18 +38,18 @@ from typing import Any
 
 from actors.comfyui.client import (
     ComfyClient,
-    ComfyEvent,
     ComfyRefused,
     ComfyUnavailable,
-    Preview,
     WorkflowRejected,
     history_status,
     started_at,
 )
 from actors.comfyui.fleet import FleetService
+from actors.comfyui.live import LiveEvents
 from actors.comfyui.media import discard, fetch_outputs
 from actors.comfyui.metrics import FleetMetrics
-from actors.comfyui.progress import Previews, RunProgress, ended_detail
+from actors.comfyui.progress import ended_detail
+from actors.comfyui.tasks import TaskSet
 from engine.errors import Conflict, EaselError, NotFound
 from engine.logcontext import job_context
 from engine.storage import Job, JobOutput, Jobs, JobStatus, MediaRepository
@@ -63,8 +63,6 @@ ACTIVE = frozenset({JobStatus.DISPATCHED, JobStatus.RUNNING})
 TERMINAL = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
-_PROGRESS_EVERY = 0.5
-"""Seconds between two progress writes of one job (the SSE stream reads them)."""
 
 
 class JobTracker:
@@ -95,18 +93,21 @@ class JobTracker:
         self._held: dict[str, Job] = {}
         self._prompts: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._progress_at: dict[str, float] = {}
-        self._progress_due: set[str] = set()
-        """Jobs whose progress changed within the throttle: written when it has passed."""
-        self._runs: dict[str, RunProgress] = {}
-        self._previews = Previews()
         self._lost_after = lost_after
         self._silent_since: dict[str, float] = {}
         """When each held job's server first failed to answer (cleared by an answer)."""
-        self._stopped = False
         self.sending: set[str] = set()
         """Jobs whose ``POST /prompt`` is under way: not lost if the server lacks them."""
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("job task")
+        self.live = LiveEvents(
+            self._prompts.get,
+            self._held.get,
+            self.spawn,
+            started=self._started,
+            ended=self.reconcile,
+            write=self._write_progress,
+        )
+        """Progress and previews of the held jobs; ``live.on_event`` hears the sockets."""
 
     # --- what is held ----------------------------------------------------------------
 
@@ -126,17 +127,9 @@ class JobTracker:
         job = self._held.pop(job_id, None)
         if job is not None and job.prompt_id:
             self._prompts.pop(job.prompt_id, None)
-        self._progress_at.pop(job_id, None)
-        self._progress_due.discard(job_id)
-        self._runs.pop(job_id, None)
-        self._previews.drop(job_id)
+        self.live.drop(job_id)
         self._silent_since.pop(job_id, None)
         self._locks.pop(job_id, None)
-
-    def preview(self, job_id: str) -> tuple[str | None, str, bytes] | None:
-        """The newest preview of a job this node drives: ``(node id or None, content
-        type, image)``, or ``None`` (none yet, or not driven here). Loop only."""
-        return self._previews.get(job_id)
 
     def lock(self, job_id: str) -> asyncio.Lock:
         lock = self._locks.get(job_id)
@@ -232,46 +225,7 @@ class JobTracker:
             node_errors=error.node_errors,
         )
 
-    # --- events from the servers' sockets ---------------------------------------------
-
-    def on_event(self, server_id: str, client_id: str, item: ComfyEvent | Preview) -> None:
-        """Called by the fleet for every socket frame, on the loop."""
-        if isinstance(item, Preview):
-            self._preview(server_id, item)
-            return
-        job_id = self._prompts.get(item.prompt_id) if item.prompt_id is not None else None
-        if job_id is None:
-            return
-        kind = item.type
-        if kind == "execution_start":
-            self._previews.running(server_id, job_id)
-            self.spawn(self._started(job_id))
-        elif kind == "executing" and item.data.get("node") is None:
-            self._previews.ended(server_id, job_id)
-            self.spawn(self.reconcile(job_id))  # the last frame of every prompt
-            return
-        elif kind == "executing":
-            self._previews.running(server_id, job_id)
-        run = self._runs.get(job_id)
-        if run is None:
-            job = self._held.get(job_id)
-            if job is None:
-                return
-            run = self._runs[job_id] = RunProgress(job.prompt)
-        if run.feed(item):
-            self._progress(job_id)
-
-    def _preview(self, server_id: str, preview: Preview) -> None:
-        # A preview with metadata names its prompt; a bare one (type 1) belongs to the
-        # job its server runs now.
-        prompt_id = preview.metadata.get("prompt_id")
-        if isinstance(prompt_id, str):
-            job_id = self._prompts.get(prompt_id)
-        else:
-            job_id = self._previews.job_on(server_id)
-        if job_id is not None and job_id in self._held:
-            run = self._runs.get(job_id)
-            self._previews.keep(job_id, preview, run.current if run else None)
+    # --- what the sockets say (see live.py) -----------------------------------------------
 
     async def _started(self, job_id: str) -> None:
         async with self.lock(job_id):
@@ -279,24 +233,9 @@ class JobTracker:
             if job is not None and job.status is JobStatus.DISPATCHED:
                 await self.swap(job_id, status=JobStatus.RUNNING, started_at=now())
 
-    def _progress(self, job_id: str) -> None:
-        """Write a running job's progress and detail, at most every ``_PROGRESS_EVERY``
-        seconds: a change within that is written once it has passed."""
-        if job_id in self._progress_due:
-            return
-        since = time.monotonic() - self._progress_at.get(job_id, float("-inf"))
-        self._progress_due.add(job_id)
-        self.spawn(self._write_progress(job_id, max(0.0, _PROGRESS_EVERY - since)))
-
-    async def _write_progress(self, job_id: str, wait: float) -> None:
-        try:
-            if wait > 0:
-                await asyncio.sleep(wait)
-        finally:
-            self._progress_due.discard(job_id)
-        self._progress_at[job_id] = time.monotonic()
+    async def _write_progress(self, job_id: str) -> None:
         async with self.lock(job_id):
-            job, run = self._held.get(job_id), self._runs.get(job_id)
+            job, run = self._held.get(job_id), self.live.run(job_id)
             if job is not None and run is not None and job.status is JobStatus.RUNNING:
                 await self.swap(job_id, progress=run.fraction, detail=run.detail())
 
@@ -343,7 +282,7 @@ class JobTracker:
                 if prompt_id in queue:
                     self._silent_since.pop(job.id, None)
                     if job.cancel_requested:  # the cancel may have missed it: again
-                        await _stop(client, prompt_id)
+                        await _stop_prompt(client, prompt_id)
                     elif prompt_id in queue.running and job.status is JobStatus.DISPATCHED:
                         await self.swap(job.id, status=JobStatus.RUNNING, started_at=now())
                     return
@@ -424,7 +363,7 @@ class JobTracker:
                 JobStatus.SUCCEEDED,
                 outputs=outputs,
                 progress=1.0,
-                detail=ended_detail(job, self._runs.get(job.id)),
+                detail=ended_detail(job, self.live.run(job.id)),
                 **ran,
             )
         except BaseException:
@@ -445,7 +384,7 @@ class JobTracker:
             client = self._fleet.client(server_id)
         except NotFound:
             return
-        await _stop(client, prompt_id)
+        await _stop_prompt(client, prompt_id)
 
     async def _discard_unrecorded(self, job_id: str, outputs: tuple[JobOutput, ...]) -> None:
         # The last change failed or was cancelled, perhaps after it committed: the
@@ -507,43 +446,25 @@ class JobTracker:
 
     def start(self) -> None:
         """Accept work again (after :meth:`stop`, when the dispatcher restarts)."""
-        self._stopped = False
+        self._tasks.start()
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` as a task of this tracker; once stopped, nothing more starts."""
-        if self._stopped:
-            work.close()
-            return
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("job task failed", exc_info=error)
+        self._tasks.spawn(work)
 
     @property
     def stopped(self) -> bool:
-        return self._stopped
+        return self._tasks.stopped
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Let the changes under way finish (within ``grace`` seconds), then cancel.
         Jobs still held stay as stored (dispatched or running, under a lease that
         expires): the next node to start reconciles them, none is queued again here."""
-        self._stopped = True
-        tasks = list(self._tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.stop(grace)
 
 
-async def _stop(client: ComfyClient, prompt_id: str) -> None:
-    """Ask the server to drop a prompt, pending or running (both idempotent)."""
+async def _stop_prompt(client: ComfyClient, prompt_id: str) -> None:
     try:
-        await client.delete_queued([prompt_id])
-        await client.interrupt(prompt_id)
+        await client.stop_prompt(prompt_id)
     except ComfyUnavailable as error:
         log.info("prompt %s not stopped yet: %s", prompt_id, error.message)

@@ -100,15 +100,15 @@ async def test_a_running_job_keeps_its_newest_preview_until_it_ends(
     tracker = easel.domain.tracker
 
     async def previewed() -> tuple[str | None, str, bytes] | None:
-        return tracker.preview(job["id"])
+        return tracker.live.preview(job["id"])
 
     node, content_type, image = await eventually(previewed, "a preview")
     assert node == "3"  # the KSampler's, though a bare preview names no prompt
     assert content_type == "image/jpeg"
     assert image[:2] == b"\xff\xd8"
     assert (await ended(easel, job["id"]))["status"] == "succeeded"
-    assert tracker.preview(job["id"]) is None  # let go with the job
-    assert tracker.preview("no-such-job") is None
+    assert tracker.live.preview(job["id"]) is None  # let go with the job
+    assert tracker.live.preview("no-such-job") is None
 
 
 async def test_outputs_say_their_name_type_size_and_hash_and_belong_to_their_job(
